@@ -1,0 +1,119 @@
+"""Admission: the one path by which a job comes to exist (api, ingress and scheduler).
+
+Authorize the caller (or the webhook's owner) on the task, validate the input against
+the task's schema, choose the job id, and build the `JobRequested` to publish. Pure: the
+caller loads the principal and the task and publishes the result.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import secrets
+from typing import Any
+
+from jsonschema import exceptions as schema_errors
+from jsonschema import validators
+
+from kriten_common import errors
+from kriten_common.db.models import Task
+from kriten_common.messages import JobRequested, JobSource
+from kriten_common.rbac import Principal, is_allowed
+
+# Kubernetes' generateName alphabet (no vowels, no look-alikes), so ids read like Kriten's.
+SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+# Longer than Kriten's 5 characters: a random collision would make the dispatcher take a
+# new job for a redelivery of an old one and silently drop it.
+SUFFIX_LENGTH = 10
+MAX_JOB_ID_LENGTH = 63
+
+
+def random_suffix() -> str:
+    return "".join(secrets.choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
+
+
+def derived_suffix(key: str) -> str:
+    """A stable suffix for an idempotency key: a sender's retry maps to the same job."""
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest(), "big")
+    chars = []
+    for _ in range(SUFFIX_LENGTH):
+        number, index = divmod(number, len(SUFFIX_ALPHABET))
+        chars.append(SUFFIX_ALPHABET[index])
+    return "".join(chars)
+
+
+def job_id_for(task: str, suffix: str) -> str:
+    """`<task>-<suffix>`, the task part shortened so the id stays a valid Kubernetes name."""
+    room = MAX_JOB_ID_LENGTH - len(suffix) - 1
+    return f"{task[:room].rstrip('-.')}-{suffix}"
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    schema = json.loads(schema_json)
+    cls = validators.validator_for(schema)
+    return cls(schema)
+
+
+def check_schema(schema: Any) -> None:
+    """Raises `InvalidInput` when `schema` is not a valid JSON Schema."""
+    if not isinstance(schema, dict):
+        raise errors.InvalidInput("schema must be a JSON object")
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except schema_errors.SchemaError as problem:
+        raise errors.InvalidInput(f"schema is not a valid JSON Schema: {problem.message}") from None
+
+
+def validate_input(schema: dict[str, Any] | None, raw_input: str) -> None:
+    """Raises `InvalidInput` with the validation message when the input fails the schema."""
+    if not schema:
+        return
+    try:
+        document = json.loads(raw_input) if raw_input.strip() else None
+    except json.JSONDecodeError:
+        raise errors.InvalidInput("input must be a JSON object (the task has a schema)") from None
+    if not isinstance(document, dict):
+        raise errors.InvalidInput("input must be a JSON object (the task has a schema)")
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    error = schema_errors.best_match(validator.iter_errors(document))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path)
+        at = f" at '{where}'" if where else ""
+        raise errors.InvalidInput(f"input does not match the task schema{at}: {error.message}")
+
+
+def admit(
+    *,
+    principal: Principal,
+    task: Task,
+    raw_input: bytes,
+    source: JobSource,
+    idempotency_key: str | None = None,
+    webhook_id: str | None = None,
+    delivery_id: str | None = None,
+    correlation_id: str | None = None,
+) -> JobRequested:
+    """The `JobRequested` for this input, or a domain error saying why not."""
+    if not is_allowed(
+        principal.permissions, resource="jobs", resource_id=task.name, access="write"
+    ):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+    try:
+        text = raw_input.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidInput("input must be UTF-8 text") from None
+    validate_input(task.schema_, text)
+    suffix = derived_suffix(idempotency_key) if idempotency_key else random_suffix()
+    return JobRequested(
+        job_id=job_id_for(task.name, suffix),
+        task=task.name,
+        owner=principal.username,
+        owner_id=principal.user_id,
+        source=source,
+        input=text,
+        webhook_id=webhook_id,
+        delivery_id=delivery_id,
+        correlation_id=correlation_id,
+    )

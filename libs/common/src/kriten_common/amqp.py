@@ -1,0 +1,355 @@
+"""RabbitMQ: the topology, a confirmed publisher and a consumer with explicit outcomes.
+
+Topology (names start with the configured prefix, `kriten` by default):
+- one durable topic exchange `<prefix>`;
+- a durable quorum queue per consumer (see `WORK_QUEUES`), with a delivery limit so a
+  message that keeps crashing its consumer is dead-lettered instead of looping;
+- per work queue, delay queues `<queue>.retry.<n>s` whose expired messages dead-letter
+  straight back to that work queue (not to the exchange, so a retry reaches only the
+  consumer that failed, not every subscriber);
+- one dead-letter queue `<prefix>.dead-letter` for messages that failed for good.
+
+Publishing waits for the broker's confirm of a persistent message on a quorum queue, so a
+returned `publish()` means the event is on disk; an unroutable message raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from kriten_common import errors, messages
+from kriten_common.logging import get_logger
+from kriten_common.outcomes import PermanentError, RetryableError
+
+log = get_logger(__name__)
+
+# Consumer queue (without prefix) → the routing keys bound to it.
+WORK_QUEUES: dict[str, tuple[str, ...]] = {
+    "dispatcher.job-requested": (messages.JobRequested.routing_key,),
+    "dispatcher.control": (messages.JobCancelRequested.routing_key,),
+    "collector.events": (
+        messages.JobRequested.routing_key,
+        messages.JobDispatched.routing_key,
+        messages.JobDispatchFailed.routing_key,
+        messages.WebhookDelivered.routing_key,
+    ),
+}
+RETRY_DELAYS_SECONDS = (1, 5, 30, 120)
+DELIVERY_LIMIT = 20
+PUBLISH_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Topology:
+    prefix: str = "kriten"
+
+    @property
+    def exchange(self) -> str:
+        return self.prefix
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.dead-letter"
+
+    def queue(self, consumer: str) -> str:
+        return f"{self.prefix}.{consumer}"
+
+    def retry_queue(self, consumer: str, delay: int) -> str:
+        return f"{self.queue(consumer)}.retry.{delay}s"
+
+    def all_queue_names(self) -> list[str]:
+        names = [self.dead_letter_queue]
+        for consumer in WORK_QUEUES:
+            names.append(self.queue(consumer))
+            names.extend(self.retry_queue(consumer, d) for d in RETRY_DELAYS_SECONDS)
+        return names
+
+
+class BrokerUnreachable(Exception):
+    """The broker could not be reached at start (the message is one line for the user)."""
+
+
+async def connect(url: str) -> AbstractRobustConnection:
+    try:
+        return await aio_pika.connect_robust(url, timeout=10)
+    except Exception as problem:
+        reason = str(problem) or type(problem).__name__
+        raise BrokerUnreachable(
+            f"cannot connect to RabbitMQ at {_without_password(url)}: {reason}"
+            " (set KRITEN_AMQP_URL)"
+        ) from None
+
+
+def _without_password(url: str) -> str:
+    from yarl import URL
+
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else str(parsed)
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    """Declares everything (idempotent), so no publish is ever unroutable for want of a queue."""
+    exchange = await channel.declare_exchange(
+        topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    await channel.declare_queue(
+        topology.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    for consumer, routing_keys in WORK_QUEUES.items():
+        queue = await channel.declare_queue(
+            topology.queue(consumer),
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": DELIVERY_LIMIT,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": topology.dead_letter_queue,
+            },
+        )
+        for key in routing_keys:
+            await queue.bind(exchange, routing_key=key)
+        for delay in RETRY_DELAYS_SECONDS:
+            await channel.declare_queue(
+                topology.retry_queue(consumer, delay),
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay * 1000,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": topology.queue(consumer),
+                },
+            )
+    return exchange
+
+
+async def delete_topology(channel: AbstractChannel, topology: Topology) -> None:
+    """Removes every queue and the exchange (tests use this to clean up)."""
+    for name in topology.all_queue_names():
+        await channel.queue_delete(name)
+    await channel.exchange_delete(topology.exchange)
+
+
+def _message(
+    events: Sequence[messages.Event], headers: dict[str, Any] | None = None
+) -> aio_pika.Message:
+    first = events[0]
+    return aio_pika.Message(
+        body=messages.encode(list(events)),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        type=first.routing_key,
+        message_id=first.message_id,
+        correlation_id=first.correlation_id,
+        headers=headers or {},
+    )
+
+
+class Publisher:
+    """Publishes events with publisher confirms; `Unavailable` when the broker is not there."""
+
+    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        # on_return_raises: an unroutable message is an error, never a silent drop.
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await declare_topology(self._channel, self._topology)
+
+    async def _ready_exchange(self) -> AbstractExchange:
+        if self._exchange is None or self._channel is None or self._channel.is_closed:
+            async with self._lock:
+                if self._exchange is None or self._channel is None or self._channel.is_closed:
+                    await self.open()
+        assert self._exchange is not None
+        return self._exchange
+
+    async def publish(self, *events: messages.Event) -> None:
+        """Returns once RabbitMQ confirmed the persistent message carrying `events`."""
+        if not events:
+            return
+        try:
+            exchange = await self._ready_exchange()
+            await exchange.publish(
+                _message(events),
+                routing_key=events[0].routing_key,
+                mandatory=True,
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as problem:
+            log.warning("publish_failed", routing_key=events[0].routing_key, error=str(problem))
+            raise errors.Unavailable("message broker unavailable") from None
+
+    @property
+    def connected(self) -> bool:
+        return not self._connection.is_closed
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+
+
+EventHandler = Callable[[messages.Event], Awaitable[None]]
+
+
+def _attempt(message: AbstractIncomingMessage) -> int:
+    value = (message.headers or {}).get("x-kriten-attempt", 1)
+    return value if isinstance(value, int) else 1
+
+
+class Consumer:
+    """Consumes one work queue; a handler's outcome decides ack, retry or dead-letter.
+
+    Each event of a message is handled in turn; the message is acked once every event
+    was handled, retried alone, or dead-lettered alone. `stop()` stops consuming first,
+    then waits for in-flight messages, so a shutdown never cancels a half-handled one.
+    """
+
+    def __init__(
+        self,
+        *,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        consumer: str,
+        handler: EventHandler,
+        prefetch: int = 32,
+        max_attempts: int = 10,
+    ) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._consumer = consumer
+        self._handler = handler
+        self._prefetch = prefetch
+        self._max_attempts = max_attempts
+        self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await declare_topology(self._channel, self._topology)
+        await self._channel.set_qos(prefetch_count=self._prefetch)
+        self._queue = await self._channel.get_queue(self._topology.queue(self._consumer))
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self._process(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            events = messages.decode(message.type or "", message.body)
+        except ValueError as problem:
+            await self._dead_letter_raw(message, f"undecodable message: {problem}")
+            await message.ack()
+            return
+        attempt = _attempt(message)
+        try:
+            for event in events:
+                await self._handle_one(event, attempt)
+        except Exception:
+            # Could not even retry or dead-letter (broker gone): let it come back.
+            log.exception("consumer_message_requeued", queue=self._consumer)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def _handle_one(self, event: messages.Event, attempt: int) -> None:
+        try:
+            await self._handler(event)
+        except PermanentError as problem:
+            log.warning("event_dead_lettered", queue=self._consumer, reason=str(problem))
+            await self._send_to_queue(
+                self._topology.dead_letter_queue, event, {"x-kriten-reason": str(problem)}
+            )
+        except RetryableError as problem:
+            await self._retry(event, attempt, problem.delay, str(problem))
+        except Exception as problem:
+            log.exception("event_handler_failed", queue=self._consumer)
+            await self._retry(event, attempt, 1.0, f"{type(problem).__name__}: {problem}")
+
+    async def _retry(self, event: messages.Event, attempt: int, delay: float, reason: str) -> None:
+        if attempt >= self._max_attempts:
+            log.warning("event_dead_lettered", queue=self._consumer, reason=reason, attempt=attempt)
+            await self._send_to_queue(
+                self._topology.dead_letter_queue,
+                event,
+                {"x-kriten-reason": f"gave up after {attempt} attempts: {reason}"},
+            )
+            return
+        level = next((d for d in RETRY_DELAYS_SECONDS if d >= delay), RETRY_DELAYS_SECONDS[-1])
+        log.info(
+            "event_retry_scheduled",
+            queue=self._consumer,
+            delay=level,
+            attempt=attempt,
+            reason=reason,
+        )
+        await self._send_to_queue(
+            self._topology.retry_queue(self._consumer, level),
+            event,
+            {"x-kriten-attempt": attempt + 1},
+        )
+
+    async def _send_to_queue(
+        self, queue: str, event: messages.Event, headers: dict[str, Any]
+    ) -> None:
+        assert self._channel is not None
+        headers = {"x-kriten-queue": self._topology.queue(self._consumer), **headers}
+        await self._channel.default_exchange.publish(
+            _message([event], headers), routing_key=queue, timeout=PUBLISH_TIMEOUT_SECONDS
+        )
+
+    async def _dead_letter_raw(self, message: AbstractIncomingMessage, reason: str) -> None:
+        assert self._channel is not None
+        log.warning("message_dead_lettered", queue=self._consumer, reason=reason)
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                body=message.body,
+                type=message.type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={
+                    "x-kriten-reason": reason,
+                    "x-kriten-queue": self._topology.queue(self._consumer),
+                },
+            ),
+            routing_key=self._topology.dead_letter_queue,
+        )
+
+    async def stop(self, grace_seconds: float = 20.0) -> None:
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=grace_seconds)
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()

@@ -1,0 +1,1 @@
+"""Database access: the tables (`models`) and the async engine (`engine`)."""

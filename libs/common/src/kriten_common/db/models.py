@@ -1,0 +1,197 @@
+"""The SQLModel tables, one metadata. Only a table's owning service writes it.
+
+api owns users, groups, roles, bindings, tokens, runners, tasks, webhooks;
+the collector owns jobs. Secrets are stored encrypted (`*_encrypted` columns hold
+Fernet tokens from `kriten_common.crypto`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy.types import DateTime, TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both PostgreSQL and SQLite (which drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def created_column() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("provider", "username"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    username: str = Field(index=True)
+    provider: str = "local"
+    password_hash: str | None = None
+    builtin: bool = False
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class Group(SQLModel, table=True):
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("provider", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(index=True)
+    provider: str = "local"
+    builtin: bool = False
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class GroupMember(SQLModel, table=True):
+    __tablename__ = "group_members"
+
+    group_id: str = Field(foreign_key="groups.id", primary_key=True, ondelete="CASCADE")
+    user_id: str = Field(foreign_key="users.id", primary_key=True, ondelete="CASCADE")
+
+
+class Role(SQLModel, table=True):
+    __tablename__ = "roles"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(unique=True)
+    resource: str
+    resource_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    access: str
+    builtin: bool = False
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class RoleBinding(SQLModel, table=True):
+    __tablename__ = "role_bindings"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(unique=True)
+    role_id: str = Field(foreign_key="roles.id", index=True)
+    subject_kind: str  # "groups" or "users"
+    subject_provider: str
+    subject_name: str
+    subject_id: str = Field(index=True)
+    builtin: bool = False
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    owner_id: str = Field(foreign_key="users.id", index=True)
+    description: str = ""
+    enabled: bool = True
+    expires: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    key_hash: str = Field(unique=True)
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class RevokedToken(SQLModel, table=True):
+    """JWT ids refused until they expire (logout)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: str = Field(primary_key=True)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class Runner(SQLModel, table=True):
+    __tablename__ = "runners"
+
+    name: str = Field(primary_key=True)
+    image: str = ""
+    git_url: str
+    branch: str = "main"
+    token_encrypted: str | None = Field(default=None, sa_type=Text)
+    secrets_encrypted: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+
+    name: str = Field(primary_key=True)
+    runner: str = Field(foreign_key="runners.name", index=True)
+    command: str = Field(sa_type=Text)
+    synchronous: bool = False
+    schema_: dict[str, Any] | None = Field(default=None, sa_column=Column("schema", JSON))
+    timeout_seconds: int | None = None
+    description: str = ""
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class Webhook(SQLModel, table=True):
+    __tablename__ = "webhooks"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    owner_id: str = Field(foreign_key="users.id", index=True)
+    description: str = ""
+    task: str = Field(foreign_key="tasks.name", index=True)
+    secret_encrypted: str = Field(sa_type=Text)
+    previous_secret_encrypted: str | None = Field(default=None, sa_type=Text)
+    previous_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    scheme: str = "auto"
+    filter: str | None = None
+    enabled: bool = True
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_task_created", "task", "created_at"),)
+
+    id: str = Field(primary_key=True)
+    task: str = Field(index=True)
+    owner: str = Field(index=True)
+    owner_id: str
+    status: str = Field(default="queued", index=True)
+    source: str = "api"
+    webhook_id: str | None = None
+    delivery_id: str | None = None
+    input: str = Field(default="", sa_type=Text)
+    start_time: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    completion_time: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    exit_code: int | None = None
+    stdout: str | None = Field(default=None, sa_type=Text)
+    json_data: Any | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    updated_at: datetime = created_column()
+
+
+FINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})

@@ -1,0 +1,257 @@
+"""The on-disk contract of the local executor, shared by the dispatcher and the collector.
+
+Services never import each other, so the layout of a job directory and the schema of its
+files live here. The dispatcher's launcher creates the directory and its spec, a detached
+supervisor process runs the job and records what happened, and the collector's observer
+reads the records. One directory per job, named by the job id:
+
+    <jobs_dir>/<job_id>/            0700, created with mkdir: its existence means "launched"
+        launch.lock                 flock held by a launcher while it starts the supervisor
+        spec.json                   0600, LocalJobSpec: everything but secret values
+        secret/<name>               0600 each (dir 0700): runner secrets, the task's
+                                    KRITEN_SECRETS_DIR (mirrors /etc/secret in Kubernetes)
+        git-token                   0600, the runner's git token; deleted after the clone
+        git-askpass                 0700, GIT_ASKPASS helper that reads git-token
+        supervisor.lock             flock held (exclusive) by the supervisor while it lives
+        supervisor.log              the supervisor's own stdout/stderr (tracebacks)
+        status.json                 JobStatus: the supervisor started (state running)
+        task.pid                    pid (= process group) of the supervisor's current child
+        repo/                       the clone; the task's working directory
+        output.log                  "--- git clone ---" section, then "--- task ---" and
+                                    the task's stdout and stderr interleaved
+        cancel-requested            a cancel was asked for (survives a supervisor not yet up)
+        result.json                 JobResult: the final state, written last and atomically
+        collected                   the collector stored the final state durably
+
+Liveness is a lock, not a pid: a pid can be reused and a dead child can linger as a
+zombie, but the kernel drops a flock the moment its holder dies, whatever the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+FinalState = Literal["succeeded", "failed", "cancelled"]
+
+# A job id becomes a directory name: one path component, nothing a shell or `..` trick
+# could turn into another place.
+_JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+# Kubernetes secret keys; they also become file names and environment variable names.
+_SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
+
+OUTPUT_CLONE_HEADING = "--- git clone ---\n"
+OUTPUT_TASK_HEADING = "--- task ---\n"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def is_valid_job_id(job_id: str) -> bool:
+    return bool(_JOB_ID_RE.fullmatch(job_id))
+
+
+def is_valid_secret_name(name: str) -> bool:
+    return bool(_SECRET_NAME_RE.fullmatch(name)) and name not in {".", ".."}
+
+
+class _Record(BaseModel):
+    # Records are read by a process that may be older or newer than the writer.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: int = 1
+
+
+class LocalJobSpec(_Record):
+    """What the supervisor needs to run the job. Secret values are not in here: they sit
+    in their own 0600 files so that this file never has to be treated as a secret."""
+
+    job_id: str
+    command: str
+    git_url: str
+    branch: str
+    extra_vars: str
+    timeout_seconds: int | None = None
+    secret_names: list[str] = []
+    has_git_token: bool = False
+
+
+class JobStatus(_Record):
+    """Written once by the supervisor when it takes charge of the job."""
+
+    state: Literal["running"] = "running"
+    start_time: datetime
+    pid: int
+
+
+class JobResult(_Record):
+    """The final record. Its presence means the job is over."""
+
+    state: FinalState
+    start_time: datetime | None = None
+    completion_time: datetime
+    exit_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """The files of one job directory (see the module docstring)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, jobs_dir: Path, job_id: str) -> JobPaths:
+        if not is_valid_job_id(job_id):
+            raise ValueError("invalid job id")
+        return cls(jobs_dir / job_id)
+
+    @property
+    def job_id(self) -> str:
+        return self.root.name
+
+    @property
+    def launch_lock(self) -> Path:
+        return self.root / "launch.lock"
+
+    @property
+    def spec(self) -> Path:
+        return self.root / "spec.json"
+
+    @property
+    def secret_dir(self) -> Path:
+        return self.root / "secret"
+
+    @property
+    def git_token(self) -> Path:
+        return self.root / "git-token"
+
+    @property
+    def git_askpass(self) -> Path:
+        return self.root / "git-askpass"
+
+    @property
+    def supervisor_lock(self) -> Path:
+        return self.root / "supervisor.lock"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.root / "supervisor.log"
+
+    @property
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def task_pid(self) -> Path:
+        return self.root / "task.pid"
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output.log"
+
+    @property
+    def cancel_requested(self) -> Path:
+        return self.root / "cancel-requested"
+
+    @property
+    def result(self) -> Path:
+        return self.root / "result.json"
+
+    @property
+    def collected(self) -> Path:
+        return self.root / "collected"
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace `path` with `data` so that a reader sees the old file or the new one, never
+    a part; the file is created with `mode` and never exists with looser permissions."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            # A result must survive a power cut once the collector may have seen it.
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_record(path: Path, record: _Record) -> None:
+    write_atomic(path, record.model_dump_json().encode())
+
+
+_R = TypeVar("_R", bound=_Record)
+
+
+def read_record(path: Path, cls: type[_R]) -> _R | None:
+    """The record at `path`, or None when it does not exist (yet).
+
+    Raises ValueError when the file exists but is not a valid record: writes are atomic,
+    so that is corruption or a foreign file, not a race.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        return cls.model_validate_json(data)
+    except ValidationError as exc:
+        raise ValueError(f"invalid {path.name}: {exc.error_count()} error(s)") from None
+
+
+def touch(path: Path) -> None:
+    """Create an empty marker file (no-op when it exists)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+
+
+def try_lock(path: Path, *, shared: bool = False) -> int | None:
+    """Take a non-blocking flock on `path` (created if needed); the fd holds it, None when
+    another process holds a conflicting lock. Close the fd to release it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    return fd
+
+
+def supervisor_alive(paths: JobPaths) -> bool:
+    """Whether a supervisor holds this job's lock.
+
+    The probe takes a *shared* lock so that it never makes a starting supervisor (which
+    wants the exclusive lock, and retries for a while) believe that another one runs.
+    """
+    if not paths.supervisor_lock.exists():
+        return False
+    try:
+        fd = try_lock(paths.supervisor_lock, shared=True)
+    except FileNotFoundError:
+        return False
+    if fd is None:
+        return True
+    os.close(fd)
+    return False

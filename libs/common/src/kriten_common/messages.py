@@ -1,0 +1,143 @@
+"""The events that flow through RabbitMQ: one Pydantic class per event, past tense.
+
+On the wire one AMQP message carries a JSON array of events of one class (usually one;
+a publisher may coalesce). The AMQP `type` property names the class's routing key.
+Consumers ignore unknown fields so changes stay additive.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """The shared envelope."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    routing_key: ClassVar[str]
+
+    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    correlation_id: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)
+    schema_version: int = 1
+
+
+JobSource = Literal["api", "webhook", "cron"]
+FinalStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+class JobRequested(Event):
+    """A job was admitted: its id is final, its input exactly what the caller sent."""
+
+    routing_key: ClassVar[str] = "job.requested"
+
+    job_id: str
+    task: str
+    owner: str
+    owner_id: str
+    source: JobSource
+    input: str
+    webhook_id: str | None = None
+    delivery_id: str | None = None
+
+
+class JobCancelRequested(Event):
+    """A user asked to stop a job (api → dispatcher)."""
+
+    routing_key: ClassVar[str] = "job.cancel_requested"
+
+    job_id: str
+    requested_by: str
+
+
+class JobDispatched(Event):
+    routing_key: ClassVar[str] = "job.dispatched"
+
+    job_id: str
+    executor: str
+
+
+class JobDispatchFailed(Event):
+    """The job could not be launched, for good (the reason says why)."""
+
+    routing_key: ClassVar[str] = "job.dispatch_failed"
+
+    job_id: str
+    error: str
+
+
+class JobFinished(Event):
+    routing_key: ClassVar[str] = "job.finished"
+
+    job_id: str
+    task: str
+    status: FinalStatus
+    exit_code: int | None = None
+
+
+class WebhookDelivered(Event):
+    """One delivery to a known webhook, whatever its outcome (the delivery log)."""
+
+    routing_key: ClassVar[str] = "webhook.delivery"
+
+    delivery_id: str
+    webhook_id: str
+    received_at: datetime
+    scheme: str | None
+    outcome: Literal["accepted", "duplicate", "filtered", "rejected"]
+    reason: str | None = None
+    source: str | None = None
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    size: int
+    secret_matched: Literal["current", "previous"] | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: str | None = None
+
+
+class ConfigChanged(Event):
+    """A resource that services cache changed (cache invalidation; fanout)."""
+
+    routing_key: ClassVar[str] = "config.changed"
+
+    kind: Literal["webhook", "task", "runner", "user", "rbac"]
+    name: str
+
+
+EVENT_CLASSES: dict[str, type[Event]] = {
+    cls.routing_key: cls
+    for cls in (
+        JobRequested,
+        JobCancelRequested,
+        JobDispatched,
+        JobDispatchFailed,
+        JobFinished,
+        WebhookDelivered,
+        ConfigChanged,
+    )
+}
+
+
+def encode(events: list[Event]) -> bytes:
+    """One message body for events of one class."""
+    kinds = {type(e) for e in events}
+    if len(kinds) != 1:
+        raise ValueError("a message carries events of exactly one class")
+    cls = kinds.pop()
+    return TypeAdapter(list[cls]).dump_json(events)  # type: ignore[valid-type]
+
+
+def decode(routing_key: str, body: bytes) -> list[Event]:
+    """The events of one message; raises `ValueError` for an unknown kind or bad body."""
+    cls = EVENT_CLASSES.get(routing_key)
+    if cls is None:
+        raise ValueError(f"unknown event type {routing_key!r}")
+    return list(TypeAdapter(list[cls]).validate_json(body))  # type: ignore[valid-type]

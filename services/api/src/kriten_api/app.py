@@ -1,0 +1,52 @@
+"""The api service's aiohttp app: login, CRUD, RBAC and the jobs API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from kriten_api import jobs, login, runners, tasks, webhooks
+from kriten_api.bootstrap import ensure_builtins
+from kriten_api.keys import CONNECTION, PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
+from kriten_api.migrate import upgrade_database
+from kriten_api.settings import ApiSettings
+from kriten_common.crypto import SecretBox
+from kriten_common.http import create_service_app
+from kriten_common.logging import get_logger
+from kriten_common.service import CleanupContext, broker_context, database_context
+
+log = get_logger(__name__)
+BASE = "/api/v1"
+
+
+def create_app(settings: ApiSettings) -> web.Application:
+    """Builds the app; every connection is opened by its cleanup context, not here."""
+    app = create_service_app(registry=CollectorRegistry(), client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[SECRET_BOX] = SecretBox(settings.encryption_keys.get_secret_value())
+    app.cleanup_ctx.append(_migrations(settings))
+    app.cleanup_ctx.append(database_context(settings, SESSIONS))
+    app.cleanup_ctx.append(_builtins)
+    app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
+    for module in (login, runners, tasks, webhooks, jobs):
+        module.add_routes(app, BASE)
+    return app
+
+
+def _migrations(settings: ApiSettings) -> CleanupContext:
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await upgrade_database(settings.database_url.get_secret_value())
+        yield
+
+    return context
+
+
+async def _builtins(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.root_password.get_secret_value() == "root" and settings.env == "development":
+        log.warning("development_root_password", message="root's password is 'root'")
+    await ensure_builtins(app[SESSIONS], root_password=settings.root_password.get_secret_value())
+    yield

@@ -1,0 +1,146 @@
+"""`/jobs`: run a task (`POST /jobs/{task}`) and read what the collector stored."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+from sqlmodel import col, func, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from kriten_api.access import list_response, pagination, readable_ids, require
+from kriten_api.authentication import authenticate
+from kriten_api.keys import PUBLISHER, SESSIONS, SETTINGS
+from kriten_common import errors
+from kriten_common.admission import admit
+from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
+from kriten_common.jobtime import format_unix_date
+from kriten_common.rbac import Principal
+
+SYNC_POLL_SECONDS = 0.1
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
+    """Kriten's fields first, then ours; `full=False` leaves out the output (lists)."""
+    answer: dict[str, Any] = {"id": job.id, "owner": job.owner}
+    if job.start_time is not None:
+        answer["start_time"] = format_unix_date(job.start_time)
+    if job.completion_time is not None:
+        answer["completion_time"] = format_unix_date(job.completion_time)
+    answer["failed"] = 1 if job.status == "failed" else 0
+    answer["completed"] = 1 if job.status == "succeeded" else 0
+    if full:
+        answer["stdout"] = job.stdout or ""
+        answer["json_data"] = job.json_data
+    answer.update(
+        task=job.task,
+        status=job.status,
+        source=job.source,
+        webhook_id=job.webhook_id,
+        delivery_id=job.delivery_id,
+        exit_code=job.exit_code,
+        error=job.error,
+        created_at=job.created_at.isoformat(),
+    )
+    return answer
+
+
+def may_read(principal: Principal, job: Job) -> bool:
+    allowed = readable_ids(principal, "jobs")
+    return job.owner_id == principal.user_id or allowed is None or job.task in allowed
+
+
+async def _load_job(request: web.Request, session: AsyncSession) -> Job:
+    principal = await authenticate(request)
+    job_id = request.match_info["id"]
+    job = await session.get(Job, job_id)
+    if job is None:
+        raise errors.NotFound(f"job {job_id!r} not found")
+    if not may_read(principal, job):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+    return job
+
+
+async def create_job(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    name = request.match_info["task"]
+    require(principal, "jobs", name, "write")
+    raw_input = await request.read()
+    async with request.app[SESSIONS]() as session:
+        task = await session.get(Task, name)
+    if task is None:
+        raise errors.NotFound(f"task {name!r} not found")
+    event = admit(principal=principal, task=task, raw_input=raw_input, source="api")
+    await request.app[PUBLISHER].publish(event)
+    if task.synchronous:
+        finished = await _wait_for_final(request, event.job_id)
+        if finished is not None:
+            return web.json_response(job_json(finished))
+    return web.json_response({"msg": "job created successfully", "id": event.job_id})
+
+
+async def _wait_for_final(request: web.Request, job_id: str) -> Job | None:
+    deadline = time.monotonic() + request.app[SETTINGS].sync_timeout
+    while time.monotonic() < deadline:
+        async with request.app[SESSIONS]() as session:
+            job = await session.get(Job, job_id)
+        if job is not None and job.status in FINAL_JOB_STATUSES:
+            return job
+        await asyncio.sleep(SYNC_POLL_SECONDS)
+    return None
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    conditions = []
+    allowed = readable_ids(principal, "jobs")
+    if allowed is not None:
+        conditions.append(or_(col(Job.task).in_(allowed), col(Job.owner_id) == principal.user_id))
+    for field in ("task", "owner", "status"):
+        value = request.query.get(field)
+        if value:
+            if field == "status" and value not in JOB_STATUSES:
+                raise errors.InvalidInput(f"status must be one of {', '.join(JOB_STATUSES)}")
+            conditions.append(getattr(Job, field) == value)
+    limit, offset = pagination(request)
+    async with request.app[SESSIONS]() as session:
+        total = (await session.exec(select(func.count()).select_from(Job).where(*conditions))).one()
+        query = (
+            select(Job)
+            .where(*conditions)
+            .order_by(col(Job.created_at).desc(), col(Job.id))
+            .offset(offset)
+            .limit(limit)
+        )
+        jobs = (await session.exec(query)).all()
+    return list_response([job_json(j, full=False) for j in jobs], total)
+
+
+async def get_job(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        job = await _load_job(request, session)
+    return web.json_response(job_json(job))
+
+
+async def get_job_log(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        job = await _load_job(request, session)
+    return web.Response(text=job.stdout or "", content_type="text/plain")
+
+
+async def get_job_schema(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        job = await _load_job(request, session)
+        task = await session.get(Task, job.task)
+    return web.json_response(task.schema_ if task is not None else None)
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/jobs", list_jobs)
+    app.router.add_post(f"{base}/jobs/{{task}}", create_job)
+    app.router.add_get(f"{base}/jobs/{{id}}", get_job)
+    app.router.add_get(f"{base}/jobs/{{id}}/log", get_job_log)
+    app.router.add_get(f"{base}/jobs/{{id}}/schema", get_job_schema)

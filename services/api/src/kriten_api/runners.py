@@ -1,0 +1,158 @@
+"""`/runners`: the image and git repository a task runs from; token and secrets encrypted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from kriten_api.access import (
+    MASK,
+    check_name,
+    list_response,
+    optional_str,
+    page,
+    readable_ids,
+    require,
+    required_str,
+    same_name,
+)
+from kriten_api.authentication import authenticate
+from kriten_api.keys import SECRET_BOX, SESSIONS
+from kriten_common import errors
+from kriten_common.crypto import SecretBox
+from kriten_common.db.models import Runner, Task, utcnow
+from kriten_common.http import read_json_object
+
+
+def runner_json(runner: Runner, box: SecretBox) -> dict[str, Any]:
+    secrets = box.decrypt_map(runner.secrets_encrypted)
+    return {
+        "name": runner.name,
+        "image": runner.image,
+        "gitURL": runner.git_url,
+        "branch": runner.branch,
+        "token": MASK if runner.token_encrypted else "",
+        "secret": dict.fromkeys(secrets, MASK),
+        "created_at": runner.created_at.isoformat(),
+        "updated_at": runner.updated_at.isoformat(),
+    }
+
+
+def _secret_map(body: dict[str, Any]) -> dict[str, str] | None:
+    value = body.get("secret")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise errors.InvalidInput("secret must be an object of string values")
+    return value
+
+
+def merge_secrets(current: dict[str, str], update: dict[str, str]) -> dict[str, str]:
+    """An empty value deletes a key; the mask keeps it; anything else sets it."""
+    merged = dict(current)
+    for key, value in update.items():
+        if value == "":
+            merged.pop(key, None)
+        elif value != MASK:
+            merged[key] = value
+    return merged
+
+
+def _apply(runner: Runner, body: dict[str, Any], box: SecretBox) -> None:
+    if "image" in body:
+        runner.image = optional_str(body, "image") or ""
+    if "gitURL" in body:
+        runner.git_url = required_str(body, "gitURL")
+    if "branch" in body:
+        runner.branch = optional_str(body, "branch") or "main"
+    if "token" in body:
+        token = optional_str(body, "token")
+        if token != MASK:
+            runner.token_encrypted = box.encrypt(token) if token else None
+    secrets = _secret_map(body)
+    if secrets is not None:
+        merged = merge_secrets(box.decrypt_map(runner.secrets_encrypted), secrets)
+        runner.secrets_encrypted = box.encrypt_map(merged) if merged else None
+
+
+async def list_runners(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    allowed = readable_ids(principal, "runners")
+    async with request.app[SESSIONS]() as session:
+        query = select(Runner).order_by(col(Runner.name))
+        if allowed is not None:
+            query = query.where(col(Runner.name).in_(allowed))
+        runners = (await session.exec(query)).all()
+    box = request.app[SECRET_BOX]
+    return list_response([runner_json(r, box) for r in page(runners, request)], len(runners))
+
+
+async def create_runner(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    require(principal, "runners", "*", "write")
+    body = await read_json_object(request)
+    runner = Runner(name=check_name(body.get("name")), git_url=required_str(body, "gitURL"))
+    box = request.app[SECRET_BOX]
+    _apply(runner, body, box)
+    async with request.app[SESSIONS]() as session:
+        session.add(runner)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise errors.Conflict(f"runner {runner.name!r} already exists") from None
+    return web.json_response(runner_json(runner, box))
+
+
+async def _load(request: web.Request, session: Any, access: str) -> Runner:
+    principal = await authenticate(request)
+    name = request.match_info["name"]
+    require(principal, "runners", name, "write" if access == "write" else "read")
+    runner: Runner | None = await session.get(Runner, name)
+    if runner is None:
+        raise errors.NotFound(f"runner {name!r} not found")
+    return runner
+
+
+async def get_runner(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        runner = await _load(request, session, "read")
+    return web.json_response(runner_json(runner, request.app[SECRET_BOX]))
+
+
+async def update_runner(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    box = request.app[SECRET_BOX]
+    async with request.app[SESSIONS]() as session:
+        runner = await _load(request, session, "write")
+        same_name(body, runner.name)
+        _apply(runner, body, box)
+        runner.updated_at = utcnow()
+        session.add(runner)
+        await session.commit()
+    return web.json_response(runner_json(runner, box))
+
+
+async def delete_runner(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        runner = await _load(request, session, "write")
+        users = (await session.exec(select(Task.name).where(Task.runner == runner.name))).all()
+        if users:
+            raise errors.Conflict(f"runner {runner.name!r} is used by tasks: {', '.join(users)}")
+        await session.delete(runner)
+        await session.commit()
+    return web.json_response({"msg": "runner deleted successfully", "id": runner.name})
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/runners", list_runners)
+    app.router.add_post(f"{base}/runners", create_runner)
+    app.router.add_put(f"{base}/runners", create_runner)
+    app.router.add_get(f"{base}/runners/{{name}}", get_runner)
+    app.router.add_patch(f"{base}/runners/{{name}}", update_runner)
+    app.router.add_put(f"{base}/runners/{{name}}", update_runner)
+    app.router.add_delete(f"{base}/runners/{{name}}", delete_runner)

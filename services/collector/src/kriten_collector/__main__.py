@@ -1,0 +1,16 @@
+"""`kriten-collector`: runs the collector service alone (production)."""
+
+from __future__ import annotations
+
+from kriten_collector.app import create_app
+from kriten_collector.settings import CollectorSettings
+from kriten_common.service import run_service
+
+
+def main() -> None:
+    settings = CollectorSettings()
+    run_service(lambda: create_app(settings), settings, "collector")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,487 @@
+"""The `JobObserver` of the Kubernetes executor: list, then watch, Kriten's pods.
+
+How it keeps up:
+
+- It lists the pods selected by `kriten_common.kube.POD_SELECTOR` (Kriten's, not yet
+  collected) page by page, reports what each shows, then watches from the list's
+  `resourceVersion` with bookmarks, advancing that version with every event it has
+  handled. A watch that ends is resumed from there; `410 Gone` (history compacted past
+  it) starts a new list; errors and disconnects are retried with exponential backoff.
+- The first list is the reconciliation: every pod that finished while nobody watched is
+  reported then, and a list after a `410` reports what happened in the gap, including a
+  job whose pod vanished (`cancelled`).
+- "Forgotten" is durable on the pod itself: `forget(job_id)` labels its pod
+  `kriten.io/collected=true`, which the selector excludes, so neither a relist nor a
+  restarted collector reports it again (nor even transfers it). A final update not yet
+  forgotten is reported again after a restart: delivery is at least once.
+- Memory stays bounded: pods are read as plain JSON one page or one event at a time and
+  never kept; only job ids (and pod names) of pods not yet final, or reported but not yet
+  forgotten, are remembered. Logs are read with a byte limit.
+
+The official client blocks; list, log and patch calls run in worker threads, and the
+watch stream is read line by line on a dedicated thread (the loop awaits each line), so
+the loop never blocks and a slow consumer holds the stream back instead of queueing it.
+`close()` shuts the stream's socket down, which wakes that thread, and waits for it.
+`kubernetes.watch.Watch` is not used: with `deserialize=False` it fails on `ERROR`
+events, and with deserialization it builds a model object for every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3.exceptions
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from kriten_collector.kube_pod_status import (
+    PodView,
+    assemble_output,
+    assess,
+    is_collected,
+    pod_job_id,
+    vanished,
+)
+from kriten_collector.ports import ExecutionUpdate
+from kriten_common.kube import (
+    COLLECTED_VALUE,
+    LABEL_COLLECTED,
+    POD_SELECTOR,
+    KubernetesSettings,
+    job_selector,
+    load_api_client,
+)
+from kriten_common.logging import get_logger
+
+log = get_logger(__name__)
+
+_TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+# A watch that ends this soon without an event is treated as a failure (backoff), so a
+# server or proxy that closes at once cannot make the observer spin.
+_MIN_HEALTHY_WATCH_SECONDS = 1.0
+_FORGET_ATTEMPTS = 3
+
+
+class _Expired(Exception):
+    """The resourceVersion we asked for is gone from the server's history: relist."""
+
+
+class _Backoff:
+    def __init__(self, initial: float, ceiling: float) -> None:
+        self._initial = initial
+        self._ceiling = ceiling
+        self._attempt = 0
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        self._attempt += 1
+        delay = min(self._ceiling, self._initial * 2.0 ** (self._attempt - 1))
+        return delay * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security
+
+
+def _iter_lines(response: Any) -> Iterator[bytes]:
+    """Newline-delimited records of a chunked response, as they arrive."""
+    buffer = bytearray()
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer.extend(chunk)
+        while (end := buffer.find(b"\n")) != -1:
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield bytes(buffer)
+
+
+def _interrupt(response: Any) -> None:
+    """Wakes a thread blocked reading `response` (it then sees the end of the stream)."""
+    with contextlib.suppress(ValueError, RuntimeError, OSError):
+        response.shutdown()
+
+
+def _close_quietly(response: Any) -> None:
+    try:
+        response.close()
+    except (*_TRANSPORT_ERRORS, ValueError):
+        pass
+
+
+def _next_event(lines: Iterator[bytes]) -> dict[str, Any] | None:
+    """Runs on the watch thread: the next event, parsed, or None at the end."""
+    line = next(lines, None)
+    if line is None:
+        return None
+    event = json.loads(line)
+    return event if isinstance(event, dict) else {}
+
+
+class KubernetesJobObserver:
+    """Reports what happens to the pods of Kriten's Jobs in `settings.namespace`."""
+
+    def __init__(
+        self,
+        *,
+        settings: KubernetesSettings,
+        api_client: client.ApiClient | None = None,
+        output_cap_bytes: int = 1_048_576,
+    ) -> None:
+        self._settings = settings
+        self._owns_client = api_client is None
+        self._api_client = api_client if api_client is not None else load_api_client(settings)
+        self._core = client.CoreV1Api(self._api_client)
+        self._output_cap = output_cap_bytes
+        self._resource_version: str | None = None
+        # job id -> pod name, for pods seen but not final: to notice one vanishing.
+        self._active: dict[str, str] = {}
+        # job ids whose 'running' was reported (a subset of _active).
+        self._running: set[str] = set()
+        # job id -> pod name, final update reported but not yet forgotten.
+        self._reported: dict[str, str] = {}
+        self._closed = asyncio.Event()
+        self._watch_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="kriten-kube-watch"
+        )
+        self._response: Any = None
+        self._pending_read: Future[dict[str, Any] | None] | None = None
+
+    # -- the port ---------------------------------------------------------------------
+
+    async def updates(self) -> AsyncIterator[ExecutionUpdate]:
+        backoff = _Backoff(
+            self._settings.backoff_initial_seconds, self._settings.backoff_max_seconds
+        )
+        while not self._closed.is_set():
+            try:
+                if self._resource_version is None:
+                    async for update in self._relist():
+                        yield update
+                    backoff.reset()
+                started = time.monotonic()
+                events = 0
+                async for change, counted in self._watch_once():
+                    events += counted
+                    if change is not None:
+                        yield change
+                if events or time.monotonic() - started >= _MIN_HEALTHY_WATCH_SECONDS:
+                    backoff.reset()
+                    continue
+                raise ConnectionError("the watch ended at once without an event")
+            except _Expired:
+                log.info("pod watch expired; relisting", resource_version=self._resource_version)
+                self._resource_version = None
+                continue
+            except (ApiException, *_TRANSPORT_ERRORS, ValueError) as error:
+                # ValueError: a line that is not JSON (a proxy's page, a cut stream).
+                if self._closed.is_set():
+                    return
+                if isinstance(error, ApiException) and error.status == 410:
+                    self._resource_version = None
+                    continue
+                delay = backoff.next_delay()
+                log.warning(
+                    "kubernetes pod watch failed; retrying",
+                    error=f"{type(error).__name__}: {error}",
+                    delay=round(delay, 2),
+                )
+                await self._sleep(delay)
+            except Exception:
+                # Whatever cutting the stream on close() made the reader raise.
+                if self._closed.is_set():
+                    return
+                raise
+
+    async def forget(self, job_id: str) -> None:
+        name = self._reported.pop(job_id, None) or self._active.get(job_id)
+        self._active.pop(job_id, None)
+        self._running.discard(job_id)
+        names = [name] if name else await self._pods_of(job_id)
+        for pod in names:
+            await self._mark_collected(job_id, pod)
+
+    async def close(self) -> None:
+        self._closed.set()
+        self._abort_stream()
+        self._watch_thread.shutdown(wait=False, cancel_futures=True)
+        pending = self._pending_read
+        if pending is not None and not pending.done():
+            try:
+                await asyncio.wait_for(
+                    asyncio.wrap_future(pending), self._settings.request_timeout_seconds
+                )
+            except Exception as error:
+                log.debug("watch thread stopped", error=str(error))
+        if self._owns_client:
+            await asyncio.to_thread(self._api_client.close)
+
+    # -- list and watch ---------------------------------------------------------------
+
+    async def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", self._settings.request_timeout_seconds)
+        return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def _list_page(self, token: str | None) -> dict[str, Any]:
+        def fetch() -> dict[str, Any]:
+            # Raw JSON (a urllib3 response), not the client's model objects.
+            response: Any = self._core.list_namespaced_pod(
+                self._settings.namespace,
+                label_selector=POD_SELECTOR,
+                limit=self._settings.list_page_size,
+                _continue=token,
+                _preload_content=False,
+                _request_timeout=self._settings.request_timeout_seconds,
+            )
+            try:
+                page = json.loads(response.data)
+            finally:
+                response.release_conn()
+            return page if isinstance(page, dict) else {}
+
+        return await asyncio.to_thread(fetch)
+
+    async def _relist(self) -> AsyncIterator[ExecutionUpdate]:
+        token: str | None = None
+        version: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await self._list_page(token)
+            metadata = page.get("metadata") or {}
+            # Every page of one list carries the snapshot's version; the watch starts there.
+            version = version or metadata.get("resourceVersion")
+            for pod in page.get("items") or []:
+                job_id = pod_job_id(pod)
+                if job_id is not None:
+                    seen.add(job_id)
+                async for update in self._on_pod(pod):
+                    yield update
+            token = metadata.get("continue") or None
+            if token is None:
+                break
+        for job_id in [j for j in self._active if j not in seen]:
+            name = self._active.pop(job_id)
+            self._running.discard(job_id)
+            yield self._final_update(vanished(name, job_id), output=None)
+            self._reported[job_id] = name
+        self._resource_version = version
+        log.info("kubernetes pods listed", pods=len(seen), resource_version=version)
+
+    def _open_watch(self) -> Any:
+        settings = self._settings
+        return self._core.list_namespaced_pod(
+            settings.namespace,
+            label_selector=POD_SELECTOR,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=self._resource_version,
+            timeout_seconds=settings.watch_timeout_seconds,
+            _preload_content=False,
+            # Reads wait out a quiet stream: a little longer than the server keeps it.
+            _request_timeout=(
+                settings.request_timeout_seconds,
+                settings.watch_timeout_seconds + settings.request_timeout_seconds,
+            ),
+        )
+
+    async def _watch_once(self) -> AsyncIterator[tuple[ExecutionUpdate | None, int]]:
+        """One watch request: yields (update or None, 1 per event handled)."""
+        if self._closed.is_set():
+            return
+        loop = asyncio.get_running_loop()
+        response = await loop.run_in_executor(self._watch_thread, self._open_watch)
+        self._response = response
+        lines = _iter_lines(response)
+        try:
+            while not self._closed.is_set():
+                self._pending_read = self._watch_thread.submit(_next_event, lines)
+                event = await asyncio.wrap_future(self._pending_read)
+                if event is None:
+                    return
+                kind = event.get("type")
+                pod = event.get("object") or {}
+                if kind == "ERROR":
+                    code = pod.get("code")
+                    if code == 410:
+                        raise _Expired
+                    raise ApiException(status=code or 500, reason=pod.get("message"))
+                if kind in ("ADDED", "MODIFIED"):
+                    async for update in self._on_pod(pod):
+                        yield update, 0
+                elif kind == "DELETED":
+                    gone = self._on_deleted(pod)
+                    if gone is not None:
+                        yield gone, 0
+                version = (pod.get("metadata") or {}).get("resourceVersion")
+                if version:
+                    self._resource_version = version
+                yield None, 1
+        finally:
+            self._response = None
+            _interrupt(response)
+            try:
+                # After any read still running on the watch thread, not under it.
+                self._watch_thread.submit(_close_quietly, response)
+            except RuntimeError:
+                _close_quietly(response)
+
+    def _abort_stream(self) -> None:
+        if self._response is not None:
+            _interrupt(self._response)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
+    # -- what one pod says ------------------------------------------------------------
+
+    async def _on_pod(self, pod: dict[str, Any]) -> AsyncIterator[ExecutionUpdate]:
+        job_id = pod_job_id(pod)
+        if job_id is None or is_collected(pod) or job_id in self._reported:
+            return
+        view = assess(
+            pod,
+            now=datetime.now(UTC),
+            image_pull_grace_seconds=self._settings.image_pull_grace_seconds,
+        )
+        if view.final:
+            output = await self._read_output(view)
+            self._active.pop(job_id, None)
+            self._running.discard(job_id)
+            self._reported[job_id] = view.name
+            yield self._final_update(view, output=output)
+            return
+        self._active[job_id] = view.name
+        if view.state == "running" and job_id not in self._running:
+            self._running.add(job_id)
+            yield ExecutionUpdate(job_id=job_id, state="running", start_time=view.start_time)
+
+    def _on_deleted(self, pod: dict[str, Any]) -> ExecutionUpdate | None:
+        job_id = pod_job_id(pod)
+        if job_id is None:
+            return None
+        name = self._active.pop(job_id, None)
+        self._running.discard(job_id)
+        if name is None or is_collected(pod) or job_id in self._reported:
+            # Ours already, or it left the selector because it was collected.
+            return None
+        view = assess(pod, now=datetime.now(UTC), image_pull_grace_seconds=float("inf"))
+        if view.final:
+            # Its final state came through this watch before it was deleted, so it was
+            # reported; nothing new to say.
+            return None
+        self._reported[job_id] = name
+        return self._final_update(vanished(name, job_id), output=None)
+
+    def _final_update(self, view: PodView, *, output: str | None) -> ExecutionUpdate:
+        assert view.job_id is not None
+        state = view.state
+        if state not in ("succeeded", "failed", "cancelled"):
+            raise ValueError(f"not a final state: {state}")
+        return ExecutionUpdate(
+            job_id=view.job_id,
+            state=state,
+            start_time=view.start_time,
+            completion_time=view.completion_time,
+            exit_code=view.exit_code,
+            output=output,
+            error=view.error,
+        )
+
+    async def _read_output(self, view: PodView) -> str | None:
+        if not view.log_containers:
+            return None
+        init_logs: list[tuple[str, bytes]] = []
+        task_logs: bytes | None = None
+        for container in view.log_containers:
+            logs = await self._read_log(view.name, container)
+            if container == view.task_container:
+                task_logs = logs
+            else:
+                init_logs.append((container, logs))
+        return assemble_output(
+            init_logs=init_logs,
+            task_name=view.task_container,
+            task_logs=task_logs,
+            cap_bytes=self._output_cap,
+        )
+
+    async def _read_log(self, pod: str, container: str) -> bytes:
+        """Up to the cap (plus one byte, to tell a cut); empty when the server has none
+        to give (the pod or container is gone). Transient errors propagate: the caller
+        retries the whole pod later rather than store it without its output."""
+        cap = self._output_cap
+
+        def fetch() -> bytes:
+            response: Any = self._core.read_namespaced_pod_log(
+                pod,
+                self._settings.namespace,
+                container=container,
+                limit_bytes=cap + 1,
+                _preload_content=False,
+                _request_timeout=self._settings.request_timeout_seconds,
+            )
+            try:
+                return bytes(response.read(cap + 1))
+            finally:
+                response.close()
+
+        try:
+            return await asyncio.to_thread(fetch)
+        except ApiException as error:
+            if error.status in (400, 404):
+                log.info("no logs for container", pod=pod, container=container)
+                return b""
+            raise
+
+    # -- forgetting -------------------------------------------------------------------
+
+    async def _pods_of(self, job_id: str) -> list[str]:
+        pods = await self._call(
+            self._core.list_namespaced_pod,
+            self._settings.namespace,
+            label_selector=job_selector(job_id),
+        )
+        return [
+            pod.metadata.name
+            for pod in pods.items
+            if pod_job_id(
+                {
+                    "metadata": {
+                        "annotations": pod.metadata.annotations,
+                        "labels": pod.metadata.labels,
+                    }
+                }
+            )
+            == job_id
+        ]
+
+    async def _mark_collected(self, job_id: str, pod: str) -> None:
+        body = {"metadata": {"labels": {LABEL_COLLECTED: COLLECTED_VALUE}}}
+        backoff = _Backoff(
+            self._settings.backoff_initial_seconds, self._settings.backoff_max_seconds
+        )
+        for attempt in range(1, _FORGET_ATTEMPTS + 1):
+            try:
+                await self._call(
+                    self._core.patch_namespaced_pod, pod, self._settings.namespace, body
+                )
+                return
+            except ApiException as error:
+                if error.status == 404:
+                    return
+                failure: BaseException = error
+            except _TRANSPORT_ERRORS as error:
+                failure = error
+            if attempt < _FORGET_ATTEMPTS:
+                await self._sleep(backoff.next_delay())
+        # Not fatal: the job may be reported once more after a restart, and storing
+        # a final update is idempotent.
+        log.warning("could not mark pod collected", job_id=job_id, pod=pod, error=str(failure))

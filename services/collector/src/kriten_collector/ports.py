@@ -1,0 +1,36 @@
+"""The `JobObserver` port: how the collector learns what happened to executions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+ExecutionState = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class ExecutionUpdate:
+    """A change seen in one execution. `output` is its raw combined output (final only)."""
+
+    job_id: str
+    state: ExecutionState
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    exit_code: int | None = None
+    output: str | None = None
+    error: str | None = None
+
+
+class JobObserver(Protocol):
+    def updates(self) -> AsyncIterator[ExecutionUpdate]:
+        """Yields updates for every execution, forever; at start it reports every
+        execution that finished while nobody watched (reconciliation)."""
+        ...
+
+    async def forget(self, job_id: str) -> None:
+        """The final update of `job_id` is stored durably; it need not be reported again."""
+        ...
+
+    async def close(self) -> None: ...

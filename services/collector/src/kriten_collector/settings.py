@@ -1,0 +1,13 @@
+"""The collector service's settings."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kriten_common.settings import CommonSettings
+
+
+class CollectorSettings(CommonSettings):
+    port: int = 8083
+    # Largest stdout stored per job; longer output keeps its head and tail.
+    output_cap_bytes: int = Field(default=1024 * 1024, gt=0)

@@ -1,0 +1,16 @@
+"""`kriten-dispatcher`: runs the dispatcher service alone (production)."""
+
+from __future__ import annotations
+
+from kriten_common.service import run_service
+from kriten_dispatcher.app import create_app
+from kriten_dispatcher.settings import DispatcherSettings
+
+
+def main() -> None:
+    settings = DispatcherSettings()
+    run_service(lambda: create_app(settings), settings, "dispatcher")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The dispatcher service's aiohttp app: consumes `job.requested` (and cancellations)
+and launches through the configured executor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aio_pika.abc import AbstractRobustConnection
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from kriten_common.amqp import Consumer, Publisher, Topology
+from kriten_common.crypto import SecretBox
+from kriten_common.db.engine import SessionFactory
+from kriten_common.http import create_service_app
+from kriten_common.service import broker_context, database_context
+from kriten_dispatcher.dispatching import Dispatcher
+from kriten_dispatcher.ports import JobLauncher
+from kriten_dispatcher.settings import DispatcherSettings
+
+SETTINGS = web.AppKey("settings", DispatcherSettings)
+SESSIONS = web.AppKey("sessions", SessionFactory)
+CONNECTION = web.AppKey("connection", AbstractRobustConnection)
+PUBLISHER = web.AppKey("publisher", Publisher)
+
+
+def make_launcher(settings: DispatcherSettings) -> JobLauncher:
+    """The executor's adapter; the Kubernetes client is imported only when used."""
+    if settings.executor == "kubernetes":
+        from kriten_common.kube import KubernetesSettings
+        from kriten_dispatcher.kube_launcher import KubernetesJobLauncher
+
+        return KubernetesJobLauncher(settings=KubernetesSettings())
+    from kriten_dispatcher.local_executor import LocalJobLauncher
+
+    return LocalJobLauncher(jobs_dir=settings.jobs_dir)
+
+
+def create_app(settings: DispatcherSettings) -> web.Application:
+    app = create_service_app(registry=CollectorRegistry())
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(database_context(settings, SESSIONS))
+    app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
+    app.cleanup_ctx.append(_consumers)
+    return app
+
+
+async def _consumers(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    launcher = make_launcher(settings)
+    dispatcher = Dispatcher(
+        launcher=launcher,
+        publisher=app[PUBLISHER],
+        sessions=app[SESSIONS],
+        box=SecretBox(settings.encryption_keys.get_secret_value()),
+        executor=settings.executor,
+    )
+    topology = Topology(settings.amqp_prefix)
+    consumers = [
+        Consumer(
+            connection=app[CONNECTION],
+            topology=topology,
+            consumer=queue,
+            handler=dispatcher.handle,
+            prefetch=settings.prefetch,
+        )
+        for queue in ("dispatcher.job-requested", "dispatcher.control")
+    ]
+    for consumer in consumers:
+        await consumer.start()
+    yield
+    for consumer in consumers:
+        await consumer.stop(settings.shutdown_grace_seconds)
+    await launcher.close()

@@ -1,0 +1,65 @@
+"""The dispatcher's consumer handlers: launch requested jobs, cancel on request."""
+
+from __future__ import annotations
+
+from kriten_common.amqp import Publisher
+from kriten_common.crypto import SecretBox
+from kriten_common.db.engine import SessionFactory
+from kriten_common.logging import get_logger
+from kriten_common.messages import (
+    Event,
+    JobCancelRequested,
+    JobDispatched,
+    JobDispatchFailed,
+    JobRequested,
+)
+from kriten_common.outcomes import PermanentError
+from kriten_dispatcher.job_specs import build_spec
+from kriten_dispatcher.ports import JobLauncher
+
+log = get_logger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        launcher: JobLauncher,
+        publisher: Publisher,
+        sessions: SessionFactory,
+        box: SecretBox,
+        executor: str,
+    ) -> None:
+        self._launcher = launcher
+        self._publisher = publisher
+        self._sessions = sessions
+        self._box = box
+        self._executor = executor
+
+    async def handle(self, event: Event) -> None:
+        if isinstance(event, JobRequested):
+            await self.launch(event)
+        elif isinstance(event, JobCancelRequested):
+            cancelled = await self._launcher.cancel(event.job_id)
+            log.info("job_cancel_requested", job_id=event.job_id, found=cancelled)
+
+    async def launch(self, event: JobRequested) -> None:
+        """Launches once (idempotent by job id); a permanent failure is recorded on the job
+        through `JobDispatchFailed` before the request is dead-lettered."""
+        try:
+            spec = await build_spec(event, sessions=self._sessions, box=self._box)
+            await self._launcher.launch(spec)
+        except PermanentError as problem:
+            log.warning("job_dispatch_failed", job_id=event.job_id, error=str(problem))
+            await self._publisher.publish(
+                JobDispatchFailed(
+                    job_id=event.job_id, error=str(problem), correlation_id=event.correlation_id
+                )
+            )
+            raise
+        log.info("job_dispatched", job_id=event.job_id, task=event.task)
+        await self._publisher.publish(
+            JobDispatched(
+                job_id=event.job_id, executor=self._executor, correlation_id=event.correlation_id
+            )
+        )

@@ -1,0 +1,16 @@
+"""`kriten-ingress`: runs the ingress service alone (production)."""
+
+from __future__ import annotations
+
+from kriten_common.service import run_service
+from kriten_ingress.app import create_app
+from kriten_ingress.settings import IngressSettings
+
+
+def main() -> None:
+    settings = IngressSettings()
+    run_service(lambda: create_app(settings), settings, "ingress")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""The local executor end to end: LocalJobLauncher starts a real supervisor that clones a
+real git repository and runs the task; LocalJobObserver reports what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import stat
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kriten_collector.json_data import extract_json_data
+from kriten_collector.local_observer import LocalJobObserver
+from kriten_collector.ports import ExecutionUpdate
+from kriten_common.local_jobs import JobPaths, JobResult, JobStatus, read_record
+from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_dispatcher.local_executor import LocalJobLauncher
+from kriten_dispatcher.ports import JobSpec
+from tests.dispatcher.conftest import GitHttpServer
+
+TIMEOUT = 60.0
+
+EXTRA_VARS = (
+    '{"msg": "say \\"hi\\"", "text": "a\\nb"}\n'
+    "'raw' $HOME `id` $(id) \\ ünïcødé ✓ 😀\r\n\t  trailing spaces  "
+)
+SECRETS = {"api_key": "s3cr3t value\nwith a second line ✓", "DB_PASSWORD": "pw=1;2"}
+
+
+def make_spec(git_repo: Path, job_id: str = "hello-abc", **changes: Any) -> JobSpec:
+    spec = JobSpec(
+        job_id=job_id,
+        task="hello",
+        owner="alice",
+        command=f"{shlex.quote(sys.executable)} task.py",
+        image="ignored-by-the-local-executor",
+        git_url=str(git_repo),
+        branch="main",
+        extra_vars="{}",
+    )
+    return replace(spec, **changes)
+
+
+async def collect(
+    observer: LocalJobObserver, job_ids: set[str], timeout: float = TIMEOUT
+) -> dict[str, list[ExecutionUpdate]]:
+    """Every update of `job_ids` until each has its final one."""
+    seen: dict[str, list[ExecutionUpdate]] = {job_id: [] for job_id in job_ids}
+
+    async def run() -> None:
+        async with contextlib.aclosing(observer.updates()) as updates:
+            async for update in updates:
+                if update.job_id in seen:
+                    seen[update.job_id].append(update)
+                if all(ups and ups[-1].state != "running" for ups in seen.values()):
+                    return
+
+    await asyncio.wait_for(run(), timeout)
+    return seen
+
+
+async def run_one(jobs_dir: Path, spec: JobSpec) -> list[ExecutionUpdate]:
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    return (await collect(observer, {spec.job_id}))[spec.job_id]
+
+
+async def wait_for_path(path: Path, timeout: float = TIMEOUT) -> None:
+    async def poll() -> None:
+        while not path.exists():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def files_containing(root: Path, secret: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_round_trip_runs_the_task_with_kriten_environment(
+    jobs_dir: Path, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KRITEN_TEST_LEAK", "must-not-reach-the-task")
+    spec = make_spec(git_repo, extra_vars=EXTRA_VARS, secrets=SECRETS)
+    before = datetime.now(UTC)
+
+    updates = await run_one(jobs_dir, spec)
+
+    assert [u.state for u in updates] == ["running", "succeeded"]
+    running, final = updates
+    assert running.start_time is not None
+    assert final.start_time == running.start_time
+    assert final.completion_time is not None
+    assert before - timedelta(seconds=1) <= final.start_time <= final.completion_time
+    assert final.completion_time.utcoffset() == timedelta(0)
+    assert final.exit_code == 0
+    assert final.error is None
+    output = final.output
+    assert output is not None
+    # The clone section comes first, then the task's stdout and stderr together.
+    assert output.index("--- git clone ---\n") == 0
+    assert output.index("Cloning into") < output.index("--- task ---\n")
+    assert output.index("--- task ---\n") < output.index("hello from the task")
+    assert "to stderr" in output
+    assert output.rstrip().endswith("after the block")
+
+    data = extract_json_data(output)
+    assert data is not None
+    assert data["extra_vars"] == EXTRA_VARS
+    assert data["secret_files"] == SECRETS
+    assert data["secret_env"] == SECRETS
+    assert data["job_id"] == spec.job_id
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    assert data["cwd"] == str(paths.repo)
+    shell_vars = {"PWD", "OLDPWD", "SHLVL", "_"}
+    allowed = {"PATH", "HOME", "LANG", "EXTRA_VARS", "KRITEN_SECRETS_DIR", "KRITEN_JOB_ID"}
+    assert set(data["env_keys"]) <= allowed | set(SECRETS) | shell_vars
+    assert "KRITEN_TEST_LEAK" not in data["env_keys"]
+
+    # EXTRA_VARS reaches the task byte for byte.
+    assert (paths.repo / "extra_vars.bin").read_bytes() == EXTRA_VARS.encode()
+    # Only the owner may read what holds secrets.
+    assert mode(paths.root) == 0o700
+    assert mode(paths.secret_dir) == 0o700
+    assert mode(paths.spec) == 0o600
+    assert {mode(p) for p in paths.secret_dir.iterdir()} == {0o600}
+    # The executor keeps secrets only in secret/ (the task itself printed them, and wrote
+    # into its clone, which is its business).
+    for value in SECRETS.values():
+        holders = set(files_containing(paths.root, value)) - {paths.output}
+        assert {p.parent for p in holders if paths.repo not in p.parents} == {paths.secret_dir}
+    assert "s3cr3t" not in paths.spec.read_text()
+
+
+async def test_failing_command_is_failed_with_its_exit_code(jobs_dir: Path, git_repo: Path) -> None:
+    spec = make_spec(git_repo, command="echo before; echo oops >&2; exit 3")
+
+    updates = await run_one(jobs_dir, spec)
+
+    final = updates[-1]
+    assert final.state == "failed"
+    assert final.exit_code == 3
+    assert final.error == "exit code 3"
+    assert final.output is not None
+    assert "before\noops\n" in final.output
+
+
+async def test_killed_task_reports_the_signal(jobs_dir: Path, git_repo: Path) -> None:
+    updates = await run_one(jobs_dir, make_spec(git_repo, command="kill -KILL $$"))
+
+    final = updates[-1]
+    assert final.state == "failed"
+    assert final.exit_code == 137
+    assert final.error == "killed by signal SIGKILL"
+
+
+async def test_clone_failure_is_a_failed_job_and_hides_the_token(
+    jobs_dir: Path, tmp_path: Path, git_repo: Path
+) -> None:
+    token = "tok-S3CRET-never-shown"
+    spec = make_spec(git_repo, git_url=str(tmp_path / "no-such-repo"), git_token=token)
+
+    updates = await run_one(jobs_dir, spec)
+
+    final = updates[-1]
+    assert final.state == "failed"
+    assert final.exit_code is None
+    assert final.error is not None
+    assert final.error.startswith("git clone failed: ")
+    assert "no-such-repo" in final.error
+    assert final.output is not None
+    assert "--- task ---" not in final.output
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    assert token not in final.output
+    assert token not in final.error
+    assert files_containing(paths.root, token) == []
+    assert not paths.git_token.exists()
+
+
+async def test_unknown_branch_is_a_clone_failure(jobs_dir: Path, git_repo: Path) -> None:
+    updates = await run_one(jobs_dir, make_spec(git_repo, branch="no-such-branch"))
+
+    final = updates[-1]
+    assert final.state == "failed"
+    assert final.error is not None
+    assert "git clone failed" in final.error
+    assert "no-such-branch" in final.error
+
+
+async def test_token_reaches_git_only_through_askpass(
+    jobs_dir: Path, git_repo: Path, git_http_server: GitHttpServer
+) -> None:
+    spec = make_spec(
+        git_repo, git_url=git_http_server.url, git_token=git_http_server.token, command="ls"
+    )
+
+    updates = await run_one(jobs_dir, spec)
+
+    final = updates[-1]
+    assert final.state == "succeeded", final.output
+    assert final.output is not None
+    assert "task.py" in final.output
+    # The server saw the token as basic auth, so it really was used ...
+    assert any(a and a.startswith("Basic ") for a in git_http_server.authorizations)
+    # ... and no process had it on its command line or in its environment meanwhile.
+    assert git_http_server.leaks == []
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    assert git_http_server.token not in final.output
+    assert files_containing(paths.root, git_http_server.token) == []
+    assert not paths.git_token.exists()
+
+
+async def test_wrong_token_is_a_clone_failure_without_the_token(
+    jobs_dir: Path, git_repo: Path, git_http_server: GitHttpServer
+) -> None:
+    wrong = "ghp_WrongTokenAlsoSecret"
+    spec = make_spec(git_repo, git_url=git_http_server.url, git_token=wrong)
+
+    updates = await run_one(jobs_dir, spec)
+
+    final = updates[-1]
+    assert final.state == "failed"
+    assert final.error is not None
+    assert final.error.startswith("git clone failed: ")
+    assert final.output is not None
+    assert wrong not in final.output
+    assert wrong not in final.error
+    assert files_containing(JobPaths.of(jobs_dir, spec.job_id).root, wrong) == []
+
+
+async def test_deadline_exceeded(jobs_dir: Path, git_repo: Path) -> None:
+    spec = make_spec(git_repo, command="echo started; sleep 30", timeout_seconds=1)
+    started = time.monotonic()
+
+    updates = await run_one(jobs_dir, spec)
+
+    final = updates[-1]
+    assert final.state == "failed"
+    assert final.error == "deadline exceeded"
+    assert final.exit_code is None
+    assert final.output is not None
+    assert "started" in final.output
+    assert time.monotonic() - started < 20
+
+
+async def test_redelivery_runs_the_job_once(jobs_dir: Path, git_repo: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs.txt"
+    spec = make_spec(git_repo, command=f"echo run >> {shlex.quote(str(runs))}")
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+
+    await asyncio.wait_for(asyncio.gather(*(launcher.launch(spec) for _ in range(3))), TIMEOUT)
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).result)
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    await asyncio.sleep(0.5)
+
+    assert runs.read_text() == "run\n"
+
+
+async def test_directory_without_a_supervisor_is_launched_on_redelivery(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    # As if a dispatcher died between mkdir and starting the supervisor.
+    spec = make_spec(git_repo, secrets={"api_key": "k"})
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    paths.root.mkdir(parents=True)
+    paths.spec.write_text("{half written")
+
+    updates = await run_one(jobs_dir, spec)
+
+    assert updates[-1].state == "succeeded"
+
+
+async def test_supervisor_start_failure_is_retryable_then_recovers(
+    jobs_dir: Path, git_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = tmp_path / "runs.txt"
+    spec = make_spec(git_repo, command=f"echo run >> {shlex.quote(str(runs))}")
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "executable", "/bin/false")
+        with pytest.raises(RetryableError):
+            await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+        patch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+        with pytest.raises(RetryableError):
+            await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    assert not JobPaths.of(jobs_dir, spec.job_id).status.exists()
+
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).result)
+
+    assert runs.read_text() == "run\n"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"job_id": "../escape"},
+        {"job_id": ""},
+        {"secrets": {"a/b": "x"}},
+        {"secrets": {"..": "x"}},
+        {"extra_vars": "nul\0byte"},
+        {"timeout_seconds": 0},
+        {"branch": "--upload-pack=evil"},
+        {"git_url": "  "},
+        {"git_token": "two\nlines"},
+    ],
+)
+async def test_invalid_spec_is_permanent_and_creates_nothing(
+    jobs_dir: Path, git_repo: Path, changes: dict[str, Any]
+) -> None:
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+
+    with pytest.raises(PermanentError):
+        await launcher.launch(make_spec(git_repo, **changes))
+
+    assert not jobs_dir.exists() or list(jobs_dir.iterdir()) == []
+
+
+async def test_cancel_kills_the_task_group(
+    jobs_dir: Path, git_repo: Path, alive: Callable[[int], bool]
+) -> None:
+    spec = make_spec(
+        git_repo, command="sleep 60 & echo $! > bg.pid; echo $$ > main.pid; exec sleep 30"
+    )
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    await wait_for_path(paths.repo / "main.pid")
+    await wait_for_path(paths.repo / "bg.pid")
+    pids = [int((paths.repo / name).read_text()) for name in ("main.pid", "bg.pid")]
+
+    assert await asyncio.wait_for(launcher.cancel(spec.job_id), TIMEOUT) is True
+
+    final = (await collect(observer, {spec.job_id}))[spec.job_id][-1]
+    assert final.state == "cancelled"
+    assert final.start_time is not None
+    assert final.completion_time is not None
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+    # Cancelling a finished job changes nothing.
+    assert await launcher.cancel(spec.job_id) is True
+    result = read_record(paths.result, JobResult)
+    assert result is not None
+    assert result.state == "cancelled"
+
+
+async def test_cancel_of_an_unknown_job_is_false(jobs_dir: Path) -> None:
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+
+    assert await launcher.cancel("nobody-here") is False
+    assert await launcher.cancel("../etc") is False
+
+
+async def test_cancel_before_the_supervisor_starts(jobs_dir: Path, git_repo: Path) -> None:
+    # A directory whose launch never got as far as a supervisor.
+    spec = make_spec(git_repo)
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    paths.root.mkdir(parents=True)
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+
+    assert await asyncio.wait_for(launcher.cancel(spec.job_id), TIMEOUT) is True
+    # A redelivery afterwards must not run it.
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+
+    result = read_record(paths.result, JobResult)
+    assert result is not None
+    assert result.state == "cancelled"
+    assert not paths.status.exists()
+    assert not paths.repo.exists()
+
+
+async def test_dead_supervisor_is_reported_failed(jobs_dir: Path, git_repo: Path) -> None:
+    spec = make_spec(git_repo, command="echo $$ > main.pid; exec sleep 30")
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    await wait_for_path(paths.repo / "main.pid")
+    status = read_record(paths.status, JobStatus)
+    assert status is not None
+
+    os.kill(status.pid, signal.SIGKILL)
+    os.killpg(int(paths.task_pid.read_text()), signal.SIGKILL)
+
+    updates = (await collect(observer, {spec.job_id}))[spec.job_id]
+    assert [u.state for u in updates] == ["running", "failed"]
+    assert updates[-1].error == "executor process died"
+    assert not paths.result.exists()
+
+
+async def test_observer_reconciles_jobs_finished_while_nobody_watched(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    first = make_spec(git_repo, job_id="hello-first", command="echo first")
+    second = make_spec(git_repo, job_id="hello-second", command="echo second")
+    for spec in (first, second):
+        await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+        await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).result)
+
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
+    seen = await collect(observer, {first.job_id, second.job_id})
+    assert [u.state for u in seen[first.job_id]] == ["running", "succeeded"]
+    assert seen[first.job_id][-1].output is not None
+    assert "first" in (seen[first.job_id][-1].output or "")
+    await observer.forget(first.job_id)
+    assert JobPaths.of(jobs_dir, first.job_id).collected.exists()
+
+    # A new observer (a restarted collector) reports only what was not forgotten.
+    restarted = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
+    seen_again: list[ExecutionUpdate] = []
+
+    async def watch() -> None:
+        async for update in restarted.updates():
+            seen_again.append(update)
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(watch(), 1.0)
+    assert {u.job_id for u in seen_again} == {second.job_id}
+    assert [u.state for u in seen_again] == ["running", "succeeded"]
