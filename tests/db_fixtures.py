@@ -1,8 +1,6 @@
 """Database fixtures for tests: a fresh, empty database per test, on SQLite or PostgreSQL.
 
-Use them from a test module (or a conftest.py) by loading this file as a plugin::
-
-    pytest_plugins = ["tests.db_fixtures"]
+`tests/conftest.py` imports them, so every test can ask for them by name::
 
     async def test_something(database_url: str) -> None:  # runs once per backend
         ...

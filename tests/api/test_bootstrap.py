@@ -15,8 +15,6 @@ from kriten_common.db.engine import SessionFactory, create_engine, session_facto
 from kriten_common.db.models import Group, GroupMember, Role, RoleBinding, User
 from kriten_common.rbac import RESOURCES, is_allowed, load_permissions
 
-pytest_plugins = ["tests.db_fixtures"]
-
 WRITE_ALL = {
     "WriteAllRunners": "runners",
     "WriteAllTasks": "tasks",

@@ -26,8 +26,6 @@ from kriten_api.migrate import (
     upgrade_database,
 )
 
-pytest_plugins = ["tests.db_fixtures"]
-
 HEAD = "0001"
 
 Schema = dict[str, dict[str, Any]]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,17 +64,30 @@ def finish(paths: JobPaths, output: str = "", **fields: object) -> None:
     write_record(paths.result, JobResult.model_validate(record))
 
 
-async def gather(observer: LocalJobObserver, seconds: float) -> list[ExecutionUpdate]:
-    """Everything the observer says within `seconds`."""
+async def gather(
+    observer: LocalJobObserver, expect: int = 0, *, settle: float = 0.2, timeout: float = 10.0
+) -> list[ExecutionUpdate]:
+    """The first `expect` updates (waiting up to `timeout`), plus whatever else comes in the
+    `settle` seconds after them: what the observer should not say needs a window too."""
     seen: list[ExecutionUpdate] = []
+    enough = asyncio.Event()
 
     async def watch() -> None:
         async with contextlib.aclosing(observer.updates()) as updates:
             async for update in updates:
                 seen.append(update)
+                if len(seen) >= expect:
+                    enough.set()
 
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(watch(), seconds)
+    task = asyncio.create_task(watch())
+    try:
+        if expect:
+            await asyncio.wait_for(enough.wait(), timeout)
+        await asyncio.sleep(settle)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     return seen
 
 
@@ -85,7 +99,7 @@ async def test_running_job_is_reported_once(jobs_dir: Path, held_locks: list[int
     start(job(jobs_dir, "t-running"), held_locks)
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
 
-    updates = await gather(observer, 0.3)
+    updates = await gather(observer, 1, settle=0.3)
 
     assert updates == [ExecutionUpdate(job_id="t-running", state="running", start_time=START)]
 
@@ -100,7 +114,7 @@ async def test_running_then_final_with_capped_output(jobs_dir: Path, held_locks:
         await asyncio.sleep(0.1)
         finish(paths, output, state="failed", exit_code=3, error="exit code 3")
 
-    updates, _ = await asyncio.gather(gather(observer, 0.4), finish_later())
+    updates, _ = await asyncio.gather(gather(observer, 2), finish_later())
 
     assert [u.state for u in updates] == ["running", "failed"]
     final = updates[-1]
@@ -119,7 +133,7 @@ async def test_a_job_finished_between_polls_still_starts_with_running(jobs_dir: 
     finish(job(jobs_dir, "t-quick"), "out\n")
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
 
-    updates = await gather(observer, 0.2)
+    updates = await gather(observer, 2)
 
     assert updates[0] == ExecutionUpdate(job_id="t-quick", state="running", start_time=START)
     assert updates[1].state == "succeeded"
@@ -131,7 +145,7 @@ async def test_cancelled_before_start_has_no_running(jobs_dir: Path) -> None:
     finish(job(jobs_dir, "t-cancel"), state="cancelled", start_time=None, exit_code=None)
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
 
-    updates = await gather(observer, 0.2)
+    updates = await gather(observer, 1)
 
     assert [u.state for u in updates] == ["cancelled"]
     assert updates[0].start_time is None
@@ -143,7 +157,7 @@ async def test_dead_supervisor_without_result_is_failed(jobs_dir: Path) -> None:
     paths.output.write_text("partial output\n")
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
 
-    updates = await gather(observer, 0.2)
+    updates = await gather(observer, 2)
 
     assert [u.state for u in updates] == ["running", "failed"]
     assert updates[1].error == "executor process died"
@@ -157,7 +171,7 @@ async def test_launched_but_not_started_says_nothing(jobs_dir: Path) -> None:
     (jobs_dir / "a-file").write_text("")
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
 
-    assert await gather(observer, 0.2) == []
+    assert await gather(observer, settle=0.3) == []
 
 
 async def test_forget_marks_collected_and_a_new_observer_skips_it(jobs_dir: Path) -> None:
@@ -165,7 +179,7 @@ async def test_forget_marks_collected_and_a_new_observer_skips_it(jobs_dir: Path
         finish(job(jobs_dir, job_id))
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
 
-    first = await gather(observer, 0.2)
+    first = await gather(observer, 4)
     # Each final is reported once, however many polls pass.
     assert states(first, "t-one") == ["running", "succeeded"]
     assert states(first, "t-two") == ["running", "succeeded"]
@@ -175,7 +189,7 @@ async def test_forget_marks_collected_and_a_new_observer_skips_it(jobs_dir: Path
     assert JobPaths.of(jobs_dir, "t-one").collected.exists()
 
     restarted = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
-    second = await gather(restarted, 0.2)
+    second = await gather(restarted, 2)
     assert states(second, "t-one") == []
     assert states(second, "t-two") == ["running", "succeeded"]
 
@@ -184,11 +198,11 @@ async def test_memory_holds_only_unforgotten_jobs(jobs_dir: Path) -> None:
     for index in range(20):
         finish(job(jobs_dir, f"t-{index}"))
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
-    await gather(observer, 0.2)
+    assert len(await gather(observer, 40)) == 40
 
     for index in range(20):
         await observer.forget(f"t-{index}")
-    await gather(observer, 0.1)
+    await gather(observer, settle=0.1)
 
     assert observer._finished == set()
     assert observer._running == set()
@@ -200,7 +214,7 @@ async def test_an_unreadable_job_does_not_hide_the_others(jobs_dir: Path) -> Non
     finish(job(jobs_dir, "t-fine"))
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
 
-    updates = await gather(observer, 0.2)
+    updates = await gather(observer, 2)
 
     assert {u.job_id for u in updates} == {"t-fine"}
 
@@ -208,7 +222,7 @@ async def test_an_unreadable_job_does_not_hide_the_others(jobs_dir: Path) -> Non
 async def test_missing_jobs_dir_is_not_an_error(tmp_path: Path) -> None:
     observer = LocalJobObserver(jobs_dir=tmp_path / "absent", poll_interval=0.01)
 
-    assert await gather(observer, 0.1) == []
+    assert await gather(observer, settle=0.1) == []
 
 
 async def test_close_ends_the_updates(jobs_dir: Path) -> None:
@@ -237,9 +251,10 @@ def test_read_output_of_a_large_file_reads_the_ends_and_keeps_characters_whole(
         assert capped.startswith("HEAD")
         assert capped.endswith("TAIL")
         assert "\ufffd" not in capped
-        head, note, tail = capped.partition("\n[kriten: output truncated, ")
-        omitted = int(tail.split(" bytes omitted]\n")[0])
-        tail = tail.split(" bytes omitted]\n", 1)[1]
+        match = re.search(r"\n\[kriten: output truncated, (\d+) bytes omitted\]\n", capped)
+        assert match is not None
+        head, tail = capped[: match.start()], capped[match.end() :]
+        omitted = int(match.group(1))
         assert omitted == len(text.encode()) - len(head.encode()) - len(tail.encode())
 
 

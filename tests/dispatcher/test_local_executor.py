@@ -258,6 +258,18 @@ async def test_deadline_exceeded(jobs_dir: Path, git_repo: Path) -> None:
     assert time.monotonic() - started < 20
 
 
+async def test_a_relative_jobs_dir_works(
+    jobs_dir: Path, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(jobs_dir.parent)
+    spec = make_spec(git_repo, command='cat "$KRITEN_SECRETS_DIR/k"', secrets={"k": "v"})
+
+    updates = await run_one(Path(jobs_dir.name), spec)
+
+    assert updates[-1].state == "succeeded", updates[-1].output
+    assert (updates[-1].output or "").endswith("--- task ---\nv")
+
+
 async def test_redelivery_runs_the_job_once(jobs_dir: Path, git_repo: Path, tmp_path: Path) -> None:
     runs = tmp_path / "runs.txt"
     spec = make_spec(git_repo, command=f"echo run >> {shlex.quote(str(runs))}")

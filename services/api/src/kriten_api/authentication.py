@@ -45,9 +45,8 @@ async def presented_claims(request: web.Request) -> jwt_tokens.Claims:
 
 async def authenticate(request: web.Request) -> Principal:
     """The caller, or `NotAuthenticated`."""
-    cached = request.get(PRINCIPAL)
-    if cached is not None:
-        return cached
+    if PRINCIPAL in request:
+        return request[PRINCIPAL]
     key = request.headers.get("Token")
     async with request.app[SESSIONS]() as session:
         if key:

@@ -19,7 +19,7 @@ import asyncio
 import codecs
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 
 import structlog
@@ -82,7 +82,7 @@ class LocalJobObserver:
         self._finished: set[str] = set()
         self._closed = asyncio.Event()
 
-    async def updates(self) -> AsyncIterator[ExecutionUpdate]:
+    async def updates(self) -> AsyncGenerator[ExecutionUpdate, None]:
         while not self._closed.is_set():
             for update in await asyncio.to_thread(self._scan):
                 yield update

@@ -241,7 +241,9 @@ class LocalJobLauncher:
     """
 
     def __init__(self, *, jobs_dir: Path) -> None:
-        self._jobs_dir = jobs_dir
+        # The supervisor runs in the job directory, so a relative path would mean
+        # something else to it.
+        self._jobs_dir = jobs_dir.absolute()
 
     async def launch(self, spec: JobSpec) -> None:
         validate(spec)

@@ -81,23 +81,26 @@ def _cancel_requested(paths: JobPaths) -> bool:
     return _Cancelled.requested or paths.cancel_requested.exists()
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the child has exited, without reaping it: until it is reaped its pid still
+    names its process group, so a signal to the group cannot reach a reused pid."""
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _wait_exited(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _exited(proc):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL_SECONDS)
+    return True
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     # The child leads its own session, so its pid is its process group: this reaches the
     # grandchildren a task may have started too.
-    for sig, grace in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, None)):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
-        if grace is None:
-            break
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone, but a member of its group may have ignored SIGTERM.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        break
-    proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
 
 
 def _run_child(
@@ -121,24 +124,19 @@ def _run_child(
     )
     write_atomic(paths.task_pid, str(proc.pid).encode())
     stop: _Stop | None = None
-    while True:
-        try:
-            proc.wait(timeout=_POLL_SECONDS)
-            break
-        except subprocess.TimeoutExpired:
-            pass
+    while not _wait_exited(proc, _POLL_SECONDS):
         if _cancel_requested(paths):
             stop = _Stop("cancelled")
         elif deadline is not None and time.monotonic() >= deadline:
             stop = _Stop("deadline")
         if stop is not None:
-            _kill_group(proc)
+            # Kubernetes' way: SIGTERM, a grace period, then SIGKILL.
+            _signal_group(proc, signal.SIGTERM)
+            _wait_exited(proc, KILL_GRACE_SECONDS)
             break
-    if stop is None:
-        # Kubernetes ends a pod's leftovers with its main process; so do we.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode, stop
+    # Whatever is left of the group goes too, as a pod's processes end with its main one.
+    _signal_group(proc, signal.SIGKILL)
+    return proc.wait(), stop
 
 
 def _base_env() -> dict[str, str]:

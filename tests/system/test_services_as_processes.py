@@ -1,0 +1,85 @@
+"""The seed scenario against the four services as separate processes, on real
+RabbitMQ and PostgreSQL, with the local executor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kriten_common.amqp import Topology
+from tests.system import scenario
+from tests.system.harness import KritenClient, ServiceProcess, free_port, make_task_repo
+
+pytestmark = [pytest.mark.integration, pytest.mark.system]
+
+SERVICES = {
+    "api": "kriten_api",
+    "ingress": "kriten_ingress",
+    "dispatcher": "kriten_dispatcher",
+    "collector": "kriten_collector",
+}
+
+
+@dataclass
+class Deployment:
+    client: KritenClient
+    ingress_url: str
+    repo_url: str
+    services: dict[str, ServiceProcess]
+
+
+@pytest.fixture
+async def deployment(
+    postgres_url: str, amqp_url: str, topology: Topology, tmp_path: Path
+) -> AsyncIterator[Deployment]:
+    env = {
+        "KRITEN_DATABASE_URL": postgres_url,
+        "KRITEN_AMQP_URL": amqp_url,
+        "KRITEN_AMQP_PREFIX": topology.prefix,
+        "KRITEN_JOBS_DIR": str(tmp_path / "jobs"),
+        "KRITEN_LOG_FORMAT": "json",
+    }
+    services = {
+        name: ServiceProcess(name, module, free_port(), env, tmp_path / f"{name}.log")
+        for name, module in SERVICES.items()
+    }
+    try:
+        # The api migrates the database; the others start once it has.
+        services["api"].start()
+        await services["api"].wait_ready()
+        for name in ("ingress", "dispatcher", "collector"):
+            services[name].start()
+        for name in ("ingress", "dispatcher", "collector"):
+            await services[name].wait_ready()
+        client = KritenClient(services["api"].url)
+        yield Deployment(client, services["ingress"].url, make_task_repo(tmp_path), services)
+        await client.close()
+    finally:
+        for service in services.values():
+            service.stop()
+
+
+def run_url(deployment: Deployment, webhook: dict[str, str]) -> str:
+    return f"{deployment.ingress_url}/api/v1/webhooks/run/{webhook['id']}"
+
+
+async def test_seed_scenario_on_separate_processes(deployment: Deployment, tmp_path: Path) -> None:
+    client = deployment.client
+    webhook = await scenario.set_up(client, deployment.repo_url)
+    url = run_url(deployment, webhook)
+    await scenario.webhook_runs_the_task(client, url, "infrahub")
+    await scenario.webhook_runs_the_task(client, url, "netbox")
+    await scenario.rest_client_runs_the_task(client)
+    await scenario.bad_deliveries_are_refused(
+        client, url, f"{deployment.ingress_url}/api/v1/webhooks/run/"
+    )
+    await scenario.duplicate_delivery_runs_once(client, url, tmp_path)
+    await scenario.failing_command_is_recorded_failed(client)
+
+
+async def test_services_stop_cleanly_on_sigterm(deployment: Deployment) -> None:
+    for name, service in deployment.services.items():
+        assert service.stop() == 0, f"{name}:\n{service.logs()}"
