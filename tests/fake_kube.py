@@ -70,7 +70,12 @@ def status_body(code: int, reason: str, message: str, details: Json | None = Non
 
 
 def status_response(
-    code: int, reason: str, message: str, details: Json | None = None, **headers: str
+    code: int,
+    reason: str,
+    message: str,
+    details: Json | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     return web.json_response(
         status_body(code, reason, message, details), status=code, headers=headers or None
@@ -183,7 +188,7 @@ class FakeKube:
         self,
         *,
         namespaces: Iterable[str] = ("kriten", "default"),
-        token: str = "fake-token",
+        token: str = "fake-token",  # noqa: S107 - the fake's own bearer token
         bookmark_interval: float = 0.5,
     ) -> None:
         self.namespaces = set(namespaces)
@@ -234,9 +239,7 @@ class FakeKube:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None
-        bound_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        bound_port = self._runner.addresses[0][1]
         self.url = f"http://{host}:{bound_port}"
         return self.url
 
@@ -283,8 +286,15 @@ class FakeKube:
         """The next `times` requests matching `method` and the `path_pattern` regex
         (searched in the path) fail with a Status of `status`."""
         self._faults.append(
-            _Fault(method.upper(), re.compile(path_pattern), status, reason, message, times,
-                   headers or {})
+            _Fault(
+                method.upper(),
+                re.compile(path_pattern),
+                status,
+                reason,
+                message,
+                times,
+                headers or {},
+            )
         )
 
     # -- the kubelet's part -------------------------------------------------------------
@@ -346,7 +356,9 @@ class FakeKube:
         pod["status"].setdefault("hostIP", "10.0.0.1")
         pod["status"].setdefault("podIP", "10.244.0.10")
 
-    def set_logs(self, job: str, container: str, text: str | bytes, namespace: str = "kriten") -> None:
+    def set_logs(
+        self, job: str, container: str, text: str | bytes, namespace: str = "kriten"
+    ) -> None:
         _, name = self.pod_key(job, namespace)
         self.logs[(namespace, name, container)] = text.encode() if isinstance(text, str) else text
 
@@ -371,21 +383,27 @@ class FakeKube:
                 if exit_code != 0 and logs:
                     terminated["message"] = logs[-2048:]
                 self._set_status(
-                    pod, "initContainerStatuses", name,
+                    pod,
+                    "initContainerStatuses",
+                    name,
                     self._container_status(pod, name, {"terminated": terminated}),
                 )
             for name in task_names:
                 self._set_status(
-                    pod, "containerStatuses", name,
-                    self._container_status(
-                        pod, name, {"waiting": {"reason": "PodInitializing"}}
-                    ),
+                    pod,
+                    "containerStatuses",
+                    name,
+                    self._container_status(pod, name, {"waiting": {"reason": "PodInitializing"}}),
                 )
             if exit_code != 0:
                 pod["status"]["phase"] = "Failed"
                 pod["status"]["conditions"] = [
-                    {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized",
-                     "lastTransitionTime": now_rfc3339()}
+                    {
+                        "type": "Initialized",
+                        "status": "False",
+                        "reason": "ContainersNotInitialized",
+                        "lastTransitionTime": now_rfc3339(),
+                    }
                 ]
 
         init_names, _ = self._container_names(self.pods[self.pod_key(job, namespace)])
@@ -406,7 +424,9 @@ class FakeKube:
             _, task_names = self._container_names(pod)
             for name in task_names:
                 self._set_status(
-                    pod, "containerStatuses", name,
+                    pod,
+                    "containerStatuses",
+                    name,
                     self._container_status(pod, name, {"running": {"startedAt": now_rfc3339()}}),
                 )
             pod["status"]["phase"] = "Running"
@@ -430,7 +450,7 @@ class FakeKube:
         if the test did not."""
         logs = dict(logs or {})
         pod = self.pods[self.pod_key(job, namespace)]
-        init_names, task_names = self._container_names(pod)
+        init_names, _ = self._container_names(pod)
         if pod["spec"].get("initContainers") and not pod["status"].get("initContainerStatuses"):
             self.run_init(job, logs=logs.pop(init_names[0], ""), namespace=namespace)
         for name in init_names:
@@ -480,10 +500,21 @@ class FakeKube:
             if key == "containerStatuses":
                 for init in init_names:
                     self._set_status(
-                        pod, "initContainerStatuses", init,
-                        self._container_status(pod, init, {"terminated": {
-                            "exitCode": 0, "reason": "Completed", "startedAt": now_rfc3339(),
-                            "finishedAt": now_rfc3339()}}),
+                        pod,
+                        "initContainerStatuses",
+                        init,
+                        self._container_status(
+                            pod,
+                            init,
+                            {
+                                "terminated": {
+                                    "exitCode": 0,
+                                    "reason": "Completed",
+                                    "startedAt": now_rfc3339(),
+                                    "finishedAt": now_rfc3339(),
+                                }
+                            },
+                        ),
                     )
             image = self._image_of(pod, name)
             message = (
@@ -492,8 +523,12 @@ class FakeKube:
                 else f'failed to pull and unpack image "{image}": not found'
             )
             self._set_status(
-                pod, key, name,
-                self._container_status(pod, name, {"waiting": {"reason": reason, "message": message}}),
+                pod,
+                key,
+                name,
+                self._container_status(
+                    pod, name, {"waiting": {"reason": reason, "message": message}}
+                ),
             )
             if age_seconds:
                 created = datetime.now(UTC) - timedelta(seconds=age_seconds)
@@ -507,13 +542,19 @@ class FakeKube:
         def change(pod: Json) -> None:
             for status in pod["status"].get("containerStatuses", []):
                 if "running" in status["state"]:
-                    status["state"] = {"terminated": {
-                        "exitCode": 137, "reason": "Error",
-                        "startedAt": status["state"]["running"]["startedAt"],
-                        "finishedAt": now_rfc3339()}}
+                    status["state"] = {
+                        "terminated": {
+                            "exitCode": 137,
+                            "reason": "Error",
+                            "startedAt": status["state"]["running"]["startedAt"],
+                            "finishedAt": now_rfc3339(),
+                        }
+                    }
             pod["status"]["phase"] = "Failed"
             pod["status"]["reason"] = "DeadlineExceeded"
-            pod["status"]["message"] = "Pod was active on the node longer than the specified deadline"
+            pod["status"]["message"] = (
+                "Pod was active on the node longer than the specified deadline"
+            )
 
         self._update_pod(job, change, namespace)
         self._job_finished(job, namespace, succeeded=False)
@@ -532,8 +573,14 @@ class FakeKube:
         if succeeded:
             status["completionTime"] = now_rfc3339()
         kind = "Complete" if succeeded else "Failed"
-        status["conditions"] = [{"type": kind, "status": "True", "lastProbeTime": now_rfc3339(),
-                                 "lastTransitionTime": now_rfc3339()}]
+        status["conditions"] = [
+            {
+                "type": kind,
+                "status": "True",
+                "lastProbeTime": now_rfc3339(),
+                "lastTransitionTime": now_rfc3339(),
+            }
+        ]
         stored["metadata"]["resourceVersion"] = self._next_rv()
 
     # -- storage and events -------------------------------------------------------------
@@ -559,7 +606,7 @@ class FakeKube:
             watcher.wake.set()
 
     def _new_meta(self, body: Json, namespace: str) -> Json:
-        meta = body.setdefault("metadata", {})
+        meta: Json = body.setdefault("metadata", {})
         meta["namespace"] = namespace
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now_rfc3339()
@@ -575,12 +622,14 @@ class FakeKube:
         name = f"{job_name[:57]}-{suffix}"
         metadata = template.get("metadata", {})
         labels = dict(metadata.get("labels", {}))
-        labels.update({
-            "batch.kubernetes.io/job-name": job_name,
-            "job-name": job_name,
-            "batch.kubernetes.io/controller-uid": job["metadata"]["uid"],
-            "controller-uid": job["metadata"]["uid"],
-        })
+        labels.update(
+            {
+                "batch.kubernetes.io/job-name": job_name,
+                "job-name": job_name,
+                "batch.kubernetes.io/controller-uid": job["metadata"]["uid"],
+                "controller-uid": job["metadata"]["uid"],
+            }
+        )
         spec = template["spec"]
         spec.setdefault("dnsPolicy", "ClusterFirst")
         spec.setdefault("schedulerName", "default-scheduler")
@@ -599,11 +648,16 @@ class FakeKube:
                 "creationTimestamp": now_rfc3339(),
                 "labels": labels,
                 "annotations": dict(metadata.get("annotations", {})),
-                "ownerReferences": [{
-                    "apiVersion": "batch/v1", "kind": "Job", "name": job_name,
-                    "uid": job["metadata"]["uid"], "controller": True,
-                    "blockOwnerDeletion": True,
-                }],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "batch/v1",
+                        "kind": "Job",
+                        "name": job_name,
+                        "uid": job["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
                 "finalizers": ["batch.kubernetes.io/job-tracking"],
             },
             "spec": spec,
@@ -631,9 +685,14 @@ class FakeKube:
             for status in stopped["status"].get("containerStatuses", []):
                 running = status["state"].get("running")
                 if running:
-                    status["state"] = {"terminated": {
-                        "exitCode": 143, "reason": "Error", "startedAt": running["startedAt"],
-                        "finishedAt": now_rfc3339()}}
+                    status["state"] = {
+                        "terminated": {
+                            "exitCode": 143,
+                            "reason": "Error",
+                            "startedAt": running["startedAt"],
+                            "finishedAt": now_rfc3339(),
+                        }
+                    }
             stopped["status"]["phase"] = "Failed"
             self._store_pod(key, marked, stopped, "MODIFIED")
             pod = stopped
@@ -671,17 +730,21 @@ class FakeKube:
                 503, "ServiceUnavailable", "the server is currently unable to handle the request"
             )
         for fault in self._faults:
-            if fault.times > 0 and fault.method == request.method and fault.path.search(
-                request.path
+            if (
+                fault.times > 0
+                and fault.method == request.method
+                and fault.path.search(request.path)
             ):
                 fault.times -= 1
                 return status_response(
-                    fault.status, fault.reason, fault.message, **fault.headers
+                    fault.status, fault.reason, fault.message, headers=fault.headers
                 )
         namespace = request.match_info.get("ns")
         if namespace is not None and namespace not in self.namespaces:
             return status_response(
-                404, "NotFound", f'namespaces "{namespace}" not found',
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
                 {"name": namespace, "kind": "namespaces"},
             )
         response: web.StreamResponse = await handler(request)
@@ -701,7 +764,9 @@ class FakeKube:
 
     def _invalid(self, kind: str, name: str, causes: list[str]) -> web.Response:
         return status_response(
-            422, "Invalid", f'{kind} "{name}" is invalid: ' + "; ".join(causes),
+            422,
+            "Invalid",
+            f'{kind} "{name}" is invalid: ' + "; ".join(causes),
             {"name": name, "kind": kind, "causes": [{"message": c} for c in causes]},
         )
 
@@ -724,7 +789,9 @@ class FakeKube:
             return self._invalid("Job.batch", name, causes)
         if (namespace, name) in self.jobs:
             return status_response(
-                409, "AlreadyExists", f'jobs.batch "{name}" already exists',
+                409,
+                "AlreadyExists",
+                f'jobs.batch "{name}" already exists',
                 {"name": name, "group": "batch", "kind": "jobs"},
             )
         meta = self._new_meta(body, namespace)
@@ -735,12 +802,14 @@ class FakeKube:
         spec.setdefault("suspend", False)
         spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}}
         template_labels = spec["template"].setdefault("metadata", {}).setdefault("labels", {})
-        template_labels.update({
-            "batch.kubernetes.io/controller-uid": meta["uid"],
-            "batch.kubernetes.io/job-name": name,
-            "controller-uid": meta["uid"],
-            "job-name": name,
-        })
+        template_labels.update(
+            {
+                "batch.kubernetes.io/controller-uid": meta["uid"],
+                "batch.kubernetes.io/job-name": name,
+                "controller-uid": meta["uid"],
+                "job-name": name,
+            }
+        )
         body["status"] = {"active": 1, "startTime": now_rfc3339()}
         self.jobs[(namespace, name)] = body
         self._create_pod_for(body)
@@ -750,13 +819,18 @@ class FakeKube:
         namespace = request.match_info["ns"]
         selector = request.query.get("labelSelector")
         items = [
-            job for (ns, _), job in sorted(self.jobs.items())
+            job
+            for (ns, _), job in sorted(self.jobs.items())
             if ns == namespace and selector_matches(selector, job["metadata"].get("labels"))
         ]
-        return web.json_response({
-            "kind": "JobList", "apiVersion": "batch/v1",
-            "metadata": {"resourceVersion": str(self._rv)}, "items": items,
-        })
+        return web.json_response(
+            {
+                "kind": "JobList",
+                "apiVersion": "batch/v1",
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
+        )
 
     async def _get_job(self, request: web.Request) -> web.Response:
         key = (request.match_info["ns"], request.match_info["name"])
@@ -787,7 +861,9 @@ class FakeKube:
     def _not_found(self, resource: str, name: str, *, group: str = "") -> web.Response:
         qualified = f"{resource}.{group}" if group else resource
         return status_response(
-            404, "NotFound", f'{qualified} "{name}" not found',
+            404,
+            "NotFound",
+            f'{qualified} "{name}" not found',
             {"name": name, "group": group, "kind": resource},
         )
 
@@ -804,7 +880,9 @@ class FakeKube:
             return self._invalid("Secret", name, causes)
         if (namespace, name) in self.secrets:
             return status_response(
-                409, "AlreadyExists", f'secrets "{name}" already exists',
+                409,
+                "AlreadyExists",
+                f'secrets "{name}" already exists',
                 {"name": name, "kind": "secrets"},
             )
         self._new_meta(body, namespace)
@@ -845,7 +923,8 @@ class FakeKube:
 
     def _selected_pods(self, namespace: str, selector: str | None) -> list[Json]:
         return [
-            pod for (ns, _), pod in sorted(self.pods.items())
+            pod
+            for (ns, _), pod in sorted(self.pods.items())
             if ns == namespace and selector_matches(selector, pod["metadata"].get("labels"))
         ]
 
@@ -866,11 +945,17 @@ class FakeKube:
         limit = int(request.query.get("limit") or 0)
         if limit and len(pods) > limit:
             pods = pods[:limit]
-            metadata["continue"] = base64.b64encode(json.dumps({
-                "rv": metadata["resourceVersion"], "after": pods[-1]["metadata"]["name"],
-            }).encode()).decode()
-            metadata["remainingItemCount"] = len(self._selected_pods(
-                namespace, request.query.get("labelSelector"))) - limit
+            metadata["continue"] = base64.b64encode(
+                json.dumps(
+                    {
+                        "rv": metadata["resourceVersion"],
+                        "after": pods[-1]["metadata"]["name"],
+                    }
+                ).encode()
+            ).decode()
+            metadata["remainingItemCount"] = (
+                len(self._selected_pods(namespace, request.query.get("labelSelector"))) - limit
+            )
         return web.json_response(
             {"kind": "PodList", "apiVersion": "v1", "metadata": metadata, "items": pods}
         )
@@ -890,10 +975,16 @@ class FakeKube:
             await response.write(json.dumps(event).encode() + b"\n")
 
         if requested not in ("", "0") and int(requested) < self._compacted_before:
-            await send({"type": "ERROR", "object": status_body(
-                410, "Expired",
-                f"too old resource version: {requested} ({self._compacted_before})",
-            )})
+            await send(
+                {
+                    "type": "ERROR",
+                    "object": status_body(
+                        410,
+                        "Expired",
+                        f"too old resource version: {requested} ({self._compacted_before})",
+                    ),
+                }
+            )
             return response
         watcher = _Watcher()
         self._watchers.add(watcher)
@@ -924,10 +1015,16 @@ class FakeKube:
                 except TimeoutError:
                     if bookmarks:
                         cursor = max(cursor, self._rv)
-                        await send({"type": "BOOKMARK", "object": {
-                            "kind": "Pod", "apiVersion": "v1",
-                            "metadata": {"resourceVersion": str(cursor)},
-                        }})
+                        await send(
+                            {
+                                "type": "BOOKMARK",
+                                "object": {
+                                    "kind": "Pod",
+                                    "apiVersion": "v1",
+                                    "metadata": {"resourceVersion": str(cursor)},
+                                },
+                            }
+                        )
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -954,7 +1051,11 @@ class FakeKube:
             return status_response(415, "UnsupportedMediaType", "only merge patches here")
         allowed = {"metadata"}
         if set(patch) - allowed:
-            return self._invalid("Pod", key[1], ["spec: Forbidden: pod updates may not change fields other than metadata here"])
+            return self._invalid(
+                "Pod",
+                key[1],
+                ["spec: Forbidden: pod updates may not change fields other than metadata here"],
+            )
         patched = merge_patch(pod, patch)
         self._store_pod(key, pod, patched, "MODIFIED")
         return web.json_response(self.pods[key])
@@ -977,7 +1078,8 @@ class FakeKube:
         if container is None:
             if len(task_names) != 1:
                 return status_response(
-                    400, "BadRequest",
+                    400,
+                    "BadRequest",
                     f"a container name must be specified for pod {name}, choose one of: "
                     f"{task_names} or one of the init containers: {init_names}",
                 )
@@ -995,7 +1097,8 @@ class FakeKube:
         if "running" not in state and "terminated" not in state:
             reason = state.get("waiting", {}).get("reason", "ContainerCreating")
             return status_response(
-                400, "BadRequest",
+                400,
+                "BadRequest",
                 f'container "{container}" in pod "{name}" is waiting to start: {reason}',
             )
         data = self.logs.get((namespace, name, container), b"")
@@ -1026,12 +1129,18 @@ def _watch_kind(event: PodEvent, selector: str | None) -> str | None:
 
 
 def kubeconfig_yaml(server: str, *, token: str, namespace: str = "kriten") -> str:
-    return yaml.safe_dump({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "fake", "user": {"token": token}}],
-        "contexts": [{"name": "fake", "context": {
-            "cluster": "fake", "user": "fake", "namespace": namespace}}],
-        "current-context": "fake",
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": server}}],
+            "users": [{"name": "fake", "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "fake",
+                    "context": {"cluster": "fake", "user": "fake", "namespace": namespace},
+                }
+            ],
+            "current-context": "fake",
+        }
+    )

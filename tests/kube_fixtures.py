@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -32,8 +32,6 @@ fake_only = pytest.mark.skipif(
     REAL_KUBECONFIG is not None,
     reason="drives pods through their phases: needs the fake API server",
 )
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -76,8 +74,8 @@ def new_job_id(prefix: str = "t") -> str:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0, interval: float = 0.05
-) -> T:
+    check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 10.0, interval: float = 0.05
+) -> Any:
     """Polls `check` until it returns something truthy; fails after `timeout` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -85,7 +83,7 @@ async def eventually(
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)

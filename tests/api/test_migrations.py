@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -217,7 +219,7 @@ def assert_upgraded_once(connection: Connection) -> None:
 
 async def test_upgrades_from_concurrent_processes_all_succeed(database_url: str) -> None:
     # Without the database lock, the losers fail creating tables the winner created.
-    await upgrade_in_processes(database_url, 4)
+    await upgrade_in_processes(database_url, 3)
     await run_sync_on(database_url, assert_upgraded_once)
 
 
@@ -240,6 +242,23 @@ async def test_downgrade_to_base_removes_every_table(database_url: str) -> None:
         return sa.inspect(connection).get_table_names()
 
     assert await run_sync_on(database_url, tables) == ["alembic_version"]
+
+
+def test_alembic_commands_run_by_hand_connect_by_themselves(tmp_path: Path) -> None:
+    # What a developer does while writing a migration: no connection handed over.
+    path = tmp_path / "by-hand.db"
+    config = alembic_config(f"sqlite+aiosqlite:///{path}")
+    command.upgrade(config, "head")
+    with sa.create_engine(f"sqlite:///{path}").connect() as connection:
+        assert current_revision(connection) == HEAD
+        assert set(sa.inspect(connection).get_table_names()) >= set(SQLModel.metadata.tables)
+
+
+def test_offline_mode_prints_the_sql(capsys: pytest.CaptureFixture[str]) -> None:
+    command.upgrade(alembic_config("postgresql+asyncpg://nobody@nowhere/none"), "head", sql=True)
+    sql = capsys.readouterr().out
+    assert "CREATE TABLE users" in sql
+    assert "ON DELETE CASCADE" in sql
 
 
 def test_the_config_keeps_a_password_with_a_percent_sign() -> None:

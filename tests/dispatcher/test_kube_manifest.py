@@ -284,7 +284,10 @@ def test_task_container_runs_the_command_in_the_clone() -> None:
 
 def test_resources_from_settings() -> None:
     custom = KubernetesSettings(
-        kubeconfig=None, cpu_request="250m", cpu_limit="2", memory_request="1Gi",
+        kubeconfig=None,
+        cpu_request="250m",
+        cpu_limit="2",
+        memory_request="1Gi",
         memory_limit="2Gi",
     )
     assert task_container(build(settings=custom))["resources"] == {
@@ -320,9 +323,7 @@ def test_runner_secrets_as_env_and_as_files() -> None:
     job = build(make_spec(secrets={"API_KEY": "k"}), secrets_secret_name="hello-kriten-a1b2c-env")
     task = task_container(job)
     assert task["envFrom"] == [{"secretRef": {"name": "hello-kriten-a1b2c-env"}}]
-    assert {"name": "secret", "mountPath": "/etc/secret", "readOnly": True} in task[
-        "volumeMounts"
-    ]
+    assert {"name": "secret", "mountPath": "/etc/secret", "readOnly": True} in task["volumeMounts"]
     assert {
         "name": "secret",
         "secret": {"secretName": "hello-kriten-a1b2c-env", "defaultMode": 0o440},
@@ -359,7 +360,9 @@ SPEC_VARIANTS = [
     [
         SETTINGS,
         KubernetesSettings(
-            kubeconfig=None, run_as_user=None, default_timeout_seconds=60,
+            kubeconfig=None,
+            run_as_user=None,
+            default_timeout_seconds=60,
             read_only_root_filesystem=True,
         ),
     ],
@@ -392,7 +395,8 @@ def test_the_client_model_keeps_every_field(spec: JobSpec) -> None:
     silently: a round trip must give back the same JSON."""
     job = build(spec, token_secret_name="a-git", secrets_secret_name="a-env")
     model = client.V1Job.from_dict(job)
-    assert client.ApiClient().sanitize_for_serialization(model) == job
+    sent = client.ApiClient().sanitize_for_serialization(model)  # type: ignore[no-untyped-call]
+    assert sent == job
 
 
 # -- Secrets -----------------------------------------------------------------------------
@@ -462,9 +466,7 @@ def test_label_value_keeps_valid_values(value: str) -> None:
     assert label_value(value) == value
 
 
-@pytest.mark.parametrize(
-    "value", ["Alice", "a b", "x" * 64, "-lead", "trail_", "ü", "a/b", "__"]
-)
+@pytest.mark.parametrize("value", ["Alice", "a b", "x" * 64, "-lead", "trail_", "ü", "a/b", "__"])
 def test_label_value_cleans_and_hashes_the_rest(value: str) -> None:
     label = label_value(value)
     assert len(label) <= MAX_LABEL_LENGTH

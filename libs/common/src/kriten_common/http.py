@@ -78,7 +78,15 @@ def _kept_headers(http_error: web.HTTPException) -> dict[str, str]:
 async def read_json(request: web.Request) -> Any:
     """The JSON body, or a 400/415 naming what is wrong."""
     content_type = request.content_type
-    accepted = ("application/json", "application/octet-stream", "text/plain", "")
+    # curl's `-d` sends application/x-www-form-urlencoded; Kriten's documented commands
+    # rely on JSON being read whatever that header says, so it is accepted too.
+    accepted = (
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+        "text/plain",
+        "",
+    )
     if content_type not in accepted and not content_type.endswith("+json"):
         raise errors.UnsupportedMediaType("content type must be application/json")
     raw = await request.read()

@@ -8,6 +8,8 @@ Several api replicas may start at once. On PostgreSQL `migrations/env.py` takes 
 advisory transaction lock before reading the current revision; on SQLite the
 migration transaction starts with `BEGIN IMMEDIATE`, which holds the write lock
 from the start. Either way the second replica waits, then finds nothing to do.
+Within one process, upgrades are serialized by an asyncio lock, because Alembic
+keeps the running migration's context in module globals.
 """
 
 from __future__ import annotations
@@ -92,9 +94,8 @@ async def upgrade_database(database_url: str) -> None:
 
     Safe to call on every start, and from several processes at once.
     """
-    # Alembic keeps its running context in module globals (`alembic.context`,
-    # `alembic.op`), so two upgrades interleaved on one event loop would clobber
-    # each other; the database locks only serialize separate connections' work.
+    # Two upgrades interleaved on one event loop would clobber each other's
+    # `alembic.context` and `alembic.op`; the database locks cannot prevent that.
     async with _in_process_lock():
         engine = migration_engine(database_url)
         try:

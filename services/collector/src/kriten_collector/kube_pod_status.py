@@ -252,11 +252,12 @@ def assess(pod: Pod, *, now: datetime, image_pull_grace_seconds: float) -> PodVi
         log_containers=ran,
     )
 
-    def final(state: PodState, error: str | None) -> PodView:
+    def final(state: PodState, error: str | None, *, declared: bool = False) -> PodView:
+        # A failure we declare (the pod is still pending) ends now, whatever ran before.
         return replace(
             base,
             state=state,
-            completion_time=_finished_at(pod) or now,
+            completion_time=now if declared else (_finished_at(pod) or now),
             exit_code=_exit_code(task_status) if task_status else None,
             error=error,
         )
@@ -273,14 +274,14 @@ def assess(pod: Pod, *, now: datetime, image_pull_grace_seconds: float) -> PodVi
         # Being deleted: wait for the kubelet to report how it ended.
         return base
     if _image_problems(pod, include_transient=False):
-        return final("failed", describe_failure(pod))
+        return final("failed", describe_failure(pod), declared=True)
     created = parse_time(metadata.get("creationTimestamp"))
     if (
         created is not None
         and (now - created).total_seconds() >= image_pull_grace_seconds
         and _image_problems(pod, include_transient=True)
     ):
-        return final("failed", describe_failure(pod))
+        return final("failed", describe_failure(pod), declared=True)
     return base
 
 
