@@ -21,7 +21,7 @@ from kriten_common.amqp import Topology, delete_topology
 MACHINE_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 
 
-def _docker_available() -> bool:
+def docker_available() -> bool:
     return shutil.which("docker") is not None and os.path.exists("/var/run/docker.sock")
 
 
@@ -31,7 +31,7 @@ def amqp_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    if _docker_available():
+    if docker_available():
         from testcontainers.rabbitmq import RabbitMqContainer
 
         with RabbitMqContainer("rabbitmq:3.13") as container:

@@ -11,9 +11,10 @@ Fixtures (all function-scoped: every test gets its own database, removed afterwa
   exist yet.
 - `postgres_url`: an asyncpg URL of a newly created, empty database
   `kriten_test_<random>`, dropped after the test (connections still open are cut).
-  The server is reached through the admin URL in `KRITEN_TEST_DATABASE_URL` (default
-  `postgresql+asyncpg://postgres@127.0.0.1:5432/postgres`). When that variable is
-  not set and no server answers, the test is skipped; when it is set, it fails.
+  The server is reached through the admin URL in `KRITEN_TEST_DATABASE_URL`; without
+  it, a PostgreSQL container when Docker is available, else the machine's server at
+  `postgresql+asyncpg://postgres@127.0.0.1:5432/postgres`. A server that does not
+  answer fails the test: it is never skipped.
 - `database_url`: parametrized over both: `[sqlite]` and `[postgresql]` (the latter
   marked `integration`), so a test using it runs against each backend.
 - `db_sessions`: a `SessionFactory` on `database_url` after the api's migrations,
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ from sqlalchemy.pool import NullPool
 
 from kriten_api.migrate import upgrade_database
 from kriten_common.db.engine import SessionFactory, create_engine, session_factory
+from tests.broker_fixtures import docker_available
 
 ADMIN_URL_ENV = "KRITEN_TEST_DATABASE_URL"
 DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -49,11 +51,26 @@ async def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'kriten.db'}"
 
 
-@pytest.fixture
-async def postgres_url() -> AsyncIterator[str]:
-    """The URL of a fresh PostgreSQL database, dropped when the test ends."""
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """Where test databases are created (see the module docstring)."""
     configured = os.environ.get(ADMIN_URL_ENV)
-    admin_url = make_url(configured or DEFAULT_ADMIN_URL)
+    if configured:
+        yield configured
+        return
+    if docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver="asyncpg") as container:
+            yield container.get_connection_url()
+        return
+    yield DEFAULT_ADMIN_URL
+
+
+@pytest.fixture
+async def postgres_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped when the test ends."""
+    admin_url = make_url(postgres_admin_url)
     name = f"{DATABASE_PREFIX}{uuid.uuid4().hex[:16]}"
     # CREATE/DROP DATABASE cannot run inside a transaction.
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
@@ -62,10 +79,8 @@ async def postgres_url() -> AsyncIterator[str]:
             await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except (OSError, TimeoutError, DBAPIError) as exc:
         await admin.dispose()
-        if configured:
-            raise
         where = admin_url.render_as_string(hide_password=True)
-        pytest.skip(f"no PostgreSQL at {where} ({ADMIN_URL_ENV} not set): {exc}")
+        raise AssertionError(f"no PostgreSQL at {where} (set {ADMIN_URL_ENV}): {exc}") from exc
     try:
         yield admin_url.set(database=name).render_as_string(hide_password=False)
     finally:

@@ -190,10 +190,13 @@ class FakeKube:
         namespaces: Iterable[str] = ("kriten", "default"),
         token: str = "fake-token",  # noqa: S107 - the fake's own bearer token
         bookmark_interval: float = 0.5,
+        graceful_deletion_seconds: float = 0.0,
     ) -> None:
         self.namespaces = set(namespaces)
         self.token = token
         self.bookmark_interval = bookmark_interval
+        # How long a gracefully deleted pod stays (stopped, readable) before it is gone.
+        self.graceful_deletion_seconds = graceful_deletion_seconds
         self.jobs: dict[Key, Json] = {}
         self.secrets: dict[Key, Json] = {}
         self.pods: dict[Key, Json] = {}
@@ -695,7 +698,17 @@ class FakeKube:
                     }
             stopped["status"]["phase"] = "Failed"
             self._store_pod(key, marked, stopped, "MODIFIED")
-            pod = stopped
+            if self.graceful_deletion_seconds > 0:
+                asyncio.get_running_loop().call_later(
+                    self.graceful_deletion_seconds, self._remove_pod, key
+                )
+                return
+        self._remove_pod(key)
+
+    def _remove_pod(self, key: Key) -> None:
+        pod = self.pods.get(key)
+        if pod is None:
+            return
         final = copy.deepcopy(pod)
         final["metadata"]["finalizers"] = []
         final["metadata"].setdefault("deletionTimestamp", now_rfc3339())

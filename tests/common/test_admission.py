@@ -101,14 +101,22 @@ def test_invalid_schema_is_refused() -> None:
 
 
 def test_same_idempotency_key_gives_the_same_job_id() -> None:
-    first = admit(principal=RUNNER, task=TASK, raw_input=b"{}", source="webhook", idempotency_key="w:k")
-    again = admit(principal=RUNNER, task=TASK, raw_input=b"{}", source="webhook", idempotency_key="w:k")
-    other = admit(principal=RUNNER, task=TASK, raw_input=b"{}", source="webhook", idempotency_key="w:j")
+    first = admit(
+        principal=RUNNER, task=TASK, raw_input=b"{}", source="webhook", idempotency_key="w:k"
+    )
+    again = admit(
+        principal=RUNNER, task=TASK, raw_input=b"{}", source="webhook", idempotency_key="w:k"
+    )
+    other = admit(
+        principal=RUNNER, task=TASK, raw_input=b"{}", source="webhook", idempotency_key="w:j"
+    )
     assert first.job_id == again.job_id != other.job_id
 
 
 def test_random_job_ids_differ_and_use_the_kubernetes_alphabet() -> None:
-    ids = {admit(principal=RUNNER, task=TASK, raw_input=b"", source="api").job_id for _ in range(50)}
+    ids = {
+        admit(principal=RUNNER, task=TASK, raw_input=b"", source="api").job_id for _ in range(50)
+    }
     assert len(ids) == 50
     for job_id in ids:
         suffix = job_id.removeprefix("hello-kriten-")

@@ -15,7 +15,10 @@ def test_go_unix_date_format() -> None:
         "Mon Jun 30 21:11:56 UTC 2025"
     )
     # Go's `_2`: a single-digit day is space-padded.
-    assert format_unix_date(datetime(2025, 7, 1, 9, 5, 3, tzinfo=UTC)) == "Tue Jul  1 09:05:03 UTC 2025"
+    assert (
+        format_unix_date(datetime(2025, 7, 1, 9, 5, 3, tzinfo=UTC))
+        == "Tue Jul  1 09:05:03 UTC 2025"
+    )
     plus_two = timezone(timedelta(hours=2))
     assert format_unix_date(datetime(2025, 7, 1, 1, 0, 0, tzinfo=plus_two)) == (
         "Mon Jun 30 23:00:00 UTC 2025"

@@ -407,11 +407,12 @@ async def test_dead_supervisor_is_reported_failed(jobs_dir: Path, git_repo: Path
     paths = JobPaths.of(jobs_dir, spec.job_id)
     await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
     await wait_for_path(paths.repo / "main.pid")
+    task_pid = int((paths.repo / "main.pid").read_text())
     status = read_record(paths.status, JobStatus)
     assert status is not None
 
     os.kill(status.pid, signal.SIGKILL)
-    os.killpg(int(paths.task_pid.read_text()), signal.SIGKILL)
+    os.killpg(task_pid, signal.SIGKILL)
 
     updates = (await collect(observer, {spec.job_id}))[spec.job_id]
     assert [u.state for u in updates] == ["running", "failed"]

@@ -27,7 +27,7 @@ GIT_IDENTITY = {
 }
 # A task that records each run in a file named by its input, to prove it ran once.
 COUNT_RUNS = (
-    "python -c \"import json, os; "
+    'python -c "import json, os; '
     "open(json.loads(os.environ['EXTRA_VARS'])['file'], 'a').write('run\\n')\""
 )
 

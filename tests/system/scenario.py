@@ -60,7 +60,7 @@ def netbox_body(name: str) -> bytes:
 
 
 async def set_up(client: KritenClient, repo_url: str) -> dict[str, Any]:
-    """Steps 2–4 of the scenario: login, runner, tasks, webhook. Returns the webhook."""
+    """Steps 2 to 4 of the scenario: login, runner, tasks, webhook. Returns the webhook."""
     await client.login()
     await client.create(
         "/api/v1/runners", {"name": "python", "image": "python:3.11-slim", "gitURL": repo_url}
@@ -81,12 +81,23 @@ async def set_up(client: KritenClient, repo_url: str) -> dict[str, Any]:
         "/api/v1/webhooks",
         {"description": "Webhook for Hello Kriten task", "task": "hello-kriten", "secret": SECRET},
     )
-    for field in ("id", "owner", "secret", "description", "task", "created_at", "updated_at", "url"):
+    for field in (
+        "id",
+        "owner",
+        "secret",
+        "description",
+        "task",
+        "created_at",
+        "updated_at",
+        "url",
+    ):
         assert field in webhook
     return webhook
 
 
-async def deliver(client: KritenClient, run_url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+async def deliver(
+    client: KritenClient, run_url: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, Any]:
     return await client.call("POST", run_url, data=body, headers=headers)
 
 

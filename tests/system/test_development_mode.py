@@ -59,12 +59,17 @@ async def test_unreachable_broker_is_one_clear_line(tmp_path: Path) -> None:
     assert process.process is not None
     assert process.process.wait(timeout=60) == 2
     last_line = process.logs().strip().splitlines()[-1]
-    assert last_line.startswith("kriten-kriten: cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/")
+    assert last_line.startswith(
+        "kriten-kriten: cannot connect to RabbitMQ at amqp://guest:***@127.0.0.1:1/"
+    )
     assert "KRITEN_AMQP_URL" in last_line
 
 
 async def test_production_refuses_development_secrets(tmp_path: Path) -> None:
-    env = {"KRITEN_ENV": "production", "KRITEN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'k.db'}"}
+    env = {
+        "KRITEN_ENV": "production",
+        "KRITEN_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'k.db'}",
+    }
     process = ServiceProcess("api", "kriten_api", free_port(), env, tmp_path / "api.log")
     process.start()
     assert process.process is not None

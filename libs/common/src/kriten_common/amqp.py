@@ -158,14 +158,25 @@ def _message(
 
 
 class Publisher:
-    """Publishes events with publisher confirms; `Unavailable` when the broker is not there."""
+    """Publishes events with publisher confirms; `Unavailable` when the broker is not there.
 
-    def __init__(self, connection: AbstractRobustConnection, topology: Topology) -> None:
+    Group commit: while a message of one routing key waits for its confirm, further events
+    of that key queue up and go together in the next message (at most `max_batch`), and
+    every caller waiting on them is released by that one confirm. Under load this turns
+    the broker's per-message cost into a per-batch cost; alone, an event goes at once.
+    """
+
+    def __init__(
+        self, connection: AbstractRobustConnection, topology: Topology, *, max_batch: int = 100
+    ) -> None:
         self._connection = connection
         self._topology = topology
+        self._max_batch = max_batch
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._lock = asyncio.Lock()
+        self._waiting: dict[str, list[tuple[messages.Event, asyncio.Future[None]]]] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
 
     async def open(self) -> None:
         # on_return_raises: an unroutable message is an error, never a silent drop.
@@ -183,9 +194,44 @@ class Publisher:
         return self._exchange
 
     async def publish(self, *events: messages.Event) -> None:
-        """Returns once RabbitMQ confirmed the persistent message carrying `events`."""
+        """Returns once RabbitMQ confirmed a persistent message carrying `events`."""
         if not events:
             return
+        if len(events) > 1:
+            await self._send(list(events))
+            return
+        event = events[0]
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(event.routing_key, []).append((event, confirmed))
+        if event.routing_key not in self._senders:
+            self._senders[event.routing_key] = asyncio.create_task(
+                self._send_waiting(event.routing_key)
+            )
+        # shield: a caller that gives up must not cancel the batch others wait on.
+        await asyncio.shield(confirmed)
+
+    async def _send_waiting(self, routing_key: str) -> None:
+        try:
+            while waiting := self._waiting.get(routing_key):
+                batch = waiting[: self._max_batch]
+                del waiting[: self._max_batch]
+                try:
+                    await self._send([event for event, _ in batch])
+                except errors.Unavailable as problem:
+                    outcome: errors.Unavailable | None = problem
+                else:
+                    outcome = None
+                for _, confirmed in batch:
+                    if confirmed.done():
+                        continue
+                    if outcome is None:
+                        confirmed.set_result(None)
+                    else:
+                        confirmed.set_exception(errors.Unavailable(outcome.message))
+        finally:
+            del self._senders[routing_key]
+
+    async def _send(self, events: list[messages.Event]) -> None:
         try:
             exchange = await self._ready_exchange()
             await exchange.publish(
@@ -200,11 +246,9 @@ class Publisher:
             log.warning("publish_failed", routing_key=events[0].routing_key, error=str(problem))
             raise errors.Unavailable("message broker unavailable") from None
 
-    @property
-    def connected(self) -> bool:
-        return not self._connection.is_closed
-
     async def close(self) -> None:
+        if self._senders:
+            await asyncio.wait(set(self._senders.values()), timeout=PUBLISH_TIMEOUT_SECONDS)
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 

@@ -7,9 +7,10 @@ from pydantic import Field, SecretStr
 from kriten_common.service import production_secret_problems
 from kriten_common.settings import CommonSettings
 
+# Development defaults, refused in production (see production_problems).
 DEVELOPMENT_JWT_KEY = "development-jwt-key-not-for-production"
-DEVELOPMENT_TOKEN_KEY = "development-token-key-not-for-production"
-DEVELOPMENT_ROOT_PASSWORD = "root"
+DEVELOPMENT_TOKEN_KEY = "development-token-key-not-for-production"  # noqa: S105
+DEVELOPMENT_ROOT_PASSWORD = "root"  # noqa: S105
 
 
 class ApiSettings(CommonSettings):

@@ -211,7 +211,7 @@ class KubernetesJobObserver:
     async def close(self) -> None:
         self._closed.set()
         self._abort_stream()
-        self._watch_thread.shutdown(wait=False, cancel_futures=True)
+        self._watch_thread.shutdown(wait=False)
         pending = self._pending_read
         if pending is not None and not pending.done():
             try:
@@ -301,8 +301,15 @@ class KubernetesJobObserver:
         lines = _iter_lines(response)
         try:
             while not self._closed.is_set():
-                self._pending_read = self._watch_thread.submit(_next_event, lines)
-                event = await asyncio.wrap_future(self._pending_read)
+                read = self._pending_read = self._watch_thread.submit(_next_event, lines)
+                try:
+                    event = await asyncio.wrap_future(read)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    # The read itself was dropped by close(), not this task cancelled.
+                    if read.cancelled() and task is not None and not task.cancelling():
+                        return
+                    raise
                 if event is None:
                     return
                 kind = event.get("type")
@@ -400,12 +407,18 @@ class KubernetesJobObserver:
             return None
         init_logs: list[tuple[str, bytes]] = []
         task_logs: bytes | None = None
+        readable = False
         for container in view.log_containers:
             logs = await self._read_log(view.name, container)
+            readable = readable or logs is not None
             if container == view.task_container:
                 task_logs = logs
             else:
-                init_logs.append((container, logs))
+                init_logs.append((container, logs or b""))
+        if not readable:
+            # The pod went before its logs could be read (a deleted Job): no output is
+            # more truthful than an empty one.
+            return None
         return assemble_output(
             init_logs=init_logs,
             task_name=view.task_container,
@@ -413,8 +426,8 @@ class KubernetesJobObserver:
             cap_bytes=self._output_cap,
         )
 
-    async def _read_log(self, pod: str, container: str) -> bytes:
-        """Up to the cap (plus one byte, to tell a cut); empty when the server has none
+    async def _read_log(self, pod: str, container: str) -> bytes | None:
+        """Up to the cap (plus one byte, to tell a cut); None when the server has none
         to give (the pod or container is gone). Transient errors propagate: the caller
         retries the whole pod later rather than store it without its output."""
         cap = self._output_cap
@@ -438,7 +451,7 @@ class KubernetesJobObserver:
         except ApiException as error:
             if error.status in (400, 404):
                 log.info("no logs for container", pod=pod, container=container)
-                return b""
+                return None
             raise
 
     # -- forgetting -------------------------------------------------------------------
