@@ -197,7 +197,7 @@ class Publisher:
         """Returns once RabbitMQ confirmed a persistent message carrying `events`."""
         if not events:
             return
-        if len(events) > 1:
+        if len(events) > 1 or self._max_batch == 1:
             await self._send(list(events))
             return
         event = events[0]

@@ -53,7 +53,9 @@ def broker_context(
     async def context(app: web.Application) -> AsyncIterator[None]:
         connection = await connect(settings.amqp_url.get_secret_value())
         app[connection_key] = connection
-        publisher = Publisher(connection, Topology(settings.amqp_prefix))
+        publisher = Publisher(
+            connection, Topology(settings.amqp_prefix), max_batch=settings.publish_max_batch
+        )
         await publisher.open()
         if publisher_key is not None:
             app[publisher_key] = publisher

@@ -39,6 +39,8 @@ class CommonSettings(BaseSettings):
     jobs_dir: Path = Path("var/jobs")
     executor: Literal["local", "kubernetes"] = "local"
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Most events per published message (group commit); 1 publishes each event alone.
+    publish_max_batch: int = Field(default=100, ge=1)
 
     def production_problems(self) -> list[str]:
         """Names the settings that still hold a development default; empty when none."""
