@@ -28,7 +28,8 @@ from kriten_api.migrate import (
     upgrade_database,
 )
 
-HEAD = "0001"
+HEAD = "0002"
+BASE = "0001"
 
 Schema = dict[str, dict[str, Any]]
 
@@ -126,7 +127,7 @@ def test_the_migrations_ship_with_the_package() -> None:
 def test_there_is_one_head_and_one_base() -> None:
     scripts = ScriptDirectory.from_config(alembic_config())
     assert scripts.get_heads() == [HEAD]
-    assert scripts.get_bases() == [HEAD]
+    assert scripts.get_bases() == [BASE]
 
 
 async def test_upgrade_creates_every_table_of_the_models(database_url: str) -> None:

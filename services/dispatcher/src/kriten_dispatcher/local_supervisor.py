@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import Literal
 from urllib.parse import urlsplit
 
 from kriten_common.local_jobs import (
@@ -49,7 +50,8 @@ _ERROR_MAX_CHARS = 500
 # The environment a task may see from the host: enough to run a shell, nothing more.
 _SAFE_ENV_KEYS = ("PATH", "HOME", "LANG")
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
-# GitHub, GitLab and Gitea accept any user name with a token as the password.
+# GitHub, GitLab and Gitea accept any user name with a token as the password; a user name
+# in the runner's URL wins (git then asks only for the password), e.g. for Bitbucket.
 _GIT_USERNAME = "x-access-token"
 _ASKPASS_SCRIPT = b"""#!/bin/sh
 # Kriten local executor: answers git's credential prompts from a 0600 file.
@@ -74,7 +76,7 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 class _Stop:
     """Why a child was stopped before it exited on its own."""
 
-    reason: str  # "cancelled" or "deadline"
+    reason: Literal["cancelled", "deadline"]
 
 
 def _cancel_requested(paths: JobPaths) -> bool:

@@ -11,7 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Double, Index, Text, UniqueConstraint
 from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -167,6 +167,10 @@ class Webhook(SQLModel, table=True):
     scheme: str = "auto"
     filter: str | None = None
     enabled: bool = True
+    # Per-webhook limits (null: the ingress's defaults).
+    max_body_bytes: int | None = None
+    rate_limit_per_second: float | None = Field(default=None, sa_type=Double)
+    allowed_sources: list[str] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = created_column()
     updated_at: datetime = created_column()
 
@@ -195,3 +199,57 @@ class Job(SQLModel, table=True):
 
 
 FINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class CronJob(SQLModel, table=True):
+    """A schedule that runs a task as its owner (api writes; the scheduler reads)."""
+
+    __tablename__ = "cronjobs"
+
+    name: str = Field(primary_key=True)
+    owner: str
+    owner_id: str = Field(foreign_key="users.id", index=True)
+    task: str = Field(foreign_key="tasks.name", index=True)
+    schedule: str
+    disable: bool = False
+    extra_vars: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = created_column()
+    updated_at: datetime = created_column()
+
+
+class AuditLog(SQLModel, table=True):
+    """Who did what: every login and every create, update and delete (api writes)."""
+
+    __tablename__ = "audit_logs"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    user_id: str | None = None
+    username: str
+    provider: str
+    event_type: str  # login, create, update, delete
+    category: str  # the resource: users, tasks, webhooks, ...
+    target: str | None = None
+    status: str  # success, failure
+    detail: str | None = Field(default=None, sa_type=Text)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The delivery log: one row per delivery to a known webhook (the collector writes)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_webhook_received", "webhook_id", "received_at"),)
+
+    id: str = Field(primary_key=True)
+    webhook_id: str
+    received_at: datetime = Field(sa_type=UTCDateTime)
+    scheme: str | None = None
+    outcome: str
+    reason: str | None = None
+    source: str | None = None
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    size: int = 0
+    secret_matched: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    body: str | None = Field(default=None, sa_type=Text)
