@@ -3,6 +3,7 @@ separate processes on PostgreSQL, or the one-process development mode on SQLite.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -186,3 +187,24 @@ async def failing_command_is_recorded_failed(client: KritenClient) -> None:
     assert job["exit_code"] == 3
     assert "broken" in job["stdout"]
     assert job["json_data"] is None
+
+
+async def running_job_can_be_cancelled(client: KritenClient) -> None:
+    await client.create(
+        "/api/v1/tasks",
+        {"name": "sleeps", "runner": "python", "command": "echo started; sleep 120"},
+    )
+    status, answer = await client.call("POST", "/api/v1/jobs/sleeps", data=b"")
+    assert status == 200, answer
+    job_id = answer["id"]
+    for _ in range(300):
+        status, job = await client.call("GET", f"/api/v1/jobs/{job_id}")
+        if status == 200 and job["status"] == "running":
+            break
+        await asyncio.sleep(0.1)
+    status, answer = await client.call("DELETE", f"/api/v1/jobs/{job_id}")
+    assert status == 200, answer
+    job = await client.wait_job(job_id, timeout=30)
+    assert (job["status"], job["failed"], job["completed"]) == ("cancelled", 0, 0)
+    status, answer = await client.call("DELETE", f"/api/v1/jobs/{job_id}")
+    assert status == 409

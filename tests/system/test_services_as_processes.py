@@ -78,6 +78,7 @@ async def test_seed_scenario_on_separate_processes(deployment: Deployment, tmp_p
     )
     await scenario.duplicate_delivery_runs_once(client, url, tmp_path)
     await scenario.failing_command_is_recorded_failed(client)
+    await scenario.running_job_can_be_cancelled(client)
 
 
 async def test_services_stop_cleanly_on_sigterm(deployment: Deployment) -> None:

@@ -17,6 +17,7 @@ from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
 from kriten_common.jobtime import format_unix_date
+from kriten_common.messages import JobCancelRequested
 from kriten_common.rbac import Principal
 
 SYNC_POLL_SECONDS = 0.1
@@ -131,6 +132,22 @@ async def get_job_log(request: web.Request) -> web.Response:
     return web.Response(text=job.stdout or "", content_type="text/plain")
 
 
+async def cancel_job(request: web.Request) -> web.Response:
+    """Asks the dispatcher to stop the job; the collector records it `cancelled` once the
+    executor has stopped it (a job not yet launched is cancelled as soon as it is)."""
+    principal = await authenticate(request)
+    async with request.app[SESSIONS]() as session:
+        job = await _load_job(request, session)
+    if job.owner_id != principal.user_id:
+        require(principal, "jobs", job.task, "write")
+    if job.status in FINAL_JOB_STATUSES:
+        raise errors.Conflict(f"job {job.id!r} is already {job.status}")
+    await request.app[PUBLISHER].publish(
+        JobCancelRequested(job_id=job.id, requested_by=principal.username)
+    )
+    return web.json_response({"msg": "job cancellation requested", "id": job.id})
+
+
 async def get_job_schema(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         job = await _load_job(request, session)
@@ -142,5 +159,6 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_get(f"{base}/jobs", list_jobs)
     app.router.add_post(f"{base}/jobs/{{task}}", create_job)
     app.router.add_get(f"{base}/jobs/{{id}}", get_job)
+    app.router.add_delete(f"{base}/jobs/{{id}}", cancel_job)
     app.router.add_get(f"{base}/jobs/{{id}}/log", get_job_log)
     app.router.add_get(f"{base}/jobs/{{id}}/schema", get_job_schema)

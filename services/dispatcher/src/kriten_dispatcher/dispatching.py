@@ -13,7 +13,7 @@ from kriten_common.messages import (
     JobDispatchFailed,
     JobRequested,
 )
-from kriten_common.outcomes import PermanentError
+from kriten_common.outcomes import PermanentError, RetryableError
 from kriten_dispatcher.job_specs import build_spec
 from kriten_dispatcher.ports import JobLauncher
 
@@ -40,8 +40,14 @@ class Dispatcher:
         if isinstance(event, JobRequested):
             await self.launch(event)
         elif isinstance(event, JobCancelRequested):
-            cancelled = await self._launcher.cancel(event.job_id)
-            log.info("job_cancel_requested", job_id=event.job_id, found=cancelled)
+            await self.cancel(event)
+
+    async def cancel(self, event: JobCancelRequested) -> None:
+        """Stops the job; one not launched yet (its request still queued or retrying) is
+        tried again later, so the cancellation lands once the launch has."""
+        if not await self._launcher.cancel(event.job_id):
+            raise RetryableError(f"job {event.job_id} is not running yet", delay=1)
+        log.info("job_cancelled", job_id=event.job_id, requested_by=event.requested_by)
 
     async def launch(self, event: JobRequested) -> None:
         """Launches once (idempotent by job id); a permanent failure is recorded on the job
