@@ -208,3 +208,20 @@ async def running_job_can_be_cancelled(client: KritenClient) -> None:
     assert (job["status"], job["failed"], job["completed"]) == ("cancelled", 0, 0)
     status, answer = await client.call("DELETE", f"/api/v1/jobs/{job_id}")
     assert status == 409
+
+
+async def synchronous_task_answers_the_finished_job(client: KritenClient) -> None:
+    await client.create(
+        "/api/v1/tasks",
+        {
+            "name": "hello-sync",
+            "runner": "python",
+            "command": "python examples/hello-kriten/hello-kriten.py",
+            "synchronous": True,
+        },
+    )
+    body = b'{"wait": true}'
+    status, job = await client.call("POST", "/api/v1/jobs/hello-sync", data=body)
+    assert status == 200, job
+    # The whole job, finished, in the answer itself.
+    assert_ran_with(job, body)
