@@ -188,7 +188,7 @@ class FakeKube:
         self,
         *,
         namespaces: Iterable[str] = ("kriten", "default"),
-        token: str = "fake-token",  # noqa: S107 - the fake's own bearer token
+        token: str = "fake-token",
         bookmark_interval: float = 0.5,
         graceful_deletion_seconds: float = 0.0,
     ) -> None:
@@ -312,7 +312,10 @@ class FakeKube:
     def pod(self, job: str, namespace: str = "kriten") -> Json:
         return copy.deepcopy(self.pods[self.pod_key(job, namespace)])
 
-    def _update_pod(self, job: str, change: Callable[[Json], None], namespace: str) -> None:
+    def update_pod(
+        self, job: str, change: Callable[[Json], None], namespace: str = "kriten"
+    ) -> None:
+        """Applies `change` to a copy of the job's pod and stores it (a MODIFIED event)."""
         key = self.pod_key(job, namespace)
         old = self.pods[key]
         new = copy.deepcopy(old)
@@ -412,7 +415,7 @@ class FakeKube:
         init_names, _ = self._container_names(self.pods[self.pod_key(job, namespace)])
         for name in init_names:
             self.set_logs(job, name, logs, namespace)
-        self._update_pod(job, change, namespace)
+        self.update_pod(job, change, namespace)
         if exit_code != 0:
             self._job_finished(job, namespace, succeeded=False)
 
@@ -437,7 +440,7 @@ class FakeKube:
         _, task_names = self._container_names(pod)
         for name in task_names:
             self.set_logs(job, name, logs, namespace)
-        self._update_pod(job, change, namespace)
+        self.update_pod(job, change, namespace)
 
     def finish_pod(
         self,
@@ -480,7 +483,7 @@ class FakeKube:
                 status["started"] = False
             pod["status"]["phase"] = "Succeeded" if exit_code == 0 else "Failed"
 
-        self._update_pod(job, change, namespace)
+        self.update_pod(job, change, namespace)
         self._job_finished(job, namespace, succeeded=exit_code == 0)
 
     def image_pull_error(
@@ -537,7 +540,7 @@ class FakeKube:
                 created = datetime.now(UTC) - timedelta(seconds=age_seconds)
                 pod["metadata"]["creationTimestamp"] = now_rfc3339(created)
 
-        self._update_pod(job, change, namespace)
+        self.update_pod(job, change, namespace)
 
     def deadline_exceeded(self, job: str, *, namespace: str = "kriten") -> None:
         """The kubelet enforces `activeDeadlineSeconds`: kills the task, fails the pod."""
@@ -559,12 +562,22 @@ class FakeKube:
                 "Pod was active on the node longer than the specified deadline"
             )
 
-        self._update_pod(job, change, namespace)
+        self.update_pod(job, change, namespace)
         self._job_finished(job, namespace, succeeded=False)
 
     def expire_job(self, job: str, namespace: str = "kriten") -> None:
         """The TTL controller removes a finished Job, and its pod and Secrets with it."""
-        self._delete_job_now((namespace, job), graceful=False)
+        self.delete_job(job, graceful=False, namespace=namespace)
+
+    def delete_job(self, job: str, *, graceful: bool = True, namespace: str = "kriten") -> None:
+        """Deletes a Job and its dependents as a client would; `graceful=False` removes
+        the pod at once, with no stopped state in between."""
+        self._delete_job_now((namespace, job), graceful=graceful)
+
+    def other_activity(self, changes: int = 1) -> None:
+        """Other objects in the cluster change: the resource version moves on."""
+        for _ in range(changes):
+            self._next_rv()
 
     def _job_finished(self, job: str, namespace: str, *, succeeded: bool) -> None:
         stored = self.jobs.get((namespace, job))

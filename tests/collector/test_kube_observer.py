@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import jsonschema
@@ -193,12 +193,12 @@ async def test_running_is_reported_once(
     fake.start_task(spec.job_id)
     assert (await updates.next()).state == "running"
     # Further changes to the running pod (status churn) report nothing new.
-    for n in range(3):
-        fake._update_pod(
-            spec.job_id,
-            lambda p, n=n: p["metadata"].setdefault("annotations", {}).update({"churn": str(n)}),
-            "kriten",
-        )
+
+    def churn(pod: dict[str, Any]) -> None:
+        pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+
+    for _ in range(3):
+        fake.update_pod(spec.job_id, churn)
     assert await updates.quiet(0.5) == []
 
 
@@ -397,7 +397,7 @@ async def test_pod_vanishing_while_unwatched_is_cancelled(
     fake.start_task(spec.job_id)
     assert (await updates.next_for(spec.job_id)).state == "running"
     fake.set_unavailable()
-    fake._delete_job_now(("kriten", spec.job_id), graceful=False)
+    fake.delete_job(spec.job_id, graceful=False)
     fake.compact()
     await asyncio.sleep(0.2)
     fake.set_unavailable(False)
@@ -434,7 +434,7 @@ async def test_watch_expiry_relists_without_missing_a_pod(
     fake.finish_pod(first.job_id, logs={"task": "one\n"})
     fake.finish_pod(second.job_id, exit_code=1, logs={"task": "two\n"})
     fake.compact()
-    seen = {}
+    seen: dict[str, list[str]] = {}
     for _ in range(3):
         update = await updates.next()
         seen.setdefault(update.job_id, []).append(update.state)
@@ -489,9 +489,7 @@ async def test_bookmarks_keep_an_idle_watch_resumable(kube: KubeTarget, observe:
     updates = observe()
     await eventually(lambda: fake.watch_requests >= 1)
     # Other objects move the version on; this watch sees none of them but bookmarks.
-    fake.secrets[("kriten", "noise")] = {"metadata": {"name": "noise"}}
-    for _ in range(5):
-        fake._next_rv()
+    fake.other_activity(5)
     await asyncio.sleep(fake.bookmark_interval * 3)
     lists_before = list_requests(fake)
     fake.compact()
@@ -729,12 +727,13 @@ async def test_fake_pods_are_valid_pods(kube: KubeTarget, launcher: KubernetesJo
     )
     spec = make_spec()
     await launcher.launch(spec)
-    for step in (
+    steps: list[Callable[[], None]] = [
         lambda: None,
         lambda: fake.run_init(spec.job_id, logs="x"),
         lambda: fake.start_task(spec.job_id),
         lambda: fake.finish_pod(spec.job_id, exit_code=1),
-    ):
+    ]
+    for step in steps:
         step()
         errors = [e.message for e in validator.iter_errors(fake.pod(spec.job_id))]
         assert errors == []

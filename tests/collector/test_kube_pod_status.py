@@ -300,7 +300,12 @@ def test_restarted_container_reads_its_last_termination() -> None:
 
 
 def test_garbage_does_not_crash() -> None:
-    for junk in ({}, {"metadata": None, "spec": [], "status": "x"}, {"status": {"phase": 7}}):
+    junks: list[dict[str, Any]] = [
+        {},
+        {"metadata": None, "spec": [], "status": "x"},
+        {"status": {"phase": 7}},
+    ]
+    for junk in junks:
         view = assess(junk, now=NOW, image_pull_grace_seconds=GRACE)
         assert view.state == "pending"
         assert view.job_id is None

@@ -14,7 +14,12 @@ import pytest
 import pytest_asyncio
 from kubernetes import client
 
-from kriten_common.kube import LABEL_MANAGED_BY, MANAGED_BY_VALUE, load_api_client
+from kriten_common.kube import (
+    LABEL_MANAGED_BY,
+    MANAGED_BY_VALUE,
+    KubernetesSettings,
+    load_api_client,
+)
 from kriten_common.outcomes import PermanentError, RetryableError
 from kriten_dispatcher.kube_launcher import KubernetesJobLauncher
 from kriten_dispatcher.ports import JobLauncher, JobSpec
@@ -54,12 +59,14 @@ async def launcher(kube: KubeTarget) -> AsyncIterator[KubernetesJobLauncher]:
 
 async def _remove_test_jobs(kube: KubeTarget, launcher: KubernetesJobLauncher) -> None:
     """On a real cluster: cancel what these tests launched."""
-    api = client.BatchV1Api(kube.api_client())
-    jobs: Any = await asyncio.to_thread(
-        api.list_namespaced_job,
-        kube.namespace,
-        label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}",
-    )
+
+    def read() -> Any:
+        with kube.api_client() as api_client:
+            return client.BatchV1Api(api_client).list_namespaced_job(
+                kube.namespace, label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE}"
+            )
+
+    jobs = await asyncio.to_thread(read)
     for job in jobs.items:
         job_id = (job.metadata.annotations or {}).get("kriten.io/job-id", "")
         if job_id.startswith("launch-"):
@@ -68,13 +75,19 @@ async def _remove_test_jobs(kube: KubeTarget, launcher: KubernetesJobLauncher) -
 
 
 async def read_job(kube: KubeTarget, name: str) -> Any:
-    api = client.BatchV1Api(kube.api_client())
-    return await asyncio.to_thread(api.read_namespaced_job, name, kube.namespace)
+    def read() -> Any:
+        with kube.api_client() as api_client:
+            return client.BatchV1Api(api_client).read_namespaced_job(name, kube.namespace)
+
+    return await asyncio.to_thread(read)
 
 
 async def read_secret(kube: KubeTarget, name: str) -> Any:
-    api = client.CoreV1Api(kube.api_client())
-    return await asyncio.to_thread(api.read_namespaced_secret, name, kube.namespace)
+    def read() -> Any:
+        with kube.api_client() as api_client:
+            return client.CoreV1Api(api_client).read_namespaced_secret(name, kube.namespace)
+
+    return await asyncio.to_thread(read)
 
 
 def test_it_is_a_job_launcher() -> None:
@@ -341,3 +354,32 @@ async def test_launcher_uses_a_client_it_is_given(kube: KubeTarget) -> None:
             await _remove_test_jobs(kube, cleaner)
             await cleaner.close()
         api_client.close()  # type: ignore[no-untyped-call]
+
+
+async def test_default_kubeconfig_when_none_is_configured(
+    kube: KubeTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No kubeconfig setting and not in a cluster: the default kubeconfig ($KUBECONFIG)."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    settings = kube.settings(kubeconfig=None)
+    with load_api_client(settings) as api_client:
+        api = client.BatchV1Api(api_client)
+        jobs: Any = await asyncio.to_thread(api.list_namespaced_job, kube.namespace, limit=1)
+    assert jobs.kind == "JobList"
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRITEN_NAMESPACE", "jobs")
+    monkeypatch.setenv("KRITEN_KUBECONFIG", "/etc/kriten/kubeconfig")
+    monkeypatch.setenv("KRITEN_JOB_TTL_SECONDS_AFTER_FINISHED", "60")
+    monkeypatch.setenv("KRITEN_MEMORY_LIMIT", "1Gi")
+    monkeypatch.setenv("KRITEN_RUN_AS_NON_ROOT", "false")
+    monkeypatch.setenv("KRITEN_UNRELATED", "ignored")
+    settings = KubernetesSettings()
+    assert settings.namespace == "jobs"
+    assert str(settings.kubeconfig) == "/etc/kriten/kubeconfig"
+    assert settings.job_ttl_seconds_after_finished == 60
+    assert settings.memory_limit == "1Gi"
+    assert settings.run_as_non_root is False
+    assert settings.git_image == "alpine/git:2.45.2"

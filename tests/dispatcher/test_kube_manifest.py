@@ -194,7 +194,7 @@ def test_pod_policies() -> None:
 
 
 def test_image_user_when_settings_allow_root() -> None:
-    spec = pod_spec(build(settings=KubernetesSettings(kubeconfig=None, run_as_user=None)))
+    spec = pod_spec(build(settings=KubernetesSettings(kubeconfig=None, run_as_non_root=False)))
     assert spec["securityContext"] == {"seccompProfile": {"type": "RuntimeDefault"}}
 
 
@@ -361,7 +361,7 @@ SPEC_VARIANTS = [
         SETTINGS,
         KubernetesSettings(
             kubeconfig=None,
-            run_as_user=None,
+            run_as_non_root=False,
             default_timeout_seconds=60,
             read_only_root_filesystem=True,
         ),

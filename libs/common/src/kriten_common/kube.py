@@ -9,9 +9,10 @@ which never talk to a cluster do not pay for (or need) the client.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,11 +63,12 @@ class KubernetesSettings(BaseSettings):
     git_cpu_limit: str = "500m"
     git_memory_request: str = "64Mi"
     git_memory_limit: str = "256Mi"
-    # Non-root by default; a runner image that needs root can only run with this None
-    # (the image's own user, and no runAsNonRoot check).
-    run_as_user: int | None = Field(default=65532, ge=1)
+    # Non-root by default, as `run_as_user`; false lets runner images that need root run
+    # as their own user (no runAsNonRoot check, no fixed user).
+    run_as_non_root: bool = True
+    run_as_user: int = Field(default=65532, ge=1)
     read_only_root_filesystem: bool = False
-    image_pull_policy: str = "IfNotPresent"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     # Seconds a pod may sit in ImagePullBackOff before the collector reports the job failed.
     image_pull_grace_seconds: float = Field(default=300.0, ge=0)
     request_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -96,8 +98,11 @@ def load_api_client(settings: KubernetesSettings) -> ApiClient:
                 client_configuration=configuration
             )
         except config.ConfigException:
+            # The library reads $KUBECONFIG once, at import; read it now, as kubectl does.
             config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration, persist_config=False
+                config_file=os.environ.get("KUBECONFIG") or None,
+                client_configuration=configuration,
+                persist_config=False,
             )
     # Watches sit idle for minutes; keepalive stops middleboxes from dropping them silently.
     configuration.keep_alive = True

@@ -34,7 +34,7 @@ import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -152,7 +152,6 @@ class KubernetesJobObserver:
             max_workers=1, thread_name_prefix="kriten-kube-watch"
         )
         self._response: Any = None
-        self._pending_read: Future[dict[str, Any] | None] | None = None
 
     # -- the port ---------------------------------------------------------------------
 
@@ -204,22 +203,30 @@ class KubernetesJobObserver:
         name = self._reported.pop(job_id, None) or self._active.get(job_id)
         self._active.pop(job_id, None)
         self._running.discard(job_id)
-        names = [name] if name else await self._pods_of(job_id)
+        if name is not None:
+            names = [name]
+        else:
+            try:
+                names = await self._pods_of(job_id)
+            except (ApiException, *_TRANSPORT_ERRORS) as error:
+                # As for a failed patch: at worst reported once more after a restart.
+                log.warning("could not find the pod to forget", job_id=job_id, error=str(error))
+                return
         for pod in names:
             await self._mark_collected(job_id, pod)
 
     async def close(self) -> None:
         self._closed.set()
         self._abort_stream()
-        self._watch_thread.shutdown(wait=False)
-        pending = self._pending_read
-        if pending is not None and not pending.done():
-            try:
-                await asyncio.wait_for(
-                    asyncio.wrap_future(pending), self._settings.request_timeout_seconds
-                )
-            except Exception as error:
-                log.debug("watch thread stopped", error=str(error))
+        # The read it was blocked in has been cut; wait for the thread to be gone. Bounded:
+        # at worst it is opening a watch, which the request timeout limits.
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self._watch_thread.shutdown, wait=True),
+                self._settings.request_timeout_seconds,
+            )
+        except TimeoutError:
+            log.warning("the pod watch thread did not stop in time")
         if self._owns_client:
             await asyncio.to_thread(self._api_client.close)
 
@@ -301,7 +308,7 @@ class KubernetesJobObserver:
         lines = _iter_lines(response)
         try:
             while not self._closed.is_set():
-                read = self._pending_read = self._watch_thread.submit(_next_event, lines)
+                read = self._watch_thread.submit(_next_event, lines)
                 try:
                     event = await asyncio.wrap_future(read)
                 except asyncio.CancelledError:

@@ -100,7 +100,7 @@ def _restricted_container_security(*, read_only_root: bool) -> dict[str, Any]:
 
 def _pod_security(settings: KubernetesSettings) -> dict[str, Any]:
     context: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
-    if settings.run_as_user is not None:
+    if settings.run_as_non_root:
         context |= {
             "runAsNonRoot": True,
             "runAsUser": settings.run_as_user,
