@@ -104,6 +104,20 @@ async def test_running_job_is_reported_once(jobs_dir: Path, held_locks: list[int
     assert updates == [ExecutionUpdate(job_id="t-running", state="running", start_time=START)]
 
 
+async def test_growing_output_of_a_running_job_is_reported_at_most_per_interval(
+    jobs_dir: Path, held_locks: list[int]
+) -> None:
+    paths = job(jobs_dir, "t-progress")
+    start(paths, held_locks)
+    paths.output.write_text("first\n")
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01, progress_interval=0.2)
+
+    updates = await gather(observer, 2, settle=0.5)
+
+    # The start, then the output so far once; unchanged output is not reported again.
+    assert [(u.state, u.output) for u in updates] == [("running", None), ("running", "first\n")]
+
+
 async def test_running_then_final_with_capped_output(jobs_dir: Path, held_locks: list[int]) -> None:
     paths = job(jobs_dir, "t-done")
     start(paths, held_locks)
@@ -205,7 +219,7 @@ async def test_memory_holds_only_unforgotten_jobs(jobs_dir: Path) -> None:
     await gather(observer, settle=0.1)
 
     assert observer._finished == set()
-    assert observer._running == set()
+    assert observer._running == {}
 
 
 async def test_an_unreadable_job_does_not_hide_the_others(jobs_dir: Path) -> None:

@@ -225,3 +225,28 @@ async def synchronous_task_answers_the_finished_job(client: KritenClient) -> Non
     assert status == 200, job
     # The whole job, finished, in the answer itself.
     assert_ran_with(job, body)
+
+
+async def log_follow_streams_while_the_job_runs(client: KritenClient) -> None:
+    command = "echo first-line; sleep 3; echo last-line"
+    await client.create(
+        "/api/v1/tasks", {"name": "slow-output", "runner": "python", "command": command}
+    )
+    status, answer = await client.call("POST", "/api/v1/jobs/slow-output", data=b"")
+    assert status == 200, answer
+    job_id = answer["id"]
+    for _ in range(300):
+        if (await client.call("GET", f"/api/v1/jobs/{job_id}"))[0] == 200:
+            break
+        await asyncio.sleep(0.1)
+    url = f"{client.base_url}/api/v1/jobs/{job_id}/log?follow=true"
+    async with client.session.get(url) as response:
+        assert response.status == 200
+        early = await asyncio.wait_for(response.content.readuntil(b"first-line\n"), 30)
+        # The first line arrived while the job still runs: it was streamed, not batched.
+        _, job = await client.call("GET", f"/api/v1/jobs/{job_id}")
+        assert job["status"] == "running", job
+        rest = await asyncio.wait_for(response.content.read(), 30)
+    assert b"first-line" in early
+    assert b"last-line" in rest
+    assert (await client.wait_job(job_id))["status"] == "succeeded"

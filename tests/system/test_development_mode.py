@@ -45,6 +45,7 @@ async def test_one_url_serves_api_and_webhooks(kriten: ServiceProcess, tmp_path:
         await scenario.duplicate_delivery_runs_once(client, webhook["url"], tmp_path)
         await scenario.synchronous_task_answers_the_finished_job(client)
         await scenario.running_job_can_be_cancelled(client)
+        await scenario.log_follow_streams_while_the_job_runs(client)
     finally:
         await client.close()
     assert "development_root_password" in kriten.logs()

@@ -21,6 +21,7 @@ from kriten_common.messages import JobCancelRequested
 from kriten_common.rbac import Principal
 
 SYNC_POLL_SECONDS = 0.1
+FOLLOW_POLL_SECONDS = 0.5
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -126,10 +127,27 @@ async def get_job(request: web.Request) -> web.Response:
     return web.json_response(job_json(job))
 
 
-async def get_job_log(request: web.Request) -> web.Response:
+async def get_job_log(request: web.Request) -> web.StreamResponse:
+    """The output as text; with `?follow=true`, streamed until the job is final."""
     async with request.app[SESSIONS]() as session:
         job = await _load_job(request, session)
-    return web.Response(text=job.stdout or "", content_type="text/plain")
+    if request.query.get("follow", "").lower() not in ("true", "1"):
+        return web.Response(text=job.stdout or "", content_type="text/plain")
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    sent = 0
+    while True:
+        text = job.stdout or ""
+        if len(text) > sent:
+            await response.write(text[sent:].encode())
+            sent = len(text)
+        if job.status in FINAL_JOB_STATUSES:
+            break
+        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        async with request.app[SESSIONS]() as session:
+            job = await session.get(Job, job.id) or job
+    await response.write_eof()
+    return response
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -77,10 +77,13 @@ class JobStore:
                 return False
             job.start_time = job.start_time or update.start_time
             if update.state == "running":
-                if job.status == "running":
-                    return False
+                changed = job.status != "running"
                 job.status = "running"
-                return True
+                # Output so far, for `log?follow=true`; json_data waits for the end.
+                if update.output is not None and update.output != job.stdout:
+                    job.stdout = update.output
+                    changed = True
+                return changed
             job.status = update.state
             job.completion_time = update.completion_time or utcnow()
             job.exit_code = update.exit_code

@@ -19,6 +19,7 @@ import asyncio
 import codecs
 import contextlib
 import os
+import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -71,13 +72,20 @@ class LocalJobObserver:
     """Observes the local executor's job directories under `jobs_dir`."""
 
     def __init__(
-        self, *, jobs_dir: Path, poll_interval: float = 0.1, output_cap_bytes: int = 1_048_576
+        self,
+        *,
+        jobs_dir: Path,
+        poll_interval: float = 0.1,
+        output_cap_bytes: int = 1_048_576,
+        progress_interval: float = 1.0,
     ) -> None:
         self._jobs_dir = jobs_dir
         self._poll_interval = poll_interval
         self._output_cap_bytes = output_cap_bytes
-        # Jobs whose `running` went out in this session, until their final update does.
-        self._running: set[str] = set()
+        self._progress_interval = progress_interval
+        # Jobs whose `running` went out in this session, until their final update does,
+        # with the output size last reported and when (for `log?follow=true`).
+        self._running: dict[str, tuple[int, float]] = {}
         # Jobs whose final update went out, until `forget` marks them collected.
         self._finished: set[str] = set()
         self._closed = asyncio.Event()
@@ -92,7 +100,7 @@ class LocalJobObserver:
     async def forget(self, job_id: str) -> None:
         await asyncio.to_thread(self._mark_collected, job_id)
         self._finished.discard(job_id)
-        self._running.discard(job_id)
+        self._running.pop(job_id, None)
 
     async def close(self) -> None:
         self._closed.set()
@@ -123,14 +131,14 @@ class LocalJobObserver:
                 # One unreadable job must not stop the others being observed.
                 log.warning("local_job_unreadable", job_id=job_id, error=str(exc))
         # Directories removed by hand must not pin memory.
-        self._running &= present
+        self._running = {job: seen for job, seen in self._running.items() if job in present}
         self._finished &= present
         return updates
 
     def _check(self, paths: JobPaths) -> list[ExecutionUpdate]:
         job_id = paths.job_id
         if paths.collected.exists():
-            self._running.discard(job_id)
+            self._running.pop(job_id, None)
             return []
         result = read_record(paths.result, JobResult)
         if result is None:
@@ -140,12 +148,12 @@ class LocalJobObserver:
                 return []
             updates: list[ExecutionUpdate] = []
             if job_id not in self._running:
-                self._running.add(job_id)
+                self._running[job_id] = (0, time.monotonic())
                 updates.append(
                     ExecutionUpdate(job_id=job_id, state="running", start_time=status.start_time)
                 )
             if supervisor_alive(paths):
-                return updates
+                return [*updates, *self._progress(paths, status)]
             # The supervisor writes its result before it exits: read again to be sure.
             result = read_record(paths.result, JobResult)
             if result is None:
@@ -157,6 +165,26 @@ class LocalJobObserver:
                 )
             return [*updates, *self._final(paths, result)]
         return self._final(paths, result)
+
+    def _progress(self, paths: JobPaths, status: JobStatus) -> list[ExecutionUpdate]:
+        """The output so far, when it grew, at most once per `progress_interval`."""
+        job_id = paths.job_id
+        reported_size, reported_at = self._running[job_id]
+        if time.monotonic() - reported_at < self._progress_interval:
+            return []
+        try:
+            size = paths.output.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size == reported_size:
+            return []
+        self._running[job_id] = (size, time.monotonic())
+        output = read_output(paths.output, self._output_cap_bytes)
+        return [
+            ExecutionUpdate(
+                job_id=job_id, state="running", start_time=status.start_time, output=output
+            )
+        ]
 
     def _final(self, paths: JobPaths, result: JobResult) -> list[ExecutionUpdate]:
         job_id = paths.job_id
@@ -176,6 +204,6 @@ class LocalJobObserver:
                 error=result.error,
             )
         )
-        self._running.discard(job_id)
+        self._running.pop(job_id, None)
         self._finished.add(job_id)
         return updates

@@ -12,7 +12,8 @@ ExecutionState = Literal["running", "succeeded", "failed", "cancelled"]
 
 @dataclass(frozen=True)
 class ExecutionUpdate:
-    """A change seen in one execution. `output` is its raw combined output (final only)."""
+    """A change seen in one execution. `output` is its combined output: all of it in the
+    final update, what there is so far in a `running` one (adapters that can tell)."""
 
     job_id: str
     state: ExecutionState
