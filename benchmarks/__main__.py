@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from benchmarks import ingress_throughput
+from benchmarks import end_to_end_latency, ingress_throughput
 
 
 def main() -> None:
     asyncio.run(ingress_throughput.main())
+    asyncio.run(end_to_end_latency.main())
 
 
 if __name__ == "__main__":
