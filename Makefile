@@ -7,7 +7,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 export UV_NATIVE_TLS ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: help run test lint bench sync
+.PHONY: help run test lint bench sync test-deps
 
 help:
 	@echo "make run    run the whole system on embedded defaults (SQLite, local executor) at http://127.0.0.1:8080"
@@ -25,7 +25,17 @@ sync: $(UV)
 run: sync
 	$(UV) run --frozen kriten
 
-test: sync
+# The LDAP login tests start their own slapd; install it when this machine can (root,
+# apt-get). Preseeded to configure no system directory, so no system daemon starts.
+test-deps:
+	@if command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "slapd slapd/no_configuration boolean true" | debconf-set-selections 2>/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slapd ldap-utils \
+		|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slapd ldap-utils; }; \
+	else echo "note: slapd is missing and cannot be installed here (needs root and apt-get); the LDAP tests will fail"; fi
+
+test: sync test-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 lint: sync

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from kriten_ingress.signatures import sign_netbox
+from kriten_common.webhook_signing import sign_netbox
 
 AMQP_URL = os.environ.get("KRITEN_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 COMMAND = "python examples/hello-kriten/hello-kriten.py"

@@ -39,7 +39,7 @@ from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import create_engine, session_factory
 from kriten_common.db.models import Runner, Task, User, Webhook
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
-from kriten_ingress.signatures import sign_netbox
+from kriten_common.webhook_signing import sign_netbox
 
 SECRET = "benchmark-secret-0123456789"
 AMQP_URL = os.environ.get("KRITEN_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

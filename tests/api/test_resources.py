@@ -245,3 +245,18 @@ async def test_health_readiness_and_metrics(api: ApiClient) -> None:
     assert ready.status == 200
     assert (await ready.json())["checks"] == {"database": True, "broker": True}
     assert (await api.get("/metrics")).status == 200
+
+
+async def test_deleting_a_task_still_used_names_its_users(api: ApiClient) -> None:
+    headers = await login(api)
+    await setup_task(api, headers)
+    hook = await (
+        await api.post("/api/v1/webhooks", json={"task": "hello-kriten"}, headers=headers)
+    ).json()
+    cron = {"name": "nightly", "task": "hello-kriten", "schedule": "0 3 * * *", "extra_vars": {}}
+    assert (await api.post("/api/v1/cronjobs", json=cron, headers=headers)).status in (200, 201)
+    response = await api.delete("/api/v1/tasks/hello-kriten", headers=headers)
+    assert response.status == 409
+    message = (await response.json())["error"]
+    assert f"webhooks: {hook['id']}" in message
+    assert "cronjobs: nightly" in message

@@ -9,15 +9,8 @@ from dataclasses import dataclass, replace
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from kriten_ingress.signatures import (
-    SecretMatch,
-    VerificationFailed,
-    Verified,
-    sign_github,
-    sign_netbox,
-    sign_standard,
-    verify,
-)
+from kriten_common.webhook_signing import sign_github, sign_netbox, sign_standard
+from kriten_ingress.signatures import SecretMatch, VerificationFailed, Verified, verify
 
 B1 = (
     b'{"data":{"kind":"BuiltinTag","action":"created",'

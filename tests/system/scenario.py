@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kriten_ingress.signatures import sign_netbox, sign_standard
+from kriten_common.webhook_signing import sign_netbox, sign_standard
 from tests.system.harness import COUNT_RUNS, KritenClient
 
 SECRET = "supersecret"

@@ -94,8 +94,13 @@ def admit(
     webhook_id: str | None = None,
     delivery_id: str | None = None,
     correlation_id: str | None = None,
+    job_id: str | None = None,
 ) -> JobRequested:
-    """The `JobRequested` for this input, or a domain error saying why not."""
+    """The `JobRequested` for this input, or a domain error saying why not.
+
+    `job_id` overrides the chosen id: the scheduler names each firing after its cronjob and
+    minute, so replicas that fire the same minute request the same job.
+    """
     if not is_allowed(
         principal.permissions, resource="jobs", resource_id=task.name, access="write"
     ):
@@ -105,9 +110,11 @@ def admit(
     except UnicodeDecodeError:
         raise errors.InvalidInput("input must be UTF-8 text") from None
     validate_input(task.schema_, text)
-    suffix = derived_suffix(idempotency_key) if idempotency_key else random_suffix()
+    if job_id is None:
+        suffix = derived_suffix(idempotency_key) if idempotency_key else random_suffix()
+        job_id = job_id_for(task.name, suffix)
     return JobRequested(
-        job_id=job_id_for(task.name, suffix),
+        job_id=job_id,
         task=task.name,
         owner=principal.username,
         owner_id=principal.user_id,

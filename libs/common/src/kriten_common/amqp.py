@@ -7,7 +7,10 @@ Topology (names start with the configured prefix, `kriten` by default):
 - per work queue, delay queues `<queue>.retry.<n>s` whose expired messages dead-letter
   straight back to that work queue (not to the exchange, so a retry reaches only the
   consumer that failed, not every subscriber);
-- one dead-letter queue `<prefix>.dead-letter` for messages that failed for good.
+- one dead-letter queue `<prefix>.dead-letter` for messages that failed for good;
+- per service instance, for broadcast events such as `config.changed`, an exclusive,
+  auto-delete queue `<prefix>.broadcast.<name>.<random>` (see `BroadcastSubscription`):
+  every instance gets every event, and nothing piles up for an instance that is gone.
 
 Publishing waits for the broker's confirm of a persistent message on a quorum queue, so a
 returned `publish()` means the event is on disk; an unroutable message raises.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +31,7 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
 
@@ -397,3 +402,121 @@ class Consumer:
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
                 await self._channel.close()
+
+
+async def _declare_exchange(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    # Broadcasts need only the exchange, not every work queue of the topology.
+    return await channel.declare_exchange(
+        topology.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+
+
+class BroadcastSubscription:
+    """Every event of `routing_keys` delivered to this instance, for as long as it runs.
+
+    For notifications every instance must see (cache invalidation), unlike the work
+    queues, where one consumer takes each message. The queue is exclusive and
+    auto-delete, so it disappears with the instance; messages are not acknowledged and
+    not retried, so a handler must be cheap and a lost event must be tolerable (callers
+    keep a safety net such as a short cache TTL). After the robust connection comes
+    back, `on_restored` runs: events sent while the connection was down are lost, so
+    the caller should assume everything changed.
+    """
+
+    def __init__(
+        self,
+        *,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        name: str,
+        routing_keys: Sequence[str],
+        handler: EventHandler,
+        on_restored: Callable[[], None] | None = None,
+    ) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._queue_name = f"{topology.prefix}.broadcast.{name}.{uuid.uuid4().hex[:12]}"
+        self._routing_keys = tuple(routing_keys)
+        self._handler = handler
+        self._on_restored = on_restored
+        self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue_name
+
+    @property
+    def active(self) -> bool:
+        """Whether events can arrive now (false while the connection is down)."""
+        return (
+            self._tag is not None
+            and self._channel is not None
+            and not self._channel.is_closed
+            and not self._connection.is_closed
+        )
+
+    async def start(self) -> None:
+        channel = await self._connection.channel()
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        exchange = await _declare_exchange(channel, self._topology)
+        queue = await channel.declare_queue(self._queue_name, exclusive=True, auto_delete=True)
+        for key in self._routing_keys:
+            await queue.bind(exchange, routing_key=key)
+        self._queue = queue
+        self._tag = await queue.consume(self._on_message, no_ack=True)
+        channel.reopen_callbacks.add(self._restored)
+
+    def _restored(self, *_args: Any) -> None:
+        log.info("broadcast_subscription_restored", queue=self._queue_name)
+        if self._on_restored is not None:
+            self._on_restored()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            events = messages.decode(message.type or "", message.body)
+        except ValueError as problem:
+            log.warning("broadcast_undecodable", queue=self._queue_name, error=str(problem))
+            return
+        for event in events:
+            try:
+                await self._handler(event)
+            except Exception:
+                log.exception("broadcast_handler_failed", queue=self._queue_name)
+
+    async def stop(self) -> None:
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        self._tag = None
+        if self._channel is not None and not self._channel.is_closed:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+
+async def publish_broadcast(
+    connection: AbstractRobustConnection, topology: Topology, *events: messages.Event
+) -> None:
+    """Publishes events for `BroadcastSubscription`s, waiting for the broker's confirm.
+
+    Not mandatory, unlike `Publisher`: when no instance is subscribed the event has no
+    one to tell, which is not an error. Raises `errors.Unavailable` when the broker is not
+    there.
+    """
+    if not events:
+        return
+    try:
+        async with await connection.channel(publisher_confirms=True) as channel:
+            exchange = await _declare_exchange(channel, topology)
+            await exchange.publish(
+                _message(list(events)),
+                routing_key=events[0].routing_key,
+                timeout=PUBLISH_TIMEOUT_SECONDS,
+            )
+    except asyncio.CancelledError:
+        raise
+    except Exception as problem:
+        log.warning("broadcast_failed", routing_key=events[0].routing_key, error=str(problem))
+        raise errors.Unavailable("message broker unavailable") from None

@@ -7,10 +7,12 @@ once and passes it down; nothing reads the environment anywhere else.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from kriten_common.client_address import IPNetwork, parse_networks
 
 DEVELOPMENT_ENCRYPTION_KEY = "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="
 
@@ -39,8 +41,19 @@ class CommonSettings(BaseSettings):
     jobs_dir: Path = Path("var/jobs")
     executor: Literal["local", "kubernetes"] = "local"
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Peers whose X-Forwarded-For is believed (comma-separated CIDRs); none by default.
+    # The api (login limits) and the ingress (allow-lists) read the client address with
+    # the same rule (kriten_common.client_address).
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     # Most events per published message (group commit); 1 publishes each event alone.
     publish_max_batch: int = Field(default=100, ge=1)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_networks(value.split(","))
+        return value
 
     def production_problems(self) -> list[str]:
         """Names the settings that still hold a development default; empty when none."""

@@ -7,7 +7,21 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from kriten_api import jobs, login, runners, tasks, webhooks
+from kriten_api import (
+    api_token_routes,
+    audit,
+    cronjobs,
+    deliveries,
+    groups,
+    jobs,
+    login,
+    role_bindings,
+    roles,
+    runners,
+    tasks,
+    users,
+    webhooks,
+)
 from kriten_api.bootstrap import ensure_builtins
 from kriten_api.keys import CONNECTION, PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.migrate import upgrade_database
@@ -24,13 +38,29 @@ BASE = "/api/v1"
 def create_app(settings: ApiSettings) -> web.Application:
     """Builds the app; every connection is opened by its cleanup context, not here."""
     app = create_service_app(registry=CollectorRegistry(), client_max_size=settings.max_body_bytes)
+    # Inside the error middleware, so it sees a refused request's exception and status.
+    app.middlewares.append(audit.audit_middleware)
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox(settings.encryption_keys.get_secret_value())
     app.cleanup_ctx.append(_migrations(settings))
     app.cleanup_ctx.append(database_context(settings, SESSIONS))
     app.cleanup_ctx.append(_builtins)
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
-    for module in (login, runners, tasks, webhooks, jobs):
+    for module in (
+        login,
+        runners,
+        tasks,
+        webhooks,
+        jobs,
+        api_token_routes,
+        cronjobs,
+        users,
+        groups,
+        roles,
+        role_bindings,
+        audit,
+        deliveries,
+    ):
         module.add_routes(app, BASE)
     return app
 

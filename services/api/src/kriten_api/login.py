@@ -1,22 +1,35 @@
-"""`POST /login`, `GET /refresh`, `POST /logout`: JWTs in a cookie and in the body."""
+"""`POST /login`, `GET /refresh`, `POST /logout`: JWTs in a cookie and in the body.
+
+Login providers: `local` (argon2id hashes in the database) and `active_directory`
+(LDAP, see `ldap_auth`) when `KRITEN_LDAP_URL` is set. Every attempt first passes the
+rate limiter (`login_limits`), before any password work.
+"""
 
 from __future__ import annotations
 
 import time
 
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from kriten_api import jwt_tokens, passwords
+from kriten_api import jwt_tokens, ldap_auth, passwords
 from kriten_api.authentication import authenticate, presented_claims
 from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.login_limits import LoginLimiter
 from kriten_common import errors
+from kriten_common.client_address import client_address, forwarded_hops
 from kriten_common.db.models import User
 from kriten_common.http import read_json_object
 from kriten_common.logging import get_logger
 
 log = get_logger(__name__)
 INVALID_CREDENTIALS = "invalid credentials."
+DIRECTORY_UNAVAILABLE = "the directory is unavailable; try again later."
+LOCAL = "local"
+
+LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
+LDAP_CONFIG = web.AppKey("ldap_config", ldap_auth.LdapConfig)
 
 
 def _token_response(request: web.Request, token: str) -> web.Response:
@@ -48,28 +61,92 @@ def _issue(request: web.Request, user: User) -> str:
     return token
 
 
+def request_client_address(request: web.Request) -> str:
+    """The client's address: the peer, or what trusted proxies say it is."""
+    trusted = request.app[SETTINGS].trusted_proxies
+    hops = forwarded_hops(request.headers.getall("X-Forwarded-For", [])) if trusted else []
+    return client_address(request.remote, hops, trusted)
+
+
 async def login(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     username, password = body.get("username"), body.get("password")
-    provider = body.get("provider") or "local"
+    provider = body.get("provider") or LOCAL
     if not isinstance(username, str) or not isinstance(password, str):
         raise errors.InvalidInput("username and password are required strings")
-    if provider != "local":
+    directory = request.app.get(LDAP_CONFIG)
+    if provider != LOCAL and (provider != ldap_auth.PROVIDER or directory is None):
         raise errors.InvalidInput(f"provider {provider!r} is not configured")
+    address = request_client_address(request)
+    try:
+        attempt = request.app[LOGIN_LIMITER].begin(provider, username, address)
+    except errors.RateLimited:
+        log.warning("login_rate_limited", username=username, provider=provider, address=address)
+        raise
+    try:
+        if directory is not None and provider == ldap_auth.PROVIDER:
+            user = await _directory_login(request, directory, username, password)
+        else:
+            user = await _local_login(request, username, password)
+    except errors.Unavailable:
+        # Says nothing about the credentials: not the caller's failure to count.
+        attempt.abandoned()
+        raise
+    if user is None:
+        log.info("login_failed", username=username, provider=provider, address=address)
+        raise errors.NotAuthenticated(INVALID_CREDENTIALS)
+    attempt.succeeded()
+    log.info("login_succeeded", username=user.username, provider=provider, address=address)
+    return _token_response(request, _issue(request, user))
+
+
+async def _local_login(request: web.Request, username: str, password: str) -> User | None:
     async with request.app[SESSIONS]() as session:
-        query = select(User).where(User.username == username, User.provider == "local")
+        query = select(User).where(User.username == username, User.provider == LOCAL)
         user = (await session.exec(query)).first()
     if user is None or user.password_hash is None:
         # Same work as a wrong password, so the time taken does not reveal which.
         await passwords.verify_dummy_async(password)
-        ok = False
-    else:
-        ok = await passwords.verify_password_async(user.password_hash, password)
-    if not ok or user is None:
-        log.info("login_failed", username=username, provider=provider)
-        raise errors.NotAuthenticated(INVALID_CREDENTIALS)
-    log.info("login_succeeded", username=username, provider=provider)
-    return _token_response(request, _issue(request, user))
+        return None
+    if not await passwords.verify_password_async(user.password_hash, password):
+        return None
+    return user
+
+
+async def _directory_login(
+    request: web.Request, directory: ldap_auth.LdapConfig, username: str, password: str
+) -> User | None:
+    try:
+        name = await ldap_auth.authenticate(directory, username, password)
+    except ldap_auth.DirectoryUnavailable as problem:
+        log.error("ldap_unavailable", problem=str(problem))
+        raise errors.Unavailable(DIRECTORY_UNAVAILABLE) from None
+    if name is None:
+        return None
+    return await _directory_user(request, name)
+
+
+async def _directory_user(request: web.Request, username: str) -> User:
+    """The Kriten user for a directory account, created on its first login."""
+    query = select(User).where(User.username == username, User.provider == ldap_auth.PROVIDER)
+    async with request.app[SESSIONS]() as session:
+        user = (await session.exec(query)).first()
+        if user is not None:
+            return user
+        user = User(username=username, provider=ldap_auth.PROVIDER, password_hash=None)
+        session.add(user)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # A concurrent first login created it a moment ago.
+            await session.rollback()
+            found = (await session.exec(query)).first()
+            if found is None:
+                raise
+            return found
+        await session.refresh(user)
+        log.info("directory_user_created", username=username, user_id=user.id)
+        return user
 
 
 async def refresh(request: web.Request) -> web.Response:
@@ -91,6 +168,12 @@ async def logout(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, base: str) -> None:
+    # Login's own state lives on the app, made here from the settings create_app set.
+    settings = app[SETTINGS]
+    app[LOGIN_LIMITER] = LoginLimiter.from_settings(settings)
+    directory = ldap_auth.LdapConfig.from_settings(settings)
+    if directory is not None:
+        app[LDAP_CONFIG] = directory
     app.router.add_post(f"{base}/login", login)
     app.router.add_get(f"{base}/refresh", refresh)
     app.router.add_post(f"{base}/logout", logout)

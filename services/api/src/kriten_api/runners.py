@@ -1,4 +1,8 @@
-"""`/runners`: the image and git repository a task runs from; token and secrets encrypted."""
+"""`/runners`: the image and git repository a task runs from; token and secrets encrypted.
+
+`/runners/{name}/secret` edits the secrets alone, with the same merge rules as the runner's
+`secret` field (see `merge_secrets`); every read shows the keys with masked values.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_common import errors
 from kriten_common.crypto import SecretBox
 from kriten_common.db.models import Runner, Task, utcnow
-from kriten_common.http import read_json_object
+from kriten_common.http import read_json, read_json_object
+from kriten_common.local_jobs import is_valid_secret_name
 
 
 def runner_json(runner: Runner, box: SecretBox) -> dict[str, Any]:
@@ -43,12 +48,21 @@ def runner_json(runner: Runner, box: SecretBox) -> dict[str, Any]:
 
 def _secret_map(body: dict[str, Any]) -> dict[str, str] | None:
     value = body.get("secret")
-    if value is None:
-        return None
+    return None if value is None else _checked_secrets(value)
+
+
+def _checked_secrets(value: Any) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise errors.InvalidInput("secret must be an object of string values")
+    for key, secret in value.items():
+        # Refused here rather than when a job launches: every key becomes a file name and
+        # an environment variable, under Kubernetes' rules for Secret keys.
+        if secret != "" and not is_valid_secret_name(key):
+            raise errors.InvalidInput(
+                f"secret key {key!r} is invalid: use letters, digits, '.', '-' and '_'"
+            )
     return value
 
 
@@ -148,6 +162,61 @@ async def delete_runner(request: web.Request) -> web.Response:
     return web.json_response({"msg": "runner deleted successfully", "id": runner.name})
 
 
+def _masked(secrets: dict[str, str]) -> dict[str, str]:
+    return dict.fromkeys(sorted(secrets), MASK)
+
+
+async def get_secret(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        runner = await _load(request, session, "read")
+    return web.json_response(_masked(request.app[SECRET_BOX].decrypt_map(runner.secrets_encrypted)))
+
+
+def _store_secrets(runner: Runner, secrets: dict[str, str], box: SecretBox) -> None:
+    runner.secrets_encrypted = box.encrypt_map(secrets) if secrets else None
+    runner.updated_at = utcnow()
+
+
+async def set_secret(request: web.Request) -> web.Response:
+    """POST and PUT: merge the body's keys into the secrets (empty deletes, mask keeps)."""
+    update = _checked_secrets(await read_json_object(request))
+    box = request.app[SECRET_BOX]
+    async with request.app[SESSIONS]() as session:
+        runner = await _load(request, session, "write")
+        merged = merge_secrets(box.decrypt_map(runner.secrets_encrypted), update)
+        _store_secrets(runner, merged, box)
+        session.add(runner)
+        await session.commit()
+    return web.json_response(_masked(merged))
+
+
+async def _keys_to_delete(request: web.Request) -> list[str] | None:
+    """None (all) for an empty body; else the keys named by a JSON array of key names, or
+    by an object's keys (its values are ignored, so a GET answer can be sent back)."""
+    if not (await request.read()).strip():
+        return None
+    body = await read_json(request)
+    if isinstance(body, dict):
+        return list(body)
+    if isinstance(body, list) and all(isinstance(key, str) for key in body):
+        return body
+    raise errors.InvalidInput("secret must be a JSON array of key names, or an object")
+
+
+async def delete_secret(request: web.Request) -> web.Response:
+    """Removes the named keys (absent ones are no error), or every key when none is named."""
+    keys = await _keys_to_delete(request)
+    box = request.app[SECRET_BOX]
+    async with request.app[SESSIONS]() as session:
+        runner = await _load(request, session, "write")
+        current = box.decrypt_map(runner.secrets_encrypted)
+        remaining = {} if keys is None else {k: v for k, v in current.items() if k not in keys}
+        _store_secrets(runner, remaining, box)
+        session.add(runner)
+        await session.commit()
+    return web.json_response(_masked(remaining))
+
+
 def add_routes(app: web.Application, base: str) -> None:
     app.router.add_get(f"{base}/runners", list_runners)
     app.router.add_post(f"{base}/runners", create_runner)
@@ -156,3 +225,7 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_patch(f"{base}/runners/{{name}}", update_runner)
     app.router.add_put(f"{base}/runners/{{name}}", update_runner)
     app.router.add_delete(f"{base}/runners/{{name}}", delete_runner)
+    app.router.add_get(f"{base}/runners/{{name}}/secret", get_secret)
+    app.router.add_post(f"{base}/runners/{{name}}/secret", set_secret)
+    app.router.add_put(f"{base}/runners/{{name}}/secret", set_secret)
+    app.router.add_delete(f"{base}/runners/{{name}}/secret", delete_secret)

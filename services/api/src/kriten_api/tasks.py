@@ -21,10 +21,11 @@ from kriten_api.access import (
     same_name,
 )
 from kriten_api.authentication import authenticate
+from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS
 from kriten_common import errors
 from kriten_common.admission import check_schema
-from kriten_common.db.models import Runner, Task, Webhook, utcnow
+from kriten_common.db.models import CronJob, Runner, Task, Webhook, utcnow
 from kriten_common.http import read_json_object
 
 
@@ -122,6 +123,7 @@ async def update_task(request: web.Request) -> web.Response:
         task.updated_at = utcnow()
         session.add(task)
         await session.commit()
+    await publish_config_changed(request.app, "task", task.name)
     return web.json_response(task_json(task))
 
 
@@ -129,8 +131,14 @@ async def delete_task(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         task = await load_task(request, session, write=True)
         hooks = (await session.exec(select(Webhook.id).where(Webhook.task == task.name))).all()
-        if hooks:
-            raise errors.Conflict(f"task {task.name!r} is used by webhooks: {', '.join(hooks)}")
+        crons = (await session.exec(select(CronJob.name).where(CronJob.task == task.name))).all()
+        used_by = [
+            f"{kind}: {', '.join(names)}"
+            for kind, names in (("webhooks", hooks), ("cronjobs", crons))
+            if names
+        ]
+        if used_by:
+            raise errors.Conflict(f"task {task.name!r} is used by {'; '.join(used_by)}")
         await session.delete(task)
         await session.commit()
     return web.json_response({"msg": "task deleted successfully", "id": task.name})
@@ -151,6 +159,7 @@ async def set_schema(request: web.Request) -> web.Response:
         task.updated_at = utcnow()
         session.add(task)
         await session.commit()
+    await publish_config_changed(request.app, "task", task.name)
     return web.json_response(task.schema_)
 
 
@@ -161,6 +170,7 @@ async def delete_schema(request: web.Request) -> web.Response:
         task.updated_at = utcnow()
         session.add(task)
         await session.commit()
+    await publish_config_changed(request.app, "task", task.name)
     return web.json_response({"msg": "schema deleted successfully", "id": task.name})
 
 

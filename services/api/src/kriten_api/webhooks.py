@@ -1,22 +1,29 @@
 """`/webhooks`: signed triggers for a task, owned by the user who creates them.
 
-The secret is shown once, in the create answer; it is stored encrypted and read back
-masked. A webhook acts with its owner's permissions, so creating one needs `jobs:write`
-on its task (not a permission on the webhook itself).
+The secret is shown once, in the create (and rotate) answer; it is stored encrypted and
+read back masked. A webhook acts with its owner's permissions, so creating one needs
+`jobs:write` on its task (not a permission on the webhook itself). Every change is
+announced (`config.changed`) so the ingress replicas drop their cached copy at once.
 """
 
 from __future__ import annotations
 
 import base64
+import ipaddress
+import math
 import secrets
+from datetime import timedelta
 from typing import Any
 
+import jmespath
 from aiohttp import web
+from jmespath.exceptions import JMESPathError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api.access import MASK, list_response, optional_bool, optional_str, page, require
 from kriten_api.authentication import authenticate
+from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
 from kriten_common import errors
 from kriten_common.db.models import Task, Webhook, utcnow
@@ -27,6 +34,13 @@ RUN_PATH = "/api/v1/webhooks/run/"
 SCHEMES = ("auto", "infrahub", "standard", "netbox", "github")
 MIN_SECRET_LENGTH = 8
 WEAK_SECRET_LENGTH = 16
+MAX_FILTER_LENGTH = 2048
+# The ingress refuses any body declared larger than this before looking a webhook up.
+MAX_BODY_BYTES_LIMIT = 64 * 1024 * 1024
+MAX_RATE_PER_SECOND = 1_000_000.0
+MAX_ALLOWED_SOURCES = 256
+DEFAULT_GRACE_SECONDS = 86_400
+MAX_GRACE_SECONDS = 30 * 86_400
 
 
 def run_url(request: web.Request, webhook_id: str) -> str:
@@ -37,6 +51,7 @@ def run_url(request: web.Request, webhook_id: str) -> str:
 
 
 def webhook_json(request: web.Request, hook: Webhook, *, secret: str = MASK) -> dict[str, Any]:
+    expires = hook.previous_secret_expires_at
     return {
         "id": hook.id,
         "owner": hook.owner_id,
@@ -47,6 +62,12 @@ def webhook_json(request: web.Request, hook: Webhook, *, secret: str = MASK) -> 
         "filter": hook.filter,
         "enabled": hook.enabled,
         "url": run_url(request, hook.id),
+        "max_body_bytes": hook.max_body_bytes,
+        "rate_limit_per_second": hook.rate_limit_per_second,
+        "allowed_sources": hook.allowed_sources,
+        "previous_secret_expires_at": (
+            expires.isoformat() if expires is not None and expires > utcnow() else None
+        ),
         "created_at": hook.created_at.isoformat(),
         "updated_at": hook.updated_at.isoformat(),
     }
@@ -75,6 +96,69 @@ async def _check_task(session: AsyncSession, principal: Principal, task: str) ->
     require(principal, "jobs", task, "write")
 
 
+def check_filter(value: Any) -> str | None:
+    """A JMESPath expression that compiles, or None for no filter (400 otherwise)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise errors.InvalidInput("filter must be a string (a JMESPath expression)")
+    if len(value) > MAX_FILTER_LENGTH:
+        raise errors.InvalidInput(f"filter must be at most {MAX_FILTER_LENGTH} characters")
+    try:
+        jmespath.compile(value)
+    except JMESPathError as problem:
+        detail = " ".join(str(problem).split())
+        raise errors.InvalidInput(f"filter is not a valid JMESPath expression: {detail}") from None
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_max_body_bytes(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.InvalidInput("max_body_bytes must be an integer")
+    if not 1 <= value <= MAX_BODY_BYTES_LIMIT:
+        raise errors.InvalidInput(f"max_body_bytes must be between 1 and {MAX_BODY_BYTES_LIMIT}")
+    return value
+
+
+def check_rate_limit(value: Any) -> float | None:
+    if value is None:
+        return None
+    if not _is_number(value) or not math.isfinite(value):
+        raise errors.InvalidInput("rate_limit_per_second must be a number")
+    if not 0 < value <= MAX_RATE_PER_SECOND:
+        raise errors.InvalidInput(
+            f"rate_limit_per_second must be above 0 and at most {MAX_RATE_PER_SECOND:g}"
+        )
+    return float(value)
+
+
+def check_allowed_sources(value: Any) -> list[str] | None:
+    """CIDRs (or addresses), normalised; an empty list means no restriction."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidInput("allowed_sources must be a list of CIDRs")
+    if len(value) > MAX_ALLOWED_SOURCES:
+        raise errors.InvalidInput(
+            f"allowed_sources must have at most {MAX_ALLOWED_SOURCES} entries"
+        )
+    networks = []
+    for entry in value:
+        try:
+            networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+        except ValueError:
+            raise errors.InvalidInput(
+                f"allowed_sources: {entry!r} is not an IP address or CIDR"
+            ) from None
+    return networks or None
+
+
 def _apply(hook: Webhook, body: dict[str, Any]) -> None:
     if "description" in body:
         hook.description = optional_str(body, "description") or ""
@@ -85,10 +169,14 @@ def _apply(hook: Webhook, body: dict[str, Any]) -> None:
         hook.scheme = scheme
     if "enabled" in body:
         hook.enabled = optional_bool(body, "enabled", True)
-    if body.get("filter") not in (None, ""):
-        # Evaluating filters belongs to the ingress's filter support; refusing beats
-        # silently running jobs the user meant to filter out.
-        raise errors.InvalidInput("filter is not supported by this server yet")
+    if "filter" in body:
+        hook.filter = check_filter(body["filter"])
+    if "max_body_bytes" in body:
+        hook.max_body_bytes = check_max_body_bytes(body["max_body_bytes"])
+    if "rate_limit_per_second" in body:
+        hook.rate_limit_per_second = check_rate_limit(body["rate_limit_per_second"])
+    if "allowed_sources" in body:
+        hook.allowed_sources = check_allowed_sources(body["allowed_sources"])
 
 
 async def create_webhook(request: web.Request) -> web.Response:
@@ -105,6 +193,8 @@ async def create_webhook(request: web.Request) -> web.Response:
         await _check_task(session, principal, task)
         session.add(hook)
         await session.commit()
+    # A replica may have cached this id as unknown (someone tried it before it existed).
+    await publish_config_changed(request.app, "webhook", hook.id)
     answer = webhook_json(request, hook, secret=secret)
     if warnings:
         answer["warnings"] = warnings
@@ -132,7 +222,8 @@ async def list_all_webhooks(request: web.Request) -> web.Response:
     return await _list(request, all_owners=True)
 
 
-async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> Webhook:
+async def load_webhook(request: web.Request, session: AsyncSession, *, write: bool) -> Webhook:
+    """The webhook of the URL's `{id}`, if the caller owns it or holds webhooks:read/write."""
     principal = await authenticate(request)
     webhook_id = request.match_info["id"]
     hook = await session.get(Webhook, webhook_id)
@@ -145,7 +236,7 @@ async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> 
 
 async def get_webhook(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
-        hook = await _load(request, session, write=False)
+        hook = await load_webhook(request, session, write=False)
     return web.json_response(webhook_json(request, hook))
 
 
@@ -153,7 +244,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     principal = await authenticate(request)
     async with request.app[SESSIONS]() as session:
-        hook = await _load(request, session, write=True)
+        hook = await load_webhook(request, session, write=True)
         if "task" in body and body["task"] != hook.task:
             task = body["task"]
             if not isinstance(task, str):
@@ -164,15 +255,61 @@ async def update_webhook(request: web.Request) -> web.Response:
         hook.updated_at = utcnow()
         session.add(hook)
         await session.commit()
+    await publish_config_changed(request.app, "webhook", hook.id)
     return web.json_response(webhook_json(request, hook))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
-        hook = await _load(request, session, write=True)
+        hook = await load_webhook(request, session, write=True)
         await session.delete(hook)
         await session.commit()
+    await publish_config_changed(request.app, "webhook", hook.id)
     return web.json_response({"msg": "webhook deleted successfully", "id": hook.id})
+
+
+async def optional_json_object(request: web.Request) -> dict[str, Any]:
+    """The JSON object body, or {} when there is no body at all."""
+    if not request.can_read_body or not (await request.read()).strip():
+        return {}
+    return await read_json_object(request)
+
+
+def _grace_seconds(body: dict[str, Any]) -> int:
+    value = body.get("grace_seconds", DEFAULT_GRACE_SECONDS)
+    if value is None:
+        return DEFAULT_GRACE_SECONDS
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.InvalidInput("grace_seconds must be an integer")
+    if not 0 <= value <= MAX_GRACE_SECONDS:
+        raise errors.InvalidInput(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
+    return value
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    """`POST /webhooks/{id}/rotate`: a new secret (shown once); the current one becomes the
+    previous and keeps verifying for `grace_seconds` (0: stops at once)."""
+    body = await optional_json_object(request)
+    grace = _grace_seconds(body)
+    secret, warnings = _secret(body)
+    box = request.app[SECRET_BOX]
+    async with request.app[SESSIONS]() as session:
+        hook = await load_webhook(request, session, write=True)
+        if grace > 0:
+            hook.previous_secret_encrypted = hook.secret_encrypted
+            hook.previous_secret_expires_at = utcnow() + timedelta(seconds=grace)
+        else:
+            hook.previous_secret_encrypted = None
+            hook.previous_secret_expires_at = None
+        hook.secret_encrypted = box.encrypt(secret)
+        hook.updated_at = utcnow()
+        session.add(hook)
+        await session.commit()
+    await publish_config_changed(request.app, "webhook", hook.id)
+    answer = webhook_json(request, hook, secret=secret)
+    if warnings:
+        answer["warnings"] = warnings
+    return web.json_response(answer)
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -184,3 +321,4 @@ def add_routes(app: web.Application, base: str) -> None:
     app.router.add_patch(f"{base}/webhooks/{{id}}", update_webhook)
     app.router.add_put(f"{base}/webhooks/{{id}}", update_webhook)
     app.router.add_delete(f"{base}/webhooks/{{id}}", delete_webhook)
+    app.router.add_post(f"{base}/webhooks/{{id}}/rotate", rotate_secret)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kriten_collector.collecting import Collector
+from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import JobStore
 from kriten_collector.ports import JobObserver
 from kriten_collector.settings import CollectorSettings
@@ -52,7 +54,12 @@ async def _collecting(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     observer = make_observer(settings)
     collector = Collector(
-        store=JobStore(app[SESSIONS]), publisher=app[PUBLISHER], observer=observer
+        store=JobStore(app[SESSIONS]),
+        publisher=app[PUBLISHER],
+        observer=observer,
+        deliveries=DeliveryStore(
+            app[SESSIONS], retention=timedelta(hours=settings.delivery_retention_hours)
+        ),
     )
     consumer = Consumer(
         connection=app[CONNECTION],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import JobStore
 from kriten_collector.ports import ExecutionUpdate, JobObserver
 from kriten_common.amqp import Publisher
@@ -15,6 +16,7 @@ from kriten_common.messages import (
     JobDispatchFailed,
     JobFinished,
     JobRequested,
+    WebhookDelivered,
 )
 
 log = get_logger(__name__)
@@ -23,10 +25,18 @@ FINAL_STATUSES: dict[str, FinalStatus] = {"succeeded": "succeeded", "cancelled":
 
 
 class Collector:
-    def __init__(self, *, store: JobStore, publisher: Publisher, observer: JobObserver) -> None:
+    def __init__(
+        self,
+        *,
+        store: JobStore,
+        publisher: Publisher,
+        observer: JobObserver,
+        deliveries: DeliveryStore | None = None,
+    ) -> None:
         self._store = store
         self._publisher = publisher
         self._observer = observer
+        self._deliveries = deliveries
 
     async def handle(self, event: Event) -> None:
         """Consumer handler for `collector.events`."""
@@ -36,6 +46,9 @@ class Collector:
             job = await self._store.record_dispatch_failed(event)
             if job is not None:
                 await self._finished(job)
+        elif isinstance(event, WebhookDelivered) and self._deliveries is not None:
+            # Without a store (a collector built for job events only) the log is dropped.
+            await self._deliveries.record(event)
 
     async def observe(self) -> None:
         """Runs the observation loop for ever; a failing observer is restarted."""

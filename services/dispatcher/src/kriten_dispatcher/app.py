@@ -1,8 +1,10 @@
 """The dispatcher service's aiohttp app: consumes `job.requested` (and cancellations)
-and launches through the configured executor."""
+and launches through the configured executor; its scheduler fires the cronjobs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aio_pika.abc import AbstractRobustConnection
@@ -16,6 +18,7 @@ from kriten_common.http import create_service_app
 from kriten_common.service import broker_context, database_context
 from kriten_dispatcher.dispatching import Dispatcher
 from kriten_dispatcher.ports import JobLauncher
+from kriten_dispatcher.scheduler import Scheduler
 from kriten_dispatcher.settings import DispatcherSettings
 
 SETTINGS = web.AppKey("settings", DispatcherSettings)
@@ -42,6 +45,7 @@ def create_app(settings: DispatcherSettings) -> web.Application:
     app.cleanup_ctx.append(database_context(settings, SESSIONS))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_consumers)
+    app.cleanup_ctx.append(_scheduler)
     return app
 
 
@@ -72,3 +76,13 @@ async def _consumers(app: web.Application) -> AsyncIterator[None]:
     for consumer in consumers:
         await consumer.stop(settings.shutdown_grace_seconds)
     await launcher.close()
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    """Every replica runs one: firings are idempotent by job id (see the scheduler)."""
+    scheduler = Scheduler(sessions=app[SESSIONS], publisher=app[PUBLISHER])
+    running = asyncio.create_task(scheduler.run(), name="dispatcher-scheduler")
+    yield
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running

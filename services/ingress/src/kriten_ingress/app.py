@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from kriten_common.amqp import BroadcastSubscription, Topology
 from kriten_common.crypto import SecretBox
 from kriten_common.http import (
     READINESS_CHECKS,
@@ -18,10 +19,13 @@ from kriten_common.http import (
     create_service_app,
     error_middleware,
 )
+from kriten_common.messages import ConfigChanged
 from kriten_common.service import broker_context, database_context
+from kriten_ingress.dedupe import RecentJobs
+from kriten_ingress.delivery_log import DeliveryLog
 from kriten_ingress.keys import CONFIGS, CONNECTION, METRICS, PUBLISHER, SESSIONS, SETTINGS
 from kriten_ingress.metrics import IngressMetrics
-from kriten_ingress.run_endpoint import run_webhook
+from kriten_ingress.run_endpoint import INTAKE, Intake, run_webhook
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.webhook_config import WebhookConfigs
 
@@ -41,6 +45,7 @@ def create_run_app(
     app.cleanup_ctx.append(database_context(settings, SESSIONS))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_configs)
+    app.cleanup_ctx.append(_intake)
     app.router.add_post("/{webhook_id}", run_webhook)
     return app
 
@@ -48,8 +53,47 @@ def create_run_app(
 async def _configs(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     box = SecretBox(settings.encryption_keys.get_secret_value())
-    app[CONFIGS] = WebhookConfigs(app[SESSIONS], box, settings.config_cache_seconds)
+    configs = WebhookConfigs(
+        app[SESSIONS], box, settings.config_cache_seconds, metrics=app[METRICS]
+    )
+    app[CONFIGS] = configs
+    subscription = BroadcastSubscription(
+        connection=app[CONNECTION],
+        topology=Topology(settings.amqp_prefix),
+        name="ingress",
+        routing_keys=(ConfigChanged.routing_key,),
+        handler=configs.on_event,
+        on_restored=configs.invalidate,
+    )
+    await subscription.start()
+    configs.subscribed = lambda: subscription.active
     yield
+    configs.subscribed = lambda: False
+    await subscription.stop()
+
+
+async def _intake(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    delivery_log = DeliveryLog(
+        app[PUBLISHER],
+        app[METRICS],
+        max_in_flight=settings.delivery_log_in_flight,
+        rejected_per_second=settings.rejected_log_per_second,
+        rejected_burst=settings.rejected_log_burst,
+    )
+    app[INTAKE] = Intake(
+        settings=settings,
+        metrics=app[METRICS],
+        configs=app[CONFIGS],
+        publisher=app[PUBLISHER],
+        sessions=app[SESSIONS],
+        delivery_log=delivery_log,
+        recent=RecentJobs(settings.recent_keys),
+        trusted_proxies=settings.trusted_proxies,
+    )
+    yield
+    # Before the publisher closes (cleanup contexts unwind in reverse).
+    await delivery_log.close()
 
 
 def create_app(settings: IngressSettings) -> web.Application:

@@ -1,4 +1,11 @@
-"""The ingress's Prometheus metrics."""
+"""The ingress's Prometheus metrics.
+
+Deliveries are labelled by webhook id only for known webhooks (a finite set); requests
+for unknown ids are counted under `webhook=""` so a scan of random ids cannot blow up the
+number of series. The cache hit ratio is
+`rate(kriten_ingress_config_cache_total{result="hit"}[5m]) /
+rate(kriten_ingress_config_cache_total[5m])`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,14 @@ class IngressMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.deliveries = Counter(
             "kriten_ingress_deliveries",
-            "Webhook deliveries by outcome and scheme",
-            ["outcome", "scheme"],
+            "Webhook deliveries by webhook, scheme and outcome",
+            ["webhook", "scheme", "outcome"],
+            registry=registry,
+        )
+        self.rejections = Counter(
+            "kriten_ingress_rejections",
+            "Rejected webhook deliveries by reason",
+            ["reason"],
             registry=registry,
         )
         self.verification_seconds = Histogram(
@@ -21,6 +34,25 @@ class IngressMetrics:
         )
         self.publish_seconds = Histogram(
             "kriten_ingress_publish_confirm_seconds",
-            "Time from publish to the broker's confirm",
+            "Time from publishing a job request to the broker's confirm",
+            registry=registry,
+        )
+        self.config_cache = Counter(
+            "kriten_ingress_config_cache",
+            "Webhook configuration lookups by result (hit or miss)",
+            ["result"],
+            registry=registry,
+        )
+        self.delivery_log = Counter(
+            "kriten_ingress_delivery_log",
+            "Delivery-log events by fate: published, failed, dropped (too many in flight),"
+            " sampled_out (rejected deliveries over the per-webhook log rate)",
+            ["result"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "kriten_ingress_duplicates",
+            "Duplicate deliveries by how they were recognised (memory or database)",
+            ["found_in"],
             registry=registry,
         )

@@ -1,25 +1,49 @@
 """`POST /api/v1/webhooks/run/{id}`: the front door for senders.
 
-In order: size cap (413) → webhook lookup (404) → signature and replay window (401) →
-admission: owner's permission (403), input schema (400), job id from the delivery's
-idempotency key → publish with confirm (503 if the broker is down) → 202.
+In order: a body declared over the hard ceiling (413) → webhook lookup, cached (404) →
+source allow-list (403) → the webhook's body cap (413) → signature and replay window
+(401) → the webhook's rate limit (429) → filter (202 `filtered`) → owner and task still
+there (403) → duplicate of a known job (202 `duplicate`) → admission: owner's permission
+(403), input schema (400), job id from the idempotency key → publish with confirm (503 if
+the broker is down) → 202 `accepted`.
+
+Every delivery to a known webhook is recorded in the delivery log (`WebhookDelivered`)
+with its precise outcome; the sender only ever sees the uniform answers above.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
 
 from aiohttp import web
 
 from kriten_common import errors
-from kriten_common.admission import admit
+from kriten_common.admission import admit, derived_suffix, job_id_for
+from kriten_common.amqp import Publisher
+from kriten_common.client_address import IPNetwork, client_address, forwarded_hops
+from kriten_common.db.engine import SessionFactory
 from kriten_common.logging import get_logger
-from kriten_ingress.keys import CONFIGS, METRICS, PUBLISHER, SETTINGS
-from kriten_ingress.signatures import VerificationFailed, verify
+from kriten_common.messages import WebhookDelivered, utcnow
+from kriten_common.rbac import is_allowed
+from kriten_ingress.dedupe import RecentJobs, job_exists
+from kriten_ingress.delivery_log import DeliveryLog, recorded_headers
+from kriten_ingress.filters import filter_rejection
+from kriten_ingress.limits import Buckets, replica_rate, retry_after_seconds, source_allowed
+from kriten_ingress.metrics import IngressMetrics
+from kriten_ingress.settings import IngressSettings
+from kriten_ingress.signatures import SecretMatch, VerificationFailed, verify
+from kriten_ingress.webhook_config import WebhookConfig, WebhookConfigs
 
 log = get_logger(__name__)
 AUTHENTICATION_FAILED = "webhook authentication failed."
+# No webhook may raise its cap above this, so a larger declared body is refused before
+# the webhook is even looked up.
+HARD_MAX_BODY_BYTES = 64 * 1024 * 1024
+Outcome = Literal["accepted", "duplicate", "filtered", "rejected"]
 
 
 async def read_capped_body(request: web.Request, cap: int) -> bytes:
@@ -37,53 +61,251 @@ async def read_capped_body(request: web.Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-async def run_webhook(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    metrics = request.app[METRICS]
-    webhook_id = request.match_info["webhook_id"]
-    try:
-        body = await read_capped_body(request, settings.max_body_bytes)
-    except errors.PayloadTooLarge:
-        metrics.deliveries.labels("rejected", "unknown").inc()
-        raise
-    config = await request.app[CONFIGS].get(webhook_id)
-    if config is None:
-        raise errors.NotFound("webhook not found")
-    started = time.perf_counter()
-    try:
-        verified = verify(
-            configured_scheme=config.scheme,
-            headers=request.headers,
-            body=body,
-            secrets=config.secrets,
-            now=time.time(),
-            replay_window_seconds=settings.replay_window_seconds,
+@dataclass
+class _Delivery:
+    """What is known of one delivery so far, for its delivery-log entry."""
+
+    webhook_id: str
+    scheme: str
+    received_at: datetime
+    source: str | None
+    headers: dict[str, str]
+    delivery_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    size: int = 0
+    idempotency_key: str | None = None
+    secret_matched: SecretMatch | None = None
+
+
+@dataclass
+class Intake:
+    """Everything the run endpoint uses, built once per app by its cleanup context."""
+
+    settings: IngressSettings
+    metrics: IngressMetrics
+    configs: WebhookConfigs
+    publisher: Publisher
+    sessions: SessionFactory
+    delivery_log: DeliveryLog
+    recent: RecentJobs
+    trusted_proxies: tuple[IPNetwork, ...]
+    rate_limits: Buckets = field(default_factory=Buckets)
+
+    async def run(self, request: web.Request) -> web.Response:
+        webhook_id = request.match_info["webhook_id"]
+        received_at = utcnow()
+        declared = request.content_length
+        if declared is not None and declared > HARD_MAX_BODY_BYTES:
+            self._count_unknown("too large")
+            raise errors.PayloadTooLarge(f"request body exceeds {HARD_MAX_BODY_BYTES} bytes")
+        config = await self.configs.get(webhook_id)
+        if config is None:
+            # Not logged: rows for ids that do not exist would let anyone fill the table.
+            self._count_unknown("unknown webhook")
+            raise errors.NotFound("webhook not found")
+        delivery = _Delivery(
+            webhook_id=webhook_id,
+            scheme=config.scheme,
+            received_at=received_at,
+            source=client_address(
+                request.remote,
+                forwarded_hops(request.headers.getall("X-Forwarded-For", [])),
+                self.trusted_proxies,
+            ),
+            headers=recorded_headers(request.headers),
+            size=declared or 0,
         )
-    except VerificationFailed as failure:
-        metrics.deliveries.labels("rejected", config.scheme).inc()
-        log.info("webhook_rejected", webhook_id=webhook_id, reason=failure.reason)
-        raise errors.NotAuthenticated(AUTHENTICATION_FAILED) from None
-    finally:
-        metrics.verification_seconds.observe(time.perf_counter() - started)
-    if config.owner is None or config.task is None:
-        metrics.deliveries.labels("rejected", verified.scheme).inc()
-        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
-    delivery_id = str(uuid.uuid4())
-    event = admit(
-        principal=config.owner,
-        task=config.task,
-        raw_input=body,
-        source="webhook",
-        idempotency_key=f"{webhook_id}:{verified.idempotency_key}",
-        webhook_id=webhook_id,
-        delivery_id=delivery_id,
-        correlation_id=delivery_id,
-    )
-    published = time.perf_counter()
-    await request.app[PUBLISHER].publish(event)
-    metrics.publish_seconds.observe(time.perf_counter() - published)
-    metrics.deliveries.labels("accepted", verified.scheme).inc()
-    log.info("webhook_accepted", webhook_id=webhook_id, job_id=event.job_id, scheme=verified.scheme)
-    return web.json_response(
-        {"msg": "job created successfully", "id": event.job_id, "status": "accepted"}, status=202
-    )
+        try:
+            return await self._run(request, config, delivery)
+        except errors.KritenError as error:
+            self._reject(delivery, _reason(error))
+            raise
+
+    async def _run(
+        self, request: web.Request, config: WebhookConfig, delivery: _Delivery
+    ) -> web.Response:
+        if config.allowed_sources is not None and not source_allowed(
+            delivery.source, config.allowed_sources
+        ):
+            raise _Refused(errors.Forbidden(errors.FORBIDDEN_MESSAGE), "source not allowed")
+        cap = config.max_body_bytes or self.settings.max_body_bytes
+        try:
+            body = await read_capped_body(request, cap)
+        except errors.PayloadTooLarge as error:
+            raise _Refused(error, "too large") from None
+        delivery.size = len(body)
+
+        started = time.perf_counter()
+        try:
+            verified = verify(
+                configured_scheme=config.scheme,
+                headers=request.headers,
+                body=body,
+                secrets=config.secrets(time.time()),
+                now=time.time(),
+                replay_window_seconds=self.settings.replay_window_seconds,
+            )
+        except VerificationFailed as failure:
+            raise _Refused(errors.NotAuthenticated(AUTHENTICATION_FAILED), failure.reason) from None
+        finally:
+            self.metrics.verification_seconds.observe(time.perf_counter() - started)
+        delivery.scheme = verified.scheme
+        delivery.idempotency_key = verified.idempotency_key
+        delivery.secret_matched = verified.secret_matched
+
+        # After verification, so that someone without the secret cannot use up a
+        # sender's allowance.
+        self._check_rate(config)
+
+        rejection = filter_rejection(config.filter, body)
+        if rejection is not None:
+            self._record(delivery, "filtered", reason=rejection)
+            return web.json_response(
+                {"msg": "delivery filtered, no job created", "status": "filtered"}, status=202
+            )
+
+        task, owner = config.task, config.owner
+        if owner is None or task is None:
+            what = "owner" if owner is None else "task"
+            raise _Refused(
+                errors.Forbidden(errors.FORBIDDEN_MESSAGE), f"permission: the {what} is gone"
+            )
+        key = f"{delivery.webhook_id}:{verified.idempotency_key}"
+        job_id = job_id_for(task.name, derived_suffix(key))
+        if await self._is_duplicate(job_id):
+            self._record(delivery, "duplicate", job_id=job_id)
+            log.info("webhook_duplicate", webhook_id=delivery.webhook_id, job_id=job_id)
+            return web.json_response(
+                {
+                    "msg": "job already created for this delivery",
+                    "id": job_id,
+                    "status": "duplicate",
+                },
+                status=202,
+            )
+
+        if not is_allowed(
+            owner.permissions, resource="jobs", resource_id=task.name, access="write"
+        ):
+            raise _Refused(
+                errors.Forbidden(errors.FORBIDDEN_MESSAGE),
+                f"permission: the owner lacks jobs:write on {task.name}",
+            )
+        event = admit(
+            principal=owner,
+            task=task,
+            raw_input=body,
+            source="webhook",
+            idempotency_key=key,
+            webhook_id=delivery.webhook_id,
+            delivery_id=delivery.delivery_id,
+            correlation_id=delivery.delivery_id,
+        )
+        published = time.perf_counter()
+        await self.publisher.publish(event)
+        self.metrics.publish_seconds.observe(time.perf_counter() - published)
+        self.recent.add(event.job_id)
+        self._record(delivery, "accepted", job_id=event.job_id, body=event.input)
+        log.info(
+            "webhook_accepted",
+            webhook_id=delivery.webhook_id,
+            job_id=event.job_id,
+            scheme=verified.scheme,
+        )
+        return web.json_response(
+            {"msg": "job created successfully", "id": event.job_id, "status": "accepted"},
+            status=202,
+        )
+
+    def _check_rate(self, config: WebhookConfig) -> None:
+        if not config.rate_limit_per_second:
+            return
+        rate, burst = replica_rate(config.rate_limit_per_second, self.settings.ingress_replicas)
+        now = time.monotonic()
+        bucket = self.rate_limits.bucket(config.webhook_id, rate=rate, burst=burst, now=now)
+        if not bucket.take(now):
+            wait = retry_after_seconds(bucket.seconds_until_token(now))
+            raise _Refused(
+                errors.RateLimited("rate limit exceeded", retry_after=wait), "rate limited"
+            )
+
+    async def _is_duplicate(self, job_id: str) -> bool:
+        if job_id in self.recent:
+            self.metrics.duplicates.labels("memory").inc()
+            return True
+        if await job_exists(self.sessions, job_id, within=self.settings.duplicate_check_seconds):
+            self.metrics.duplicates.labels("database").inc()
+            self.recent.add(job_id)
+            return True
+        return False
+
+    def _count_unknown(self, reason: str) -> None:
+        self.metrics.deliveries.labels("", "unknown", "rejected").inc()
+        self.metrics.rejections.labels(reason).inc()
+
+    def _reject(self, delivery: _Delivery, reason: str) -> None:
+        # Only the fixed part of a reason labels the metric; details stay in the log.
+        self.metrics.rejections.labels(reason.split(":", 1)[0]).inc()
+        if self._record(delivery, "rejected", reason=reason):
+            # Logged as sampled as the delivery log, so a flood cannot flood the logs.
+            log.info("webhook_rejected", webhook_id=delivery.webhook_id, reason=reason)
+
+    def _record(
+        self,
+        delivery: _Delivery,
+        outcome: Outcome,
+        *,
+        reason: str | None = None,
+        job_id: str | None = None,
+        body: str | None = None,
+    ) -> bool:
+        self.metrics.deliveries.labels(delivery.webhook_id, delivery.scheme, outcome).inc()
+        return self.delivery_log.record(
+            WebhookDelivered(
+                delivery_id=delivery.delivery_id,
+                correlation_id=delivery.delivery_id,
+                webhook_id=delivery.webhook_id,
+                received_at=delivery.received_at,
+                scheme=delivery.scheme,
+                outcome=outcome,
+                reason=reason,
+                source=delivery.source,
+                idempotency_key=delivery.idempotency_key,
+                job_id=job_id,
+                size=delivery.size,
+                secret_matched=delivery.secret_matched,
+                headers=delivery.headers,
+                body=body,
+            )
+        )
+
+
+class _Refused(errors.KritenError):
+    """A refusal carrying both the sender's error and the delivery log's reason."""
+
+    def __init__(self, error: errors.KritenError, reason: str) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.reason = reason
+
+
+def _reason(error: errors.KritenError) -> str:
+    if isinstance(error, _Refused):
+        return error.reason
+    if isinstance(error, errors.InvalidInput):
+        return f"schema: {error.message}"
+    if isinstance(error, errors.Forbidden):
+        return "permission"
+    if isinstance(error, errors.Unavailable):
+        return "broker unavailable"
+    return type(error).__name__
+
+
+INTAKE = web.AppKey("intake", Intake)
+
+
+async def run_webhook(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    try:
+        return await intake.run(request)
+    except _Refused as refused:
+        raise refused.error from None

@@ -9,8 +9,26 @@ from kriten_common.settings import CommonSettings
 
 class IngressSettings(CommonSettings):
     port: int = 8081
+    # The default body cap; a webhook's own `max_body_bytes` replaces it for that webhook.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     replay_window_seconds: float = Field(default=300.0, gt=0)
-    # How long a webhook's configuration is reused before it is read again; a rotated or
-    # deleted secret stops working within this time.
-    config_cache_seconds: float = Field(default=1.0, ge=0)
+    # The safety net behind `config.changed` events: a cached webhook configuration is read
+    # again after this long even if no event said it changed (an event lost while the
+    # broker connection was down, say). While the subscription is down it is capped at
+    # one second, so a rotated or deleted secret still stops working within a second.
+    config_cache_seconds: float = Field(default=10.0, ge=0)
+    # How many ingress replicas share each webhook's rate limit: each replica allows the
+    # configured rate divided by this.
+    ingress_replicas: int = Field(default=1, ge=1)
+    # Recent idempotency keys remembered per replica, to answer `"status": "duplicate"`
+    # without a database read.
+    recent_keys: int = Field(default=100_000, ge=0)
+    # How long the duplicate check may wait for the jobs table before going on without it.
+    duplicate_check_seconds: float = Field(default=0.5, gt=0)
+    # Delivery-log events being published at once; beyond this they are dropped (and
+    # counted), so a slow broker never holds up the run endpoint.
+    delivery_log_in_flight: int = Field(default=1000, ge=1)
+    # Rejected deliveries logged per webhook and replica: a token bucket, so a flood of
+    # bad requests cannot fill the database. Every rejection is still counted in metrics.
+    rejected_log_per_second: float = Field(default=1.0, ge=0)
+    rejected_log_burst: int = Field(default=20, ge=0)

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from kriten_common.webhook_signing import GITHUB_PREFIX, plain_key, standard_key, standard_mac
+
 __all__ = [
     "Scheme",
     "SecretMatch",
     "VerificationFailed",
     "Verified",
-    "sign_github",
-    "sign_netbox",
-    "sign_standard",
     "verify",
 ]
 
@@ -63,8 +62,6 @@ _CONFIGURED_SCHEMES: dict[str, Scheme | None] = {
     "github": "github",
 }
 
-_WHSEC_PREFIX = "whsec_"
-_GITHUB_PREFIX = "sha256="
 _SHA256_SIZE = hashlib.sha256().digest_size
 _SHA512_SIZE = hashlib.sha512().digest_size
 # Unix seconds stay at 10 digits until the year 2286; the cap keeps int() cheap on junk.
@@ -119,46 +116,6 @@ def verify(
     if scheme == "netbox":
         return _verify_netbox(found, body, secrets, now, replay_window_seconds)
     return _verify_github(found, body, secrets)
-
-
-def sign_standard(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
-    """The `webhook-signature` value a Standard Webhooks (or Infrahub) sender would send."""
-    mac = _standard_mac(_standard_key(secret), webhook_id, str(timestamp))
-    mac.update(body)
-    return "v1," + base64.b64encode(mac.digest()).decode("ascii")
-
-
-def sign_netbox(secret: str, body: bytes) -> str:
-    """The `X-Hook-Signature` value NetBox (or Nautobot) would send."""
-    return hmac.new(_plain_key(secret), body, hashlib.sha512).hexdigest()
-
-
-def sign_github(secret: str, body: bytes) -> str:
-    """The `X-Hub-Signature-256` value GitHub would send."""
-    return _GITHUB_PREFIX + hmac.new(_plain_key(secret), body, hashlib.sha256).hexdigest()
-
-
-# --- key derivation: the one place shared by verification and the sign_* helpers ---
-
-
-def _standard_key(secret: str) -> bytes:
-    if secret.startswith(_WHSEC_PREFIX):
-        # Not validate=True: the Standard Webhooks reference libraries decode leniently,
-        # and a stricter decode would fail to match what such a sender signs with.
-        key = base64.b64decode(secret[len(_WHSEC_PREFIX) :])
-    else:
-        # Infrahub's shared key is a plain string used as-is.
-        key = secret.encode("utf-8")
-    if not key:
-        raise ValueError("empty signing key")
-    return key
-
-
-def _plain_key(secret: str) -> bytes:
-    key = secret.encode("utf-8")
-    if not key:
-        raise ValueError("empty signing key")
-    return key
 
 
 def _usable_keys(
@@ -220,10 +177,6 @@ def _choose_scheme(pinned: Scheme | None, found: Mapping[str, str]) -> Scheme:
 # --- Standard Webhooks / Infrahub ---
 
 
-def _standard_mac(key: bytes, webhook_id: str, timestamp: str) -> hmac.HMAC:
-    return hmac.new(key, f"{webhook_id}.{timestamp}.".encode(), hashlib.sha256)
-
-
 def _verify_standard(
     found: Mapping[str, str],
     body: bytes,
@@ -236,9 +189,9 @@ def _verify_standard(
     # Checked before any HMAC or JSON work so stale or junk requests cost almost nothing.
     _check_window(_parse_unix_seconds(timestamp), now, window)
     given = _standard_signatures(found[_WEBHOOK_SIGNATURE])
-    keys = _usable_keys(secrets, _standard_key)
+    keys = _usable_keys(secrets, standard_key)
     # The id.timestamp. prefix is hashed once per key and the state copied per body.
-    macs = [(_standard_mac(key, webhook_id, timestamp), which) for key, which in keys]
+    macs = [(standard_mac(key, webhook_id, timestamp), which) for key, which in keys]
 
     matched = _match_standard(macs, body, given)
     parsed: object = None
@@ -364,7 +317,7 @@ def _verify_netbox(
     window: float,
 ) -> Verified:
     given = _hex_digest(found[_NETBOX_SIGNATURE], _SHA512_SIZE)
-    keys = _usable_keys(secrets, _plain_key)
+    keys = _usable_keys(secrets, plain_key)
     matched = _match_hex(keys, body, given, "sha512")
     # The body is parsed only once it is known to be authentic: its timestamp is trusted
     # because it is signed, and junk bodies then cost no parsing.
@@ -401,10 +354,10 @@ def _verify_github(
     found: Mapping[str, str], body: bytes, secrets: Sequence[tuple[str, SecretMatch]]
 ) -> Verified:
     header = found[_GITHUB_SIGNATURE]
-    if not header.startswith(_GITHUB_PREFIX):
+    if not header.startswith(GITHUB_PREFIX):
         raise VerificationFailed("malformed signature")
-    given = _hex_digest(header[len(_GITHUB_PREFIX) :], _SHA256_SIZE)
-    keys = _usable_keys(secrets, _plain_key)
+    given = _hex_digest(header[len(GITHUB_PREFIX) :], _SHA256_SIZE)
+    keys = _usable_keys(secrets, plain_key)
     matched = _match_hex(keys, body, given, "sha256")
     # GitHub has no signed timestamp; replays are caught by the delivery id instead.
     delivery = found.get(_GITHUB_DELIVERY)

@@ -1,16 +1,34 @@
-"""What the run endpoint needs to know of a webhook, read from the database and kept
-for `config_cache_seconds` so a burst of deliveries costs one read."""
+"""What the run endpoint needs to know of a webhook, cached so a request does no database
+query in the common case.
+
+An entry is dropped when the api announces a change (`config.changed`, which the app
+subscribes `WebhookConfigs.on_event` to), and read again after `ttl_seconds` regardless, as a safety
+net for a lost event; while the subscription is down the TTL is capped at one second, so a
+rotated or deleted secret stops working within a second either way.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from kriten_common import errors
+from kriten_common.client_address import IPNetwork, parse_networks
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import Task, User, Webhook, utcnow
+from kriten_common.db.models import Task, User, Webhook
+from kriten_common.logging import get_logger
+from kriten_common.messages import ConfigChanged, Event
 from kriten_common.rbac import Principal, load_permissions
+from kriten_ingress.filters import Filter, compile_filter
+from kriten_ingress.metrics import IngressMetrics
 from kriten_ingress.signatures import SecretMatch
+
+log = get_logger(__name__)
+UNSUBSCRIBED_TTL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -19,28 +37,120 @@ class WebhookConfig:
     scheme: str
     task: Task | None
     owner: Principal | None
-    secrets: tuple[tuple[str, SecretMatch], ...] = field(repr=False)
+    secret: str = field(repr=False)
+    previous_secret: str | None = field(default=None, repr=False)
+    # Unix time after which the previous secret no longer verifies.
+    previous_expires_at: float | None = None
+    filter: Filter | None = None
+    max_body_bytes: int | None = None
+    rate_limit_per_second: float | None = None
+    allowed_sources: tuple[IPNetwork, ...] | None = None
+
+    def secrets(self, now: float) -> tuple[tuple[str, SecretMatch], ...]:
+        """The secrets that verify at `now` (Unix time): current first, then previous."""
+        if (
+            self.previous_secret
+            and self.previous_expires_at is not None
+            and now < self.previous_expires_at
+        ):
+            return ((self.secret, "current"), (self.previous_secret, "previous"))
+        return ((self.secret, "current"),)
 
 
 class WebhookConfigs:
     """A read-through cache of enabled webhooks' configuration (absent ones too)."""
 
-    def __init__(self, sessions: SessionFactory, box: SecretBox, ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        box: SecretBox,
+        ttl_seconds: float,
+        *,
+        metrics: IngressMetrics | None = None,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sessions = sessions
         self._box = box
         self._ttl = ttl_seconds
-        self._entries: dict[str, tuple[float, WebhookConfig | None]] = {}
+        self._metrics = metrics
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, WebhookConfig | None]] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[WebhookConfig | None]] = {}
+        # Bumped by every invalidation: a load that started before one must not store
+        # what it read, which may predate the change.
+        self._generation = 0
+        self.subscribed: Callable[[], bool] = lambda: False
+
+    def _current_ttl(self) -> float:
+        if self.subscribed():
+            return self._ttl
+        return min(self._ttl, UNSUBSCRIBED_TTL_SECONDS)
 
     async def get(self, webhook_id: str) -> WebhookConfig | None:
-        now = time.monotonic()
         cached = self._entries.get(webhook_id)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] + self._current_ttl() > self._clock():
+            self._entries.move_to_end(webhook_id)
+            self._count("hit")
             return cached[1]
-        config = await self._load(webhook_id)
-        if len(self._entries) > 10_000:
-            self._entries.clear()  # bounded memory under a scan of random ids
-        self._entries[webhook_id] = (now + self._ttl, config)
+        self._count("miss")
+        loading = self._loading.get(webhook_id)
+        if loading is None:
+            # One database read however many requests for this webhook arrive meanwhile.
+            loading = asyncio.ensure_future(self._load_and_store(webhook_id))
+            self._loading[webhook_id] = loading
+            loading.add_done_callback(lambda done: self._loaded(webhook_id, done))
+        return await asyncio.shield(loading)
+
+    def _loaded(self, webhook_id: str, done: asyncio.Future[WebhookConfig | None]) -> None:
+        if self._loading.get(webhook_id) is done:
+            del self._loading[webhook_id]
+        if not done.cancelled():
+            done.exception()  # marks it retrieved when no request is left waiting
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.config_cache.labels(result).inc()
+
+    async def _load_and_store(self, webhook_id: str) -> WebhookConfig | None:
+        generation = self._generation
+        started = self._clock()
+        try:
+            config = await self._load(webhook_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as problem:
+            log.warning("webhook_config_unavailable", webhook_id=webhook_id, error=str(problem))
+            raise errors.Unavailable("webhook configuration unavailable") from None
+        if generation == self._generation:
+            self._entries[webhook_id] = (started, config)
+            self._entries.move_to_end(webhook_id)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)  # bounded under a scan of random ids
         return config
+
+    def invalidate(self, webhook_id: str | None = None) -> None:
+        """Forgets one webhook's entry, or every entry."""
+        self._generation += 1
+        if webhook_id is None:
+            self._entries.clear()
+            self._loading.clear()
+        else:
+            self._entries.pop(webhook_id, None)
+            self._loading.pop(webhook_id, None)
+
+    async def on_event(self, event: Event) -> None:
+        """Handler for `config.changed`."""
+        if not isinstance(event, ConfigChanged):
+            return
+        if event.kind == "webhook":
+            self.invalidate(event.name)
+        else:
+            # A task, a user or a role: which webhooks it touches is not worth working
+            # out for such rare events; the next request of each reads again.
+            self.invalidate()
+        log.debug("webhook_config_invalidated", kind=event.kind, name=event.name)
 
     async def _load(self, webhook_id: str) -> WebhookConfig | None:
         async with self._sessions() as session:
@@ -57,12 +167,31 @@ class WebhookConfigs:
                     provider=user.provider,
                     permissions=await load_permissions(session, user.id),
                 )
-        secrets: list[tuple[str, SecretMatch]] = [
-            (self._box.decrypt(hook.secret_encrypted), "current")
-        ]
+        previous = None
         expires = hook.previous_secret_expires_at
-        if hook.previous_secret_encrypted and expires is not None and expires > utcnow():
-            secrets.append((self._box.decrypt(hook.previous_secret_encrypted), "previous"))
+        if hook.previous_secret_encrypted and expires is not None:
+            previous = self._box.decrypt(hook.previous_secret_encrypted)
         return WebhookConfig(
-            webhook_id=hook.id, scheme=hook.scheme, task=task, owner=owner, secrets=tuple(secrets)
+            webhook_id=hook.id,
+            scheme=hook.scheme,
+            task=task,
+            owner=owner,
+            secret=self._box.decrypt(hook.secret_encrypted),
+            previous_secret=previous,
+            previous_expires_at=expires.timestamp() if expires is not None else None,
+            filter=compile_filter(hook.filter),
+            max_body_bytes=hook.max_body_bytes,
+            rate_limit_per_second=hook.rate_limit_per_second,
+            allowed_sources=_networks(hook.allowed_sources),
         )
+
+
+def _networks(sources: list[str] | None) -> tuple[IPNetwork, ...] | None:
+    if sources is None:
+        return None
+    try:
+        return parse_networks(sources)
+    except ValueError:
+        # The api validates the list; an entry that slipped past must close the door,
+        # not open it, so a broken list admits nobody.
+        return ()

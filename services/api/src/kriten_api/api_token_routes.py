@@ -1,0 +1,165 @@
+"""`/apitokens` (also `/api_tokens`): keys for scripts, acting with their owner's rights.
+
+Any authenticated user may create tokens for themselves: a token grants nothing its owner
+does not already hold. The key is returned once, by the create answer; the database keeps
+only its HMAC (`kriten_api.api_tokens`), so a later read cannot show it again. Owners read,
+update and delete their own tokens without any role; `apitokens:read`/`write` reach others'.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from kriten_api import api_tokens
+from kriten_api.access import list_response, optional_bool, optional_str, page, require
+from kriten_api.authentication import authenticate
+from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_common import errors
+from kriten_common.db.models import ApiToken, utcnow
+from kriten_common.http import read_json_object
+
+PATHS = ("apitokens", "api_tokens")
+# Fields a client may not set: a changed key or owner would be a different token. (A body
+# that repeats their current values, as a read-modify-write client sends, is accepted.)
+READ_ONLY_FIELDS = ("id", "owner", "key")
+
+
+def token_json(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "owner": token.owner_id,
+        "description": token.description,
+        "enabled": token.enabled,
+        "expires": token.expires.isoformat() if token.expires is not None else None,
+        "created_at": token.created_at.isoformat(),
+        "updated_at": token.updated_at.isoformat(),
+    }
+
+
+def parse_expires(value: Any) -> datetime | None:
+    """An RFC 3339 timestamp with its offset, in UTC; None (never) for null."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise errors.InvalidInput("expires must be an RFC 3339 timestamp or null")
+    try:
+        expires = datetime.fromisoformat(value)
+    except ValueError:
+        raise errors.InvalidInput("expires must be an RFC 3339 timestamp or null") from None
+    if expires.tzinfo is None:
+        # A zone-less time would be read in the server's zone, which the client cannot know.
+        raise errors.InvalidInput("expires must include a UTC offset (e.g. 2030-01-01T00:00:00Z)")
+    return expires.astimezone(UTC)
+
+
+def _apply(token: ApiToken, body: dict[str, Any], *, now: datetime) -> None:
+    current = token_json(token)
+    for field in READ_ONLY_FIELDS:
+        if field in body and body[field] != current.get(field):
+            raise errors.InvalidInput(f"{field} cannot be changed")
+    if "description" in body:
+        token.description = optional_str(body, "description") or ""
+    if "enabled" in body:
+        token.enabled = optional_bool(body, "enabled", True)
+    if "expires" in body:
+        expires = parse_expires(body["expires"])
+        # A past time set on purpose is a mistake; one merely kept (an expired token's
+        # own value sent back) is not.
+        if expires is not None and expires != token.expires and expires <= now:
+            raise errors.InvalidInput("expires must be in the future")
+        token.expires = expires
+
+
+async def create_token(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    body = await read_json_object(request)
+    now = utcnow()
+    key = api_tokens.new_key()
+    server_key = request.app[SETTINGS].token_key.get_secret_value()
+    token = ApiToken(
+        owner_id=principal.user_id,
+        key_hash=api_tokens.hash_key(key, server_key=server_key),
+        created_at=now,
+        updated_at=now,
+    )
+    # The server chooses id, owner and key; a client's values for them are not honoured.
+    _apply(token, {k: v for k, v in body.items() if k not in READ_ONLY_FIELDS}, now=now)
+    async with request.app[SESSIONS]() as session:
+        session.add(token)
+        await session.commit()
+    return web.json_response({**token_json(token), "key": key})
+
+
+async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
+    principal = await authenticate(request)
+    query = select(ApiToken).order_by(col(ApiToken.created_at), col(ApiToken.id))
+    if all_owners:
+        require(principal, "apitokens", "*", "read")
+    else:
+        query = query.where(ApiToken.owner_id == principal.user_id)
+    async with request.app[SESSIONS]() as session:
+        tokens = (await session.exec(query)).all()
+    return list_response([token_json(t) for t in page(tokens, request)], len(tokens))
+
+
+async def list_own_tokens(request: web.Request) -> web.Response:
+    return await _list(request, all_owners=False)
+
+
+async def list_all_tokens(request: web.Request) -> web.Response:
+    return await _list(request, all_owners=True)
+
+
+async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> ApiToken:
+    principal = await authenticate(request)
+    token_id = request.match_info["id"]
+    token = await session.get(ApiToken, token_id)
+    if token is None:
+        raise errors.NotFound(f"api token {token_id!r} not found")
+    if token.owner_id != principal.user_id:
+        require(principal, "apitokens", token.id, "write" if write else "read")
+    return token
+
+
+async def get_token(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        token = await _load(request, session, write=False)
+    return web.json_response(token_json(token))
+
+
+async def update_token(request: web.Request) -> web.Response:
+    body = await read_json_object(request)
+    async with request.app[SESSIONS]() as session:
+        token = await _load(request, session, write=True)
+        now = utcnow()
+        _apply(token, body, now=now)
+        token.updated_at = now
+        session.add(token)
+        await session.commit()
+    return web.json_response(token_json(token))
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        token = await _load(request, session, write=True)
+        await session.delete(token)
+        await session.commit()
+    return web.json_response({"msg": "apiToken deleted successfully", "id": token.id})
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    for path in PATHS:
+        app.router.add_get(f"{base}/{path}", list_own_tokens)
+        app.router.add_post(f"{base}/{path}", create_token)
+        app.router.add_put(f"{base}/{path}", create_token)
+        # Before `{id}`, which would otherwise take "all" for an id.
+        app.router.add_get(f"{base}/{path}/all", list_all_tokens)
+        app.router.add_get(f"{base}/{path}/{{id}}", get_token)
+        app.router.add_patch(f"{base}/{path}/{{id}}", update_token)
+        app.router.add_put(f"{base}/{path}/{{id}}", update_token)
+        app.router.add_delete(f"{base}/{path}/{{id}}", delete_token)

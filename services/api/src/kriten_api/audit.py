@@ -1,0 +1,241 @@
+"""The audit log: one middleware that records logins and changes, and `/audit_logs`.
+
+Recorded, with who, provider, event type, category, target, status and time:
+
+- `POST /login` as a `login` event, successful or not. Who is the username and
+  provider the body gave; nothing else of the body is kept (never the password).
+- Every POST, PUT, PATCH and DELETE under `/api/v1/` that matches a route. `create`:
+  POST or PUT on a collection, and `POST /jobs/{task}` (starting a job runs code, the
+  change most worth a record; refused attempts are recorded too, which the jobs table
+  cannot show). `delete`: DELETE of an item (`DELETE /jobs/{id}` cancels a job).
+  `update`: everything else, that is PATCH or PUT of an item and changes to its
+  sub-resources (`/groups/{id}/users`, `/tasks/{name}/schema`, ...).
+
+Not recorded: reads, `/logout` and `/refresh`, and the webhook run path, which has a
+delivery log of its own and must stay fast. The category is the path segment after
+`/api/v1/` and the target the one after it (for a create, the new item's id or name).
+Writing the record happens after the handler and never changes its answer: a failure
+is logged and the response goes out as it was.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from sqlmodel import col, func, select
+
+from kriten_api.access import list_response, readable_ids, require
+from kriten_api.authentication import PRINCIPAL, authenticate
+from kriten_api.keys import SESSIONS
+from kriten_common import errors
+from kriten_common.db.models import AuditLog
+from kriten_common.http import Handler, response_for
+from kriten_common.logging import get_logger
+
+log = get_logger(__name__)
+
+BASE = "/api/v1/"
+RUN_PATH = "/api/v1/webhooks/run"
+CHANGES = ("POST", "PUT", "PATCH", "DELETE")
+NOT_AUDITED = ("logout", "refresh")
+CATEGORY_ALIASES = {"api_tokens": "apitokens"}
+ANONYMOUS = "anonymous"
+DEFAULT_MAX = 100
+MAX_FIELD = 255
+
+
+@dataclass(frozen=True)
+class Event:
+    event_type: str  # login, create, update, delete
+    category: str
+    target: str | None
+
+
+def classify(method: str, path: str) -> Event | None:
+    """What a request is for the audit log, or None when it is not recorded."""
+    if not path.startswith(BASE) or path == RUN_PATH or path.startswith(RUN_PATH + "/"):
+        return None
+    segments = [s for s in path[len(BASE) :].split("/") if s]
+    if not segments or method not in CHANGES:
+        return None
+    category = CATEGORY_ALIASES.get(segments[0], segments[0])
+    if category == "login":
+        return Event("login", category, None) if method == "POST" else None
+    if category in NOT_AUDITED:
+        return None
+    target = segments[1] if len(segments) > 1 else None
+    if len(segments) == 1:
+        event_type = "delete" if method == "DELETE" else "create"
+    elif len(segments) == 2 and method == "DELETE":
+        event_type = "delete"
+    elif len(segments) == 2 and method == "POST" and category == "jobs":
+        event_type = "create"
+    else:
+        event_type = "update"
+    return Event(event_type, category, target)
+
+
+@web.middleware
+async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    event = classify(request.method, request.path)
+    # Requests that match no route change nothing; recording them would only let
+    # anyone fill the log.
+    if event is None or request.match_info.http_exception is not None:
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except errors.KritenError as error:
+        await _record(request, event, response_for(error).status)
+        raise
+    except web.HTTPException as error:
+        await _record(request, event, error.status)
+        raise
+    except Exception:
+        await _record(request, event, 500)
+        raise
+    await _record(request, event, response.status, response)
+    return response
+
+
+async def _record(
+    request: web.Request, event: Event, status: int, response: web.StreamResponse | None = None
+) -> None:
+    try:
+        row = await _row(request, event, status, response)
+        async with request.app[SESSIONS]() as session:
+            session.add(row)
+            await session.commit()
+    except Exception:
+        # The change itself is done (or refused); the audit log must not change that.
+        log.exception(
+            "audit_write_failed",
+            method=request.method,
+            path=request.path,
+            status=status,
+            event_type=event.event_type,
+        )
+
+
+async def _row(
+    request: web.Request, event: Event, status: int, response: web.StreamResponse | None
+) -> AuditLog:
+    user_id: str | None = None
+    if event.event_type == "login":
+        username, provider = await _login_identity(request)
+    elif PRINCIPAL in request:
+        principal = request[PRINCIPAL]
+        user_id, username, provider = principal.user_id, principal.username, principal.provider
+    else:
+        username, provider = ANONYMOUS, ""
+    succeeded = 200 <= status < 300
+    target = event.target
+    if target is None and event.event_type == "create" and succeeded:
+        target = _created_key(response)
+    return AuditLog(
+        user_id=user_id,
+        username=username[:MAX_FIELD],
+        provider=provider[:MAX_FIELD],
+        event_type=event.event_type,
+        category=event.category[:MAX_FIELD],
+        target=target[:MAX_FIELD] if target is not None else None,
+        status="success" if succeeded else "failure",
+        detail=f"{request.method} {request.path[:1000]} {status}",
+    )
+
+
+async def _login_identity(request: web.Request) -> tuple[str, str]:
+    """The username and provider a login gave; the login handler has read the body."""
+    try:
+        body = json.loads(await request.read())
+    except Exception:
+        body = None
+    if not isinstance(body, dict):
+        return ANONYMOUS, ""
+    username = body.get("username")
+    provider = body.get("provider") or "local"
+    return (
+        username if isinstance(username, str) and username else ANONYMOUS,
+        provider if isinstance(provider, str) else "",
+    )
+
+
+def _created_key(response: web.StreamResponse | None) -> str | None:
+    """The new item's id (or name) from a create answer; nothing else of it is kept."""
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return None
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    for field in ("id", "name"):
+        value = body.get(field)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def audit_json(row: AuditLog) -> dict[str, Any]:
+    """Kriten's field names, so its clients read the log unchanged."""
+    return {
+        "id": row.id,
+        "user_id": row.user_id,
+        "username": row.username,
+        "provider": row.provider,
+        "event_type": row.event_type,
+        "event_category": row.category,
+        "event_target": row.target,
+        "status": row.status,
+        "detail": row.detail,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def _count(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise errors.InvalidInput(f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+async def list_audit_logs(request: web.Request) -> web.Response:
+    """Newest first; `?max=N` (Kriten's name) or `?limit=N`, default 100, and `?offset=`."""
+    principal = await authenticate(request)
+    allowed = readable_ids(principal, "audit")
+    limit = _count(request, "max", _count(request, "limit", DEFAULT_MAX))
+    offset = _count(request, "offset", 0)
+    conditions = [] if allowed is None else [col(AuditLog.id).in_(allowed)]
+    async with request.app[SESSIONS]() as session:
+        count = select(func.count()).select_from(AuditLog).where(*conditions)
+        total = (await session.exec(count)).one()
+        query = (
+            select(AuditLog)
+            .where(*conditions)
+            .order_by(col(AuditLog.created_at).desc(), col(AuditLog.id))
+            .offset(offset)
+            .limit(limit)
+        )
+        rows = (await session.exec(query)).all()
+    return list_response([audit_json(r) for r in rows], total)
+
+
+async def get_audit_log(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    log_id = request.match_info["id"]
+    require(principal, "audit", log_id, "read")
+    async with request.app[SESSIONS]() as session:
+        row = await session.get(AuditLog, log_id)
+    if row is None:
+        raise errors.NotFound(f"audit log {log_id!r} not found")
+    return web.json_response(audit_json(row))
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/audit_logs", list_audit_logs)
+    app.router.add_get(f"{base}/audit_logs/{{id}}", get_audit_log)

@@ -1,0 +1,268 @@
+"""A webhook's deliveries: the delivery log (read here, written by the collector), running
+a logged delivery again, and test deliveries sent through the real run endpoint.
+
+Access is the webhook's: its owner, or `webhooks:read` (reading) / `webhooks:write`
+(redeliver, test). A redelivered body runs with the webhook owner's permissions, as the
+original delivery did.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlmodel import col, func, select
+
+from kriten_api.access import list_response, pagination
+from kriten_api.keys import PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
+from kriten_api.webhooks import load_webhook, optional_json_object
+from kriten_common import errors
+from kriten_common.admission import admit
+from kriten_common.db.models import Task, User, WebhookDelivery, utcnow
+from kriten_common.logging import get_logger
+from kriten_common.messages import WebhookDelivered
+from kriten_common.rbac import Principal, load_permissions
+from kriten_common.webhook_signing import sign_github, sign_netbox, sign_standard
+
+log = get_logger(__name__)
+RUN_PATH = "/api/v1/webhooks/run/"
+OUTCOMES = ("accepted", "duplicate", "filtered", "rejected")
+TEST_TIMEOUT_SECONDS = 30.0
+
+
+def delivery_json(row: WebhookDelivery, *, full: bool = True) -> dict[str, Any]:
+    """The delivery; `full=False` (lists) leaves out the body."""
+    answer: dict[str, Any] = {
+        "id": row.id,
+        "webhook_id": row.webhook_id,
+        "received_at": row.received_at.isoformat(),
+        "scheme": row.scheme,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "source": row.source,
+        "idempotency_key": row.idempotency_key,
+        "job_id": row.job_id,
+        "size": row.size,
+        "secret_matched": row.secret_matched,
+        "headers": row.headers,
+    }
+    if full:
+        answer["body"] = row.body if row.outcome == "accepted" else None
+    return answer
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    outcome = request.query.get("outcome")
+    if outcome and outcome not in OUTCOMES:
+        raise errors.InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
+    limit, offset = pagination(request)
+    async with request.app[SESSIONS]() as session:
+        hook = await load_webhook(request, session, write=False)
+        conditions = [col(WebhookDelivery.webhook_id) == hook.id]
+        if outcome:
+            conditions.append(col(WebhookDelivery.outcome) == outcome)
+        total = (
+            await session.exec(select(func.count()).select_from(WebhookDelivery).where(*conditions))
+        ).one()
+        query = (
+            select(WebhookDelivery)
+            .where(*conditions)
+            .order_by(col(WebhookDelivery.received_at).desc(), col(WebhookDelivery.id))
+            .offset(offset)
+            .limit(limit)
+        )
+        rows = (await session.exec(query)).all()
+    return list_response([delivery_json(r, full=False) for r in rows], total)
+
+
+async def _load_delivery(request: web.Request, *, write: bool) -> WebhookDelivery:
+    delivery_id = request.match_info["delivery_id"]
+    async with request.app[SESSIONS]() as session:
+        hook = await load_webhook(request, session, write=write)
+        row = await session.get(WebhookDelivery, delivery_id)
+    if row is None or row.webhook_id != hook.id:
+        raise errors.NotFound(f"delivery {delivery_id!r} not found")
+    return row
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    return web.json_response(delivery_json(await _load_delivery(request, write=False)))
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    """Runs a logged delivery's body again as a new job, answering like the run endpoint."""
+    original = await _load_delivery(request, write=True)
+    if original.body is None:
+        raise errors.Conflict("only accepted deliveries keep their body; this one cannot be rerun")
+    async with request.app[SESSIONS]() as session:
+        hook = await load_webhook(request, session, write=True)
+        task = await session.get(Task, hook.task)
+        owner = await _principal(session, hook.owner_id)
+    if task is None or owner is None:
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+    delivery_id = str(uuid.uuid4())
+    raw = original.body.encode("utf-8")
+    # No idempotency key: a redelivery is asked for on purpose, so it is a new job.
+    event = admit(
+        principal=owner,
+        task=task,
+        raw_input=raw,
+        source="webhook",
+        webhook_id=hook.id,
+        delivery_id=delivery_id,
+        correlation_id=delivery_id,
+    )
+    publisher = request.app[PUBLISHER]
+    await publisher.publish(event)
+    record = WebhookDelivered(
+        delivery_id=delivery_id,
+        correlation_id=delivery_id,
+        webhook_id=hook.id,
+        received_at=utcnow(),
+        scheme=original.scheme,
+        outcome="accepted",
+        reason=f"redelivery of {original.id}",
+        source=request.remote,
+        job_id=event.job_id,
+        size=len(raw),
+        headers={"x-kriten-redelivery-of": original.id},
+        body=original.body,
+    )
+    try:
+        await publisher.publish(record)
+    except errors.Unavailable:
+        # The job is on its way; only its log entry is missing.
+        log.warning("redelivery_not_logged", webhook_id=hook.id, job_id=event.job_id)
+    log.info(
+        "webhook_redelivered", webhook_id=hook.id, delivery_id=original.id, job_id=event.job_id
+    )
+    return web.json_response(
+        {"msg": "job created successfully", "id": event.job_id, "status": "accepted"}, status=202
+    )
+
+
+async def _principal(session: Any, user_id: str) -> Principal | None:
+    user = await session.get(User, user_id)
+    if user is None:
+        return None
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        provider=user.provider,
+        permissions=await load_permissions(session, user.id),
+    )
+
+
+# --- test deliveries ---
+
+
+def signed_test_request(
+    *, scheme: str, secret: str, sample: Any, now: float
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers a real sender of `scheme` would send (auto: Standard Webhooks)."""
+    headers = {"Content-Type": "application/json", "X-Kriten-Test": "1"}
+    if scheme == "netbox":
+        body = json.dumps(sample).encode()  # NetBox sends spaced JSON
+        headers["X-Hook-Signature"] = sign_netbox(secret, body)
+    elif scheme == "github":
+        body = json.dumps(sample, separators=(",", ":")).encode()
+        headers["X-Hub-Signature-256"] = sign_github(secret, body)
+        headers["X-GitHub-Delivery"] = str(uuid.uuid4())
+        headers["X-GitHub-Event"] = "ping"
+    else:
+        body = json.dumps(sample, separators=(",", ":")).encode()
+        message_id = f"msg_{uuid.uuid4().hex}"
+        timestamp = int(now)
+        headers["webhook-id"] = message_id
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = sign_standard(secret, message_id, timestamp, body)
+    return body, headers
+
+
+def sample_body(scheme: str, *, username: str, now: float) -> dict[str, Any]:
+    """A small event in the shape the scheme's usual sender uses, marked as a test."""
+    moment = datetime.fromtimestamp(now, UTC)
+    if scheme == "netbox":
+        request_id = str(uuid.uuid4())
+        return {
+            "event": "test",
+            "timestamp": moment.isoformat(),
+            "object_type": "kriten.test",
+            "username": username,
+            "request_id": request_id,
+            "data": {"kriten_test": True},
+            "snapshots": {"prechange": None, "postchange": None},
+        }
+    if scheme == "github":
+        return {"zen": "Kriten test delivery", "kriten_test": True}
+    return {
+        "id": str(uuid.uuid4()),
+        "event": "kriten.test",
+        "occured_at": moment.isoformat(),
+        "data": {"kriten_test": True},
+    }
+
+
+def ingress_base_url(request: web.Request) -> str:
+    """KRITEN_INGRESS_URL, else the address this api serves on (development mode, where
+    the ingress shares the port). Never the request's Host header, which the caller
+    controls and could point the signed request anywhere."""
+    configured = request.app[SETTINGS].ingress_url
+    if configured:
+        return configured.rstrip("/")
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        host, port = str(sockname[0]), int(sockname[1])
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
+    return f"http://127.0.0.1:{request.app[SETTINGS].port}"
+
+
+async def send_test_delivery(request: web.Request) -> web.Response:
+    """`POST /webhooks/{id}/test`: signs a sample (or `{"body": ...}`) with the webhook's
+    own secret, in its scheme, sends it to the run endpoint, and returns its answer."""
+    given = await optional_json_object(request)
+    principal_name = ""
+    async with request.app[SESSIONS]() as session:
+        hook = await load_webhook(request, session, write=True)
+        owner = await session.get(User, hook.owner_id)
+        principal_name = owner.username if owner is not None else ""
+    scheme = {"auto": "standard", "infrahub": "standard"}.get(hook.scheme, hook.scheme)
+    now = time.time()
+    sample = (
+        given["body"] if "body" in given else sample_body(scheme, username=principal_name, now=now)
+    )
+    secret = request.app[SECRET_BOX].decrypt(hook.secret_encrypted)
+    body, headers = signed_test_request(scheme=scheme, secret=secret, sample=sample, now=now)
+    url = f"{ingress_base_url(request)}{RUN_PATH}{hook.id}"
+    try:
+        timeout = aiohttp.ClientTimeout(total=TEST_TIMEOUT_SECONDS)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as client,
+            client.post(url, data=body, headers=headers) as response,
+        ):
+            status = response.status
+            text = await response.text()
+            retry_after = response.headers.get("Retry-After")
+    except (aiohttp.ClientError, TimeoutError) as problem:
+        log.warning("webhook_test_unreachable", url=url, error=str(problem) or "timeout")
+        raise errors.Unavailable("the webhook run endpoint is unreachable") from None
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = {"error": text[:500]}
+    extra = {"Retry-After": retry_after} if retry_after else None
+    return web.json_response(answer, status=status, headers=extra)
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/webhooks/{{id}}/deliveries", list_deliveries)
+    app.router.add_get(f"{base}/webhooks/{{id}}/deliveries/{{delivery_id}}", get_delivery)
+    app.router.add_post(f"{base}/webhooks/{{id}}/deliveries/{{delivery_id}}/redeliver", redeliver)
+    app.router.add_post(f"{base}/webhooks/{{id}}/test", send_test_delivery)

@@ -1,0 +1,234 @@
+"""`/groups`: groups of users of one provider, which role bindings give permissions to.
+
+Membership changes, whichever route makes them, go through `membership`. The built-in
+`Admin` group cannot be changed or deleted (its membership can, under the escalation
+rule, except that root stays in it); any other group can be deleted, which Kriten
+never allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from kriten_api import membership
+from kriten_api.access import list_response, page, readable_ids, require, same_name
+from kriten_api.authentication import authenticate
+from kriten_api.config_events import publish_config_changed
+from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.roles import UUID_SHAPE, require_item, require_not_builtin
+from kriten_common import errors
+from kriten_common.db.models import Group, RoleBinding, utcnow
+from kriten_common.http import read_json, read_json_object
+from kriten_common.rbac import Access
+
+# Directory groups have spaces in their names ("Domain Admins"), so they are allowed.
+GROUP_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._@-]{0,126}[A-Za-z0-9._@-])?$")
+
+
+def group_json(group: Group, user_ids: list[str]) -> dict[str, Any]:
+    return {
+        "id": group.id,
+        "name": group.name,
+        "provider": group.provider,
+        "users": user_ids,
+        "created_at": group.created_at.isoformat(),
+        "updated_at": group.updated_at.isoformat(),
+    }
+
+
+def _check_name(value: Any) -> str:
+    if not isinstance(value, str) or not GROUP_NAME.match(value) or UUID_SHAPE.match(value):
+        raise errors.InvalidInput(
+            "name must be 1-128 letters, digits, spaces, '.', '_', '@' or '-', starting"
+            " with a letter or digit, and must not look like an id"
+        )
+    return value
+
+
+async def find_group(session: AsyncSession, key: str, provider: str | None) -> Group | None:
+    """By id, else by name; a name used by two providers needs `?provider=`."""
+    group = await session.get(Group, key)
+    if group is not None:
+        return group
+    query = select(Group).where(Group.name == key)
+    if provider:
+        query = query.where(Group.provider == provider)
+    found = (await session.exec(query)).all()
+    if len(found) > 1:
+        raise errors.InvalidInput(
+            f"group name {key!r} is used by several providers: give the id or ?provider="
+        )
+    return found[0] if found else None
+
+
+async def _json(session: AsyncSession, group: Group) -> dict[str, Any]:
+    members = await membership.members_by_group(session, [group.id])
+    return group_json(group, members[group.id])
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    allowed = readable_ids(principal, "groups")
+    query = select(Group).order_by(col(Group.name), col(Group.provider))
+    if allowed is not None:
+        query = query.where(or_(col(Group.id).in_(allowed), col(Group.name).in_(allowed)))
+    async with request.app[SESSIONS]() as session:
+        groups = (await session.exec(query)).all()
+        shown = page(groups, request)
+        members = await membership.members_by_group(session, (g.id for g in shown))
+    return list_response([group_json(g, members[g.id]) for g in shown], len(groups))
+
+
+async def create_group(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    require(principal, "groups", "*", "write")
+    body = await read_json_object(request)
+    group = Group(
+        name=_check_name(body.get("name")),
+        provider=membership.check_provider(body.get("provider", "local"), request.app[SETTINGS]),
+    )
+    async with request.app[SESSIONS]() as session:
+        users = await membership.resolve_user_ids(session, body.get("users") or [])
+        existing = await session.exec(
+            select(Group.id).where(Group.name == group.name, Group.provider == group.provider)
+        )
+        if existing.first() is not None:
+            raise errors.Conflict(f"group {group.name!r} ({group.provider}) already exists")
+        session.add(group)
+        try:
+            # The membership rows refer to the group: it must exist first.
+            await session.flush()
+            await membership.change(session, principal, group, add=users)
+            await session.commit()
+        except IntegrityError:
+            raise errors.Conflict(
+                f"group {group.name!r} ({group.provider}) already exists"
+            ) from None
+        answer = await _json(session, group)
+    if users:
+        await publish_config_changed(request.app, "rbac", group.name)
+    return web.json_response(answer)
+
+
+async def _load(request: web.Request, session: AsyncSession, access: Access) -> Group:
+    principal = await authenticate(request)
+    key = request.match_info["id"]
+    group = await find_group(session, key, request.query.get("provider"))
+    if group is None:
+        # Only a caller who could see the group learns that it does not exist.
+        require(principal, "groups", key, access)
+        raise errors.NotFound(f"group {key!r} not found")
+    require_item(principal, "groups", (group.id, group.name), access)
+    return group
+
+
+async def get_group(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        group = await _load(request, session, "read")
+        answer = await _json(session, group)
+    return web.json_response(answer)
+
+
+async def update_group(request: web.Request) -> web.Response:
+    """Only the membership can change: the name and provider are the group's identity."""
+    principal = await authenticate(request)
+    body = await read_json_object(request)
+    async with request.app[SESSIONS]() as session:
+        group = await _load(request, session, "write")
+        require_not_builtin(group.builtin)
+        same_name(body, group.name)
+        if "id" in body and body["id"] != group.id:
+            raise errors.InvalidInput("id cannot be changed (it is taken from the URL)")
+        if "provider" in body and body["provider"] != group.provider:
+            raise errors.InvalidInput("provider cannot be changed")
+        if "users" in body:
+            users = await membership.resolve_user_ids(session, body["users"] or [])
+            await membership.set_members(session, principal, group, users)
+        group.updated_at = utcnow()
+        session.add(group)
+        await _commit(session, group)
+        answer = await _json(session, group)
+    await publish_config_changed(request.app, "rbac", group.name)
+    return web.json_response(answer)
+
+
+async def _commit(session: AsyncSession, group: Group) -> None:
+    try:
+        await session.commit()
+    except IntegrityError:
+        # A user deleted, or the same member added, by a concurrent request.
+        raise errors.Conflict(f"group {group.name!r} changed meanwhile; try again") from None
+
+
+async def delete_group(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        group = await _load(request, session, "write")
+        require_not_builtin(group.builtin)
+        query = select(RoleBinding.name).where(
+            RoleBinding.subject_kind == "groups", RoleBinding.subject_id == group.id
+        )
+        bindings = sorted((await session.exec(query)).all())
+        if bindings:
+            raise errors.Conflict(
+                f"group {group.name!r} is still bound by role bindings: {', '.join(bindings)}"
+            )
+        await membership.forget_group(session, group.id)
+        await session.delete(group)
+        await _commit(session, group)
+    await publish_config_changed(request.app, "rbac", group.name)
+    return web.json_response({"msg": "group deleted successfully", "id": group.id})
+
+
+async def list_group_users(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        group = await _load(request, session, "read")
+        users = await membership.members_of(session, group.id)
+    items = [{"id": u.id, "name": u.username, "provider": u.provider} for u in users]
+    return list_response(items, len(items))
+
+
+async def _change_users(request: web.Request, *, adding: bool) -> web.Response:
+    principal = await authenticate(request)
+    body = await read_json(request)
+    async with request.app[SESSIONS]() as session:
+        # Write is checked by `membership.change`; reading first keeps 404 for the unseen.
+        group = await _load(request, session, "read")
+        users = await membership.resolve_named_users(session, body, provider=group.provider)
+        if adding:
+            await membership.change(session, principal, group, add=users)
+        else:
+            await membership.change(session, principal, group, remove=users)
+        group.updated_at = utcnow()
+        session.add(group)
+        await _commit(session, group)
+        answer = await _json(session, group)
+    await publish_config_changed(request.app, "rbac", group.name)
+    return web.json_response(answer)
+
+
+async def add_group_users(request: web.Request) -> web.Response:
+    return await _change_users(request, adding=True)
+
+
+async def remove_group_users(request: web.Request) -> web.Response:
+    return await _change_users(request, adding=False)
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/groups", list_groups)
+    app.router.add_post(f"{base}/groups", create_group)
+    app.router.add_put(f"{base}/groups", create_group)
+    app.router.add_get(f"{base}/groups/{{id}}", get_group)
+    app.router.add_patch(f"{base}/groups/{{id}}", update_group)
+    app.router.add_put(f"{base}/groups/{{id}}", update_group)
+    app.router.add_delete(f"{base}/groups/{{id}}", delete_group)
+    app.router.add_get(f"{base}/groups/{{id}}/users", list_group_users)
+    app.router.add_post(f"{base}/groups/{{id}}/users", add_group_users)
+    app.router.add_put(f"{base}/groups/{{id}}/users", add_group_users)
+    app.router.add_delete(f"{base}/groups/{{id}}/users", remove_group_users)

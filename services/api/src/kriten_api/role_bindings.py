@@ -1,0 +1,221 @@
+"""`/role_bindings`: a role given to a group or, directly, to a user.
+
+The role and the subject are given by name and resolved here; the binding stores their
+ids, so what it grants cannot drift to another row of the same name. Creating or
+changing a binding needs `role_bindings:write` and the caller must hold the permission
+of the role it binds (the escalation rule, see `roles`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from kriten_api.access import list_response, page, readable_ids, require, same_name
+from kriten_api.authentication import authenticate
+from kriten_api.config_events import publish_config_changed
+from kriten_api.keys import SESSIONS
+from kriten_api.roles import (
+    check_label,
+    require_holds,
+    require_item,
+    require_not_builtin,
+)
+from kriten_common import errors
+from kriten_common.db.models import Group, Role, RoleBinding, User, utcnow
+from kriten_common.http import read_json_object
+from kriten_common.rbac import Access, role_permission
+
+SUBJECT_KINDS = ("groups", "users")
+
+
+def binding_json(binding: RoleBinding, role: Role) -> dict[str, Any]:
+    return {
+        "id": binding.id,
+        "name": binding.name,
+        "role_name": role.name,
+        "role_id": role.id,
+        "subject_kind": binding.subject_kind,
+        "subject_provider": binding.subject_provider,
+        "subject_name": binding.subject_name,
+        "subject_id": binding.subject_id,
+        "created_at": binding.created_at.isoformat(),
+        "updated_at": binding.updated_at.isoformat(),
+    }
+
+
+async def _role(session: AsyncSession, name: Any) -> Role:
+    if not isinstance(name, str) or not name:
+        raise errors.InvalidInput("role_name is required")
+    role = (await session.exec(select(Role).where(Role.name == name))).first()
+    if role is None:
+        raise errors.InvalidInput(f"role {name!r} does not exist")
+    return role
+
+
+async def _subject_id(session: AsyncSession, kind: str, provider: str, name: str) -> str:
+    found: str | None
+    if kind == "groups":
+        query = select(Group.id).where(Group.name == name, Group.provider == provider)
+        found = (await session.exec(query)).first()
+    else:
+        user_query = select(User.id).where(User.username == name, User.provider == provider)
+        found = (await session.exec(user_query)).first()
+    if found is None:
+        raise errors.InvalidInput(f"subject {name!r} ({kind}, {provider}) does not exist")
+    return found
+
+
+async def _apply(session: AsyncSession, binding: RoleBinding, body: dict[str, Any]) -> Role:
+    """Resolves the role and subject the binding names after `body`; returns the role."""
+    if "role_name" in body:
+        role = await _role(session, body["role_name"])
+        binding.role_id = role.id
+    else:
+        found = await session.get(Role, binding.role_id)
+        if found is None:
+            raise errors.Conflict(f"the role of binding {binding.name!r} no longer exists")
+        role = found
+    kind = body.get("subject_kind", binding.subject_kind)
+    if kind not in SUBJECT_KINDS:
+        raise errors.InvalidInput(f"subject_kind must be one of {', '.join(SUBJECT_KINDS)}")
+    provider = body.get("subject_provider", binding.subject_provider)
+    if not isinstance(provider, str) or not provider:
+        raise errors.InvalidInput("subject_provider must be a provider name")
+    name = body.get("subject_name", binding.subject_name)
+    if not isinstance(name, str) or not name:
+        raise errors.InvalidInput("subject_name is required")
+    binding.subject_kind = kind
+    binding.subject_provider = provider
+    binding.subject_name = name
+    # Resolved on every change, so an update cannot leave a name and an id that disagree.
+    binding.subject_id = await _subject_id(session, kind, provider, name)
+    return role
+
+
+async def find_binding(session: AsyncSession, key: str) -> RoleBinding | None:
+    binding = await session.get(RoleBinding, key)
+    if binding is None:
+        query = select(RoleBinding).where(RoleBinding.name == key)
+        binding = (await session.exec(query)).first()
+    return binding
+
+
+async def list_bindings(request: web.Request) -> web.Response:
+    """Filters on `role_name` and `subject_name` only, as Kriten's clients expect."""
+    principal = await authenticate(request)
+    allowed = readable_ids(principal, "role_bindings")
+    query = (
+        select(RoleBinding, Role)
+        .join(Role, col(Role.id) == col(RoleBinding.role_id))
+        .order_by(col(RoleBinding.name))
+    )
+    if allowed is not None:
+        query = query.where(
+            or_(col(RoleBinding.id).in_(allowed), col(RoleBinding.name).in_(allowed))
+        )
+    role_name = request.query.get("role_name")
+    if role_name:
+        query = query.where(Role.name == role_name)
+    subject_name = request.query.get("subject_name")
+    if subject_name:
+        query = query.where(RoleBinding.subject_name == subject_name)
+    async with request.app[SESSIONS]() as session:
+        rows = (await session.exec(query)).all()
+    return list_response([binding_json(b, r) for b, r in page(rows, request)], len(rows))
+
+
+async def create_binding(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    require(principal, "role_bindings", "*", "write")
+    body = await read_json_object(request)
+    name = check_label(body.get("name"))
+    if "role_name" not in body:
+        raise errors.InvalidInput("role_name is required")
+    if "subject_name" not in body:
+        raise errors.InvalidInput("subject_name is required")
+    binding = RoleBinding(
+        name=name,
+        role_id="",
+        subject_kind="groups",
+        subject_provider="local",
+        subject_name="",
+        subject_id="",
+    )
+    async with request.app[SESSIONS]() as session:
+        role = await _apply(session, binding, body)
+        require_holds(principal, [role_permission(role)])
+        if await find_binding(session, name) is not None:
+            raise errors.Conflict(f"role binding {name!r} already exists")
+        session.add(binding)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise errors.Conflict(f"role binding {name!r} already exists") from None
+    await publish_config_changed(request.app, "rbac", binding.name)
+    return web.json_response(binding_json(binding, role))
+
+
+async def _load(request: web.Request, session: AsyncSession, access: Access) -> RoleBinding:
+    principal = await authenticate(request)
+    key = request.match_info["id"]
+    binding = await find_binding(session, key)
+    if binding is None:
+        # Only a caller who could see the binding learns that it does not exist.
+        require(principal, "role_bindings", key, access)
+        raise errors.NotFound(f"role binding {key!r} not found")
+    require_item(principal, "role_bindings", (binding.id, binding.name), access)
+    return binding
+
+
+async def get_binding(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        binding = await _load(request, session, "read")
+        role = await session.get(Role, binding.role_id)
+    if role is None:
+        raise errors.NotFound(f"the role of binding {binding.name!r} no longer exists")
+    return web.json_response(binding_json(binding, role))
+
+
+async def update_binding(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    body = await read_json_object(request)
+    async with request.app[SESSIONS]() as session:
+        binding = await _load(request, session, "write")
+        require_not_builtin(binding.builtin)
+        same_name(body, binding.name)
+        if "id" in body and body["id"] != binding.id:
+            raise errors.InvalidInput("id cannot be changed (it is taken from the URL)")
+        role = await _apply(session, binding, body)
+        # Checked on every change, not only a new role: moving a binding to another
+        # subject hands its role to someone new.
+        require_holds(principal, [role_permission(role)])
+        binding.updated_at = utcnow()
+        session.add(binding)
+        await session.commit()
+    await publish_config_changed(request.app, "rbac", binding.name)
+    return web.json_response(binding_json(binding, role))
+
+
+async def delete_binding(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        binding = await _load(request, session, "write")
+        require_not_builtin(binding.builtin)
+        await session.delete(binding)
+        await session.commit()
+    await publish_config_changed(request.app, "rbac", binding.name)
+    return web.json_response({"msg": "role binding deleted successfully", "id": binding.id})
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/role_bindings", list_bindings)
+    app.router.add_post(f"{base}/role_bindings", create_binding)
+    app.router.add_put(f"{base}/role_bindings", create_binding)
+    app.router.add_get(f"{base}/role_bindings/{{id}}", get_binding)
+    app.router.add_patch(f"{base}/role_bindings/{{id}}", update_binding)
+    app.router.add_put(f"{base}/role_bindings/{{id}}", update_binding)
+    app.router.add_delete(f"{base}/role_bindings/{{id}}", delete_binding)

@@ -1,0 +1,231 @@
+"""`/users`: local and Active Directory users, with their groups.
+
+Passwords are write-only: stored as argon2id hashes, never read back. `users:write` on a
+user is not enough to take it over: changing another user's password, or deleting them,
+also needs the caller to hold every permission that user holds, and putting a user in a
+group goes through the group's own rules (`membership`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from kriten_api import membership
+from kriten_api.access import list_response, page, readable_ids, require
+from kriten_api.authentication import authenticate
+from kriten_api.config_events import publish_config_changed
+from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.passwords import hash_password_async
+from kriten_api.roles import require_holds, require_item, require_not_builtin
+from kriten_common import errors
+from kriten_common.db.models import ApiToken, CronJob, RoleBinding, User, Webhook, utcnow
+from kriten_common.http import read_json_object
+from kriten_common.rbac import Access, Principal, load_permissions
+
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+MAX_PASSWORD_LENGTH = 1024
+
+
+def user_json(user: User, group_ids: list[str]) -> dict[str, Any]:
+    # Built from named fields so that the password hash can never slip into an answer.
+    return {
+        "id": user.id,
+        "username": user.username,
+        "provider": user.provider,
+        "groups": group_ids,
+        "created_at": user.created_at.isoformat(),
+        "updated_at": user.updated_at.isoformat(),
+    }
+
+
+def _username(body: dict[str, Any]) -> Any:
+    # Kriten's user object calls the username `name`; its scripts still send that.
+    return body["username"] if "username" in body else body.get("name")
+
+
+def _check_username(value: Any) -> str:
+    if not isinstance(value, str) or not USERNAME.match(value):
+        raise errors.InvalidInput(
+            "username must be 1-128 letters, digits, '.', '_', '@' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+async def _password_hash(body: dict[str, Any], provider: str) -> str | None:
+    password = body.get("password")
+    if provider != "local":
+        if password not in (None, ""):
+            raise errors.InvalidInput(f"password is not used for {provider} users")
+        return None
+    if not isinstance(password, str) or not password:
+        raise errors.InvalidInput("password is required for local users")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise errors.InvalidInput(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
+    return await hash_password_async(password)
+
+
+async def _require_holds_all_of(session: AsyncSession, principal: Principal, user: User) -> None:
+    """No acting on an account that can do more than the caller can."""
+    if user.id != principal.user_id:
+        require_holds(principal, await load_permissions(session, user.id))
+
+
+async def list_users(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    allowed = readable_ids(principal, "users")
+    query = select(User).order_by(col(User.username), col(User.provider))
+    if allowed is not None:
+        query = query.where(or_(col(User.id).in_(allowed), col(User.username).in_(allowed)))
+    async with request.app[SESSIONS]() as session:
+        users = (await session.exec(query)).all()
+        shown = page(users, request)
+        groups = await membership.groups_by_user(session, (u.id for u in shown))
+    return list_response([user_json(u, groups[u.id]) for u in shown], len(users))
+
+
+async def create_user(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    require(principal, "users", "*", "write")
+    body = await read_json_object(request)
+    username = _check_username(_username(body))
+    provider = membership.check_provider(body.get("provider", "local"), request.app[SETTINGS])
+    group_keys = body.get("groups") or []
+    password_hash = await _password_hash(body, provider)
+    user = User(username=username, provider=provider, password_hash=password_hash)
+    async with request.app[SESSIONS]() as session:
+        groups = await membership.resolve_groups(session, group_keys, provider=provider)
+        existing = await session.exec(
+            select(User.id).where(User.username == username, User.provider == provider)
+        )
+        if existing.first() is not None:
+            raise errors.Conflict(f"user {username!r} ({provider}) already exists")
+        session.add(user)
+        try:
+            # The membership rows refer to the user: it must exist first.
+            await session.flush()
+            await membership.set_groups(session, principal, user, groups)
+            await session.commit()
+        except IntegrityError:
+            raise errors.Conflict(f"user {username!r} ({provider}) already exists") from None
+    if groups:
+        await publish_config_changed(request.app, "user", user.id)
+    return web.json_response(user_json(user, sorted(g.id for g in groups)))
+
+
+async def _load(request: web.Request, session: AsyncSession, access: Access) -> User:
+    principal = await authenticate(request)
+    user_id = request.match_info["id"]
+    user = await session.get(User, user_id)
+    if user is None:
+        # Only a caller who could see the user learns that it does not exist.
+        require(principal, "users", user_id, access)
+        raise errors.NotFound(f"user {user_id!r} not found")
+    require_item(principal, "users", (user.id, user.username), access)
+    return user
+
+
+async def get_user(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        user = await _load(request, session, "read")
+        groups = await membership.groups_by_user(session, [user.id])
+    return web.json_response(user_json(user, groups[user.id]))
+
+
+async def update_user(request: web.Request) -> web.Response:
+    """Changes the password and/or the groups; the username and provider stay."""
+    principal = await authenticate(request)
+    body = await read_json_object(request)
+    async with request.app[SESSIONS]() as session:
+        user = await _load(request, session, "write")
+        require_not_builtin(user.builtin)
+        if "id" in body and body["id"] != user.id:
+            raise errors.InvalidInput("id cannot be changed (it is taken from the URL)")
+        username = _username(body)
+        if username is not None and username != user.username:
+            raise errors.InvalidInput("username cannot be changed")
+        if "provider" in body and body["provider"] != user.provider:
+            raise errors.InvalidInput("provider cannot be changed")
+        if "password" in body:
+            await _require_holds_all_of(session, principal, user)
+            user.password_hash = await _password_hash(body, user.provider)
+        if "groups" in body:
+            groups = await membership.resolve_groups(
+                session, body["groups"] or [], provider=user.provider
+            )
+            await membership.set_groups(session, principal, user, groups)
+        user.updated_at = utcnow()
+        session.add(user)
+        try:
+            await session.commit()
+        except IntegrityError:
+            raise errors.Conflict("the user or one of its groups changed meanwhile") from None
+        groups_now = await membership.groups_by_user(session, [user.id])
+    await publish_config_changed(request.app, "user", user.id)
+    return web.json_response(user_json(user, groups_now[user.id]))
+
+
+async def _still_owned(session: AsyncSession, user_id: str) -> list[str]:
+    """What keeps a user from being deleted, one phrase per kind, for the 409."""
+    found: list[str] = []
+    hooks = (await session.exec(select(Webhook.id).where(Webhook.owner_id == user_id))).all()
+    if hooks:
+        found.append(f"webhooks: {', '.join(sorted(hooks))}")
+    tokens = (await session.exec(select(ApiToken.id).where(ApiToken.owner_id == user_id))).all()
+    if tokens:
+        found.append(f"API tokens: {', '.join(sorted(tokens))}")
+    crons = (await session.exec(select(CronJob.name).where(CronJob.owner_id == user_id))).all()
+    if crons:
+        found.append(f"cronjobs: {', '.join(sorted(crons))}")
+    query = select(RoleBinding.name).where(
+        RoleBinding.subject_kind == "users", RoleBinding.subject_id == user_id
+    )
+    bindings = (await session.exec(query)).all()
+    if bindings:
+        found.append(f"role bindings: {', '.join(sorted(bindings))}")
+    return found
+
+
+async def delete_user(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    async with request.app[SESSIONS]() as session:
+        user = await _load(request, session, "write")
+        require_not_builtin(user.builtin)
+        await _require_holds_all_of(session, principal, user)
+        owned = await _still_owned(session, user.id)
+        if owned:
+            raise errors.Conflict(f"user {user.username!r} still owns {'; '.join(owned)}")
+        await membership.forget_user(session, user.id)
+        await session.delete(user)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # Something of theirs was created meanwhile; the foreign keys refused.
+            raise errors.Conflict(f"user {user.username!r} still owns resources") from None
+    await publish_config_changed(request.app, "user", user.id)
+    return web.json_response({"msg": "user deleted successfully", "id": user.id})
+
+
+async def list_user_groups(request: web.Request) -> web.Response:
+    async with request.app[SESSIONS]() as session:
+        user = await _load(request, session, "read")
+        groups = await membership.groups_of(session, user.id)
+    items = [{"id": g.id, "name": g.name, "provider": g.provider} for g in groups]
+    return list_response(items, len(items))
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app.router.add_get(f"{base}/users", list_users)
+    app.router.add_post(f"{base}/users", create_user)
+    app.router.add_put(f"{base}/users", create_user)
+    app.router.add_get(f"{base}/users/{{id}}", get_user)
+    app.router.add_patch(f"{base}/users/{{id}}", update_user)
+    app.router.add_put(f"{base}/users/{{id}}", update_user)
+    app.router.add_delete(f"{base}/users/{{id}}", delete_user)
+    app.router.add_get(f"{base}/users/{{id}}/groups", list_user_groups)

@@ -1,0 +1,241 @@
+"""The run endpoint's pure parts: limits, filters, redaction, the recent-jobs memory,
+secret expiry, and the delivery log's bounds (with a stand-in publisher)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from kriten_common.client_address import parse_networks
+from kriten_common.messages import Event, WebhookDelivered, utcnow
+from kriten_ingress.dedupe import RecentJobs
+from kriten_ingress.delivery_log import DeliveryLog, recorded_headers, redact_signature
+from kriten_ingress.filters import compile_filter, filter_rejection, is_truthy
+from kriten_ingress.limits import (
+    Buckets,
+    TokenBucket,
+    replica_rate,
+    retry_after_seconds,
+    source_allowed,
+)
+from kriten_ingress.metrics import IngressMetrics
+from kriten_ingress.settings import IngressSettings
+from kriten_ingress.webhook_config import WebhookConfig
+
+
+def test_token_bucket_allows_burst_then_rate() -> None:
+    bucket = TokenBucket(rate=2.0, burst=3.0, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.seconds_until_token(0.0) == pytest.approx(0.5)
+    assert bucket.take(0.5)
+    assert not bucket.take(0.5)
+    # Never more than the burst, however long it rested.
+    assert sum(bucket.take(1000.0) for _ in range(10)) == 3
+
+
+def test_buckets_are_per_key_and_rebuilt_on_a_new_rate() -> None:
+    buckets = Buckets(max_keys=2)
+    first = buckets.bucket("a", rate=1.0, burst=1.0, now=0.0)
+    assert first.take(0.0)
+    assert not buckets.bucket("a", rate=1.0, burst=1.0, now=0.0).take(0.0)
+    assert buckets.bucket("b", rate=1.0, burst=1.0, now=0.0).take(0.0)
+    assert buckets.bucket("a", rate=5.0, burst=5.0, now=0.0).take(0.0)  # reconfigured
+    buckets.bucket("c", rate=1.0, burst=1.0, now=0.0)
+    assert buckets.bucket("b", rate=1.0, burst=1.0, now=0.0).take(0.0)  # evicted: new
+
+
+def test_replica_share_and_retry_after() -> None:
+    assert replica_rate(10.0, 4) == (2.5, 2.5)
+    assert replica_rate(1.0, 4) == (0.25, 1.0)  # a burst of at least one request
+    assert retry_after_seconds(0.01) == 1
+    assert retry_after_seconds(2.2) == 3
+    assert retry_after_seconds(float("inf")) == 3600
+
+
+def test_source_allow_list() -> None:
+    allowed = parse_networks(["10.0.0.0/8", "2001:db8::/32"])
+    assert source_allowed("10.1.2.3", allowed)
+    assert source_allowed("2001:db8::1", allowed)
+    assert source_allowed("::ffff:10.0.0.1", allowed)  # IPv4-mapped
+    assert not source_allowed("192.168.0.1", allowed)
+    assert not source_allowed("unknown", allowed)
+    assert not source_allowed(None, allowed)
+    assert not source_allowed("10.1.2.3", ())
+
+
+def test_trusted_proxies_setting_parses_and_refuses_junk() -> None:
+    settings = IngressSettings(trusted_proxies="127.0.0.1, 10.0.0.0/8")  # type: ignore[arg-type]
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8"]
+    with pytest.raises(ValueError, match="not an IP network"):
+        IngressSettings(trusted_proxies="10.0.0.0/8,nonsense")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "truthy"),
+    [
+        (None, False),
+        (False, False),
+        ("", False),
+        ([], False),
+        ({}, False),
+        (0, True),
+        (0.0, True),
+        ("x", True),
+        ([0], True),
+        (True, True),
+    ],
+)
+def test_jmespath_truth(value: object, truthy: bool) -> None:
+    assert is_truthy(value) is truthy
+
+
+def test_filter_on_a_netbox_body() -> None:
+    body = json.dumps(
+        {"event": "updated", "object_type": "dcim.device", "data": {"status": {"value": "active"}}}
+    ).encode()
+    assert filter_rejection(None, body) is None
+    assert filter_rejection(compile_filter("object_type == 'dcim.device'"), body) is None
+    assert filter_rejection(compile_filter("data.status.value == 'active'"), body) is None
+    assert filter_rejection(compile_filter("event == 'created'"), body) == "filter did not match"
+    assert filter_rejection(compile_filter("data.missing"), body) == "filter did not match"
+
+
+def test_filter_failures_filter_out() -> None:
+    assert filter_rejection(compile_filter("event"), b"not json") == (
+        "body is not JSON (the webhook has a filter)"
+    )
+    broken = compile_filter("event ==")
+    assert broken is not None
+    assert broken.compiled is None
+    assert filter_rejection(broken, b"{}") == "invalid filter expression"
+    reason = filter_rejection(compile_filter("length(count)"), b'{"count": 5}')
+    assert reason is not None
+    assert reason.startswith("filter failed:")
+    assert compile_filter("") is None
+
+
+def test_signatures_are_redacted() -> None:
+    standard = "v1,ARw42xaAApl/nxRo+iPGYwSaMQaOwMo2eyH5JBRA+bQ= v1,AAAA"
+    assert redact_signature(standard) == "v1,ARw4… v1,AAAA…"
+    assert redact_signature("sha256=757107ea0eb2509fc211") == "sha256=7571…"
+    netbox = "3d852f999b5324f1dc6fe2b8ee57d4c1669f1d5de4da05d48c5d7d58f61f7613"
+    assert redact_signature(netbox) == "3d85…"
+    headers = recorded_headers(
+        {
+            "webhook-signature": standard,
+            "webhook-id": "msg_1",
+            "Authorization": "Bearer secret",
+            "cookie": "token=x",
+        }
+    )
+    assert headers == {"webhook-signature": "v1,ARw4… v1,AAAA…", "webhook-id": "msg_1"}
+    assert "ARw42xaAApl" not in json.dumps(headers)
+
+
+def test_recent_jobs_forget_the_oldest() -> None:
+    recent = RecentJobs(2)
+    recent.add("a")
+    recent.add("b")
+    assert "a" in recent  # now the most recent
+    recent.add("c")
+    assert "a" in recent
+    assert "c" in recent
+    assert "b" not in recent
+    none = RecentJobs(0)
+    none.add("a")
+    assert "a" not in none
+
+
+def test_previous_secret_verifies_only_until_it_expires() -> None:
+    config = WebhookConfig(
+        webhook_id="w",
+        scheme="auto",
+        task=None,
+        owner=None,
+        secret="new-secret",
+        previous_secret="old-secret",
+        previous_expires_at=1000.0,
+    )
+    assert config.secrets(999.0) == (("new-secret", "current"), ("old-secret", "previous"))
+    assert config.secrets(1000.0) == (("new-secret", "current"),)
+
+
+class SlowPublisher:
+    """Stands in for the broker: holds every publish until released."""
+
+    def __init__(self) -> None:
+        self.published: list[Event] = []
+        self.release = asyncio.Event()
+
+    async def publish(self, *events: Event) -> None:
+        await self.release.wait()
+        self.published.extend(events)
+
+
+def delivered(outcome: str, webhook_id: str = "w") -> WebhookDelivered:
+    return WebhookDelivered(
+        delivery_id=str(len(outcome)),
+        webhook_id=webhook_id,
+        received_at=utcnow(),
+        scheme="netbox",
+        outcome=outcome,  # type: ignore[arg-type]
+        size=1,
+    )
+
+
+def counted(metrics: IngressMetrics, result: str) -> float:
+    return metrics.delivery_log.labels(result)._value.get()
+
+
+async def test_delivery_log_does_not_wait_and_bounds_what_is_in_flight() -> None:
+    publisher = SlowPublisher()
+    metrics = IngressMetrics(CollectorRegistry())
+    log = DeliveryLog(
+        publisher,  # type: ignore[arg-type]
+        metrics,
+        max_in_flight=3,
+        rejected_per_second=0.0,
+        rejected_burst=100,
+    )
+    for _ in range(5):
+        log.record(delivered("accepted"))  # returns at once though nothing is confirmed
+    assert log.in_flight == 3
+    assert counted(metrics, "dropped") == 2
+    publisher.release.set()
+    await log.close(grace_seconds=5)
+    assert len(publisher.published) == 3
+    assert counted(metrics, "published") == 3
+
+
+async def test_rejected_deliveries_are_sampled_per_webhook() -> None:
+    publisher = SlowPublisher()
+    publisher.release.set()
+    metrics = IngressMetrics(CollectorRegistry())
+    now = [0.0]
+    log = DeliveryLog(
+        publisher,  # type: ignore[arg-type]
+        metrics,
+        max_in_flight=1000,
+        rejected_per_second=1.0,
+        rejected_burst=5,
+        clock=lambda: now[0],
+    )
+    for _ in range(100):
+        log.record(delivered("rejected", "w1"))
+    for _ in range(3):
+        log.record(delivered("rejected", "w2"))
+    for _ in range(10):
+        log.record(delivered("accepted", "w1"))  # never sampled
+    now[0] = 2.0
+    log.record(delivered("rejected", "w1"))  # refilled: two more allowed
+    log.record(delivered("rejected", "w1"))
+    log.record(delivered("rejected", "w1"))
+    await log.close(grace_seconds=5)
+    outcomes = [(e.webhook_id, e.outcome) for e in publisher.published]  # type: ignore[attr-defined]
+    assert outcomes.count(("w1", "rejected")) == 7
+    assert outcomes.count(("w2", "rejected")) == 3
+    assert outcomes.count(("w1", "accepted")) == 10
+    assert counted(metrics, "sampled_out") == 96
