@@ -61,7 +61,7 @@ def finish(paths: JobPaths, output: str = "", **fields: object) -> None:
     paths.output.write_text(output)
     record = {"state": "succeeded", "start_time": START, "completion_time": END, "exit_code": 0}
     record.update(fields)
-    write_record(paths.result, JobResult.model_validate(record))
+    write_record(paths.result, JobResult(**record))  # type: ignore[arg-type]
 
 
 async def gather(

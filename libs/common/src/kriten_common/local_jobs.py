@@ -32,15 +32,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, TypeVar
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any, Literal, TypeVar
 
 FinalState = Literal["succeeded", "failed", "cancelled"]
 
@@ -66,14 +65,13 @@ def is_valid_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME_RE.fullmatch(name)) and name not in {".", ".."}
 
 
-class _Record(BaseModel):
-    # Records are read by a process that may be older or newer than the writer.
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    version: int = 1
+# The records are plain dataclasses, not Pydantic models: the supervisor is a new
+# process per job and imports this module first thing, and Pydantic's import alone was
+# most of a job's start-up time.
 
 
-class LocalJobSpec(_Record):
+@dataclass(frozen=True)
+class LocalJobSpec:
     """What the supervisor needs to run the job. Secret values are not in here: they sit
     in their own 0600 files so that this file never has to be treated as a secret."""
 
@@ -83,26 +81,77 @@ class LocalJobSpec(_Record):
     branch: str
     extra_vars: str
     timeout_seconds: int | None = None
-    secret_names: list[str] = []
+    secret_names: list[str] = field(default_factory=list)
     has_git_token: bool = False
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        _expect(self, str, "job_id", "command", "git_url", "branch", "extra_vars")
+        _expect(self, int | None, "timeout_seconds")
+        _expect(self, bool, "has_git_token")
+        if not all(isinstance(name, str) for name in _expect(self, list, "secret_names")):
+            raise ValueError("secret_names must be strings")
 
 
-class JobStatus(_Record):
+@dataclass(frozen=True)
+class JobStatus:
     """Written once by the supervisor when it takes charge of the job."""
 
-    state: Literal["running"] = "running"
     start_time: datetime
     pid: int
+    state: Literal["running"] = "running"
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        _expect(self, datetime, "start_time")
+        _expect(self, int, "pid")
+        if self.state != "running":
+            raise ValueError("a status record's state is running")
 
 
-class JobResult(_Record):
+@dataclass(frozen=True)
+class JobResult:
     """The final record. Its presence means the job is over."""
 
     state: FinalState
-    start_time: datetime | None = None
     completion_time: datetime
+    start_time: datetime | None = None
     exit_code: int | None = None
     error: str | None = None
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.state not in ("succeeded", "failed", "cancelled"):
+            raise ValueError(f"unknown final state {self.state!r}")
+        _expect(self, datetime, "completion_time")
+        _expect(self, datetime | None, "start_time")
+        _expect(self, int | None, "exit_code")
+        _expect(self, str | None, "error")
+
+
+Record = LocalJobSpec | JobStatus | JobResult
+_TIME_FIELDS = frozenset({"start_time", "completion_time"})
+
+
+def _expect(record: object, kind: Any, *names: str) -> Any:
+    value = None
+    for name in names:
+        value = getattr(record, name)
+        # bool is an int in Python; a record's integers are never booleans.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ValueError(f"{name} has the wrong type")
+    return value
+
+
+def _to_json(value: Any) -> Any:
+    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value
+
+
+def _from_json(name: str, value: Any) -> Any:
+    if name in _TIME_FIELDS and isinstance(value, str):
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return value
 
 
 @dataclass(frozen=True)
@@ -196,11 +245,12 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         raise
 
 
-def write_record(path: Path, record: _Record) -> None:
-    write_atomic(path, record.model_dump_json().encode())
+def write_record(path: Path, record: Record) -> None:
+    data = {f.name: _to_json(getattr(record, f.name)) for f in fields(record)}
+    write_atomic(path, json.dumps(data).encode())
 
 
-_R = TypeVar("_R", bound=_Record)
+_R = TypeVar("_R", LocalJobSpec, JobStatus, JobResult)
 
 
 def read_record(path: Path, cls: type[_R]) -> _R | None:
@@ -214,9 +264,14 @@ def read_record(path: Path, cls: type[_R]) -> _R | None:
     except FileNotFoundError:
         return None
     try:
-        return cls.model_validate_json(data)
-    except ValidationError as exc:
-        raise ValueError(f"invalid {path.name}: {exc.error_count()} error(s)") from None
+        loaded = json.loads(data)
+        if not isinstance(loaded, dict):
+            raise ValueError("not an object")
+        # Unknown fields are ignored: the reader may be older or newer than the writer.
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: _from_json(k, v) for k, v in loaded.items() if k in known})
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"invalid {path.name}: {exc}") from None
 
 
 def touch(path: Path) -> None:
