@@ -13,7 +13,7 @@ from typing import Literal
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_common.db.models import GroupMember, Role, RoleBinding
+from kriten_common.db.models import GroupMember, Role, RoleBinding, User
 
 Access = Literal["read", "write"]
 RESOURCES = (
@@ -90,3 +90,16 @@ async def load_permissions(session: AsyncSession, user_id: str) -> frozenset[Per
     )
     roles = (await session.exec(query)).all()
     return frozenset(role_permission(role) for role in roles)
+
+
+async def load_principal(session: AsyncSession, user_id: str) -> Principal | None:
+    """The user with everything their roles grant, or None when the user is gone."""
+    user = await session.get(User, user_id)
+    if user is None:
+        return None
+    return Principal(
+        user_id=user.id,
+        username=user.username,
+        provider=user.provider,
+        permissions=await load_permissions(session, user.id),
+    )

@@ -13,8 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from kriten_api import api_tokens, jwt_tokens
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_common import errors
-from kriten_common.db.models import ApiToken, User
-from kriten_common.rbac import Principal, load_permissions
+from kriten_common.db.models import ApiToken
+from kriten_common.rbac import Principal, load_principal
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 NOT_AUTHENTICATED = "not authenticated."
@@ -50,21 +50,18 @@ async def authenticate(request: web.Request) -> Principal:
     key = request.headers.get("Token")
     async with request.app[SESSIONS]() as session:
         if key:
-            user = await _user_for_api_token(request, session, key)
+            user_id = await _api_token_owner(request, session, key)
         else:
-            claims = await presented_claims(request)
-            user = await session.get(User, claims.user_id)
-        if user is None:
-            raise errors.NotAuthenticated(NOT_AUTHENTICATED)
-        permissions = await load_permissions(session, user.id)
-    principal = Principal(
-        user_id=user.id, username=user.username, provider=user.provider, permissions=permissions
-    )
+            user_id = (await presented_claims(request)).user_id
+        principal = await load_principal(session, user_id)
+    if principal is None:
+        raise errors.NotAuthenticated(NOT_AUTHENTICATED)
     request[PRINCIPAL] = principal
     return principal
 
 
-async def _user_for_api_token(request: web.Request, session: AsyncSession, key: str) -> User | None:
+async def _api_token_owner(request: web.Request, session: AsyncSession, key: str) -> str:
+    """The id of the user whose enabled, unexpired API token `key` is."""
     if not api_tokens.looks_like_key(key):
         raise errors.NotAuthenticated(NOT_AUTHENTICATED)
     digest = api_tokens.hash_key(key, server_key=request.app[SETTINGS].token_key.get_secret_value())
@@ -73,4 +70,4 @@ async def _user_for_api_token(request: web.Request, session: AsyncSession, key: 
         raise errors.NotAuthenticated(NOT_AUTHENTICATED)
     if token.expires is not None and token.expires <= datetime.now(UTC):
         raise errors.NotAuthenticated(NOT_AUTHENTICATED)
-    return await session.get(User, token.owner_id)
+    return token.owner_id

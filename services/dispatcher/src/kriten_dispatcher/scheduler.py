@@ -31,10 +31,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from kriten_common import errors
 from kriten_common.admission import MAX_JOB_ID_LENGTH, admit
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import CronJob, Job, Task, User
+from kriten_common.db.models import CronJob, Job, Task
 from kriten_common.logging import get_logger
 from kriten_common.messages import Event, JobRequested
-from kriten_common.rbac import Principal, load_permissions
+from kriten_common.rbac import Principal, load_principal
 
 log = get_logger(__name__)
 
@@ -204,7 +204,7 @@ class Scheduler:
                 continue
             cronjob = firing.cronjob
             if cronjob.owner_id not in principals:
-                principals[cronjob.owner_id] = await _principal(session, cronjob.owner_id)
+                principals[cronjob.owner_id] = await load_principal(session, cronjob.owner_id)
             if cronjob.task not in tasks:
                 tasks[cronjob.task] = await session.get(Task, cronjob.task)
             principal, task = principals[cronjob.owner_id], tasks[cronjob.task]
@@ -237,15 +237,3 @@ class Scheduler:
                 continue
             admitted.append((firing, event))
         return admitted
-
-
-async def _principal(session: AsyncSession, user_id: str) -> Principal | None:
-    user = await session.get(User, user_id)
-    if user is None:
-        return None
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        provider=user.provider,
-        permissions=await load_permissions(session, user.id),
-    )

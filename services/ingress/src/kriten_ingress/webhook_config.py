@@ -19,10 +19,10 @@ from kriten_common import errors
 from kriten_common.client_address import IPNetwork, parse_networks
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import Task, User, Webhook
+from kriten_common.db.models import Task, Webhook
 from kriten_common.logging import get_logger
 from kriten_common.messages import ConfigChanged, Event
-from kriten_common.rbac import Principal, load_permissions
+from kriten_common.rbac import Principal, load_principal
 from kriten_ingress.filters import Filter, compile_filter
 from kriten_ingress.metrics import IngressMetrics
 from kriten_ingress.signatures import SecretMatch
@@ -158,15 +158,7 @@ class WebhookConfigs:
             if hook is None or not hook.enabled:
                 return None
             task = await session.get(Task, hook.task)
-            user = await session.get(User, hook.owner_id)
-            owner = None
-            if user is not None:
-                owner = Principal(
-                    user_id=user.id,
-                    username=user.username,
-                    provider=user.provider,
-                    permissions=await load_permissions(session, user.id),
-                )
+            owner = await load_principal(session, hook.owner_id)
         previous = None
         expires = hook.previous_secret_expires_at
         if hook.previous_secret_encrypted and expires is not None:
