@@ -45,3 +45,15 @@ async def login(
     assert response.status == 200, await response.text()
     token = (await response.json())["token"]
     return {"Authorization": f"Bearer {token}"}
+
+
+async def create(api: ApiClient, headers: dict[str, str], kind: str, **body: Any) -> Any:
+    response = await api.post(f"/api/v1/{kind}", json=body, headers=headers)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def get(api: ApiClient, headers: dict[str, str], path: str) -> Any:
+    response = await api.get(f"/api/v1{path}", headers=headers)
+    assert response.status == 200, await response.text()
+    return await response.json()

@@ -5,7 +5,6 @@ and who may see or change whose tokens."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from kriten_api.api_tokens import hash_key, looks_like_key
 from kriten_api.keys import SESSIONS
 from kriten_api.passwords import hash_password
 from kriten_api.settings import ApiSettings
-from kriten_common.amqp import Topology
 from kriten_common.db.models import ApiToken, Role, RoleBinding, User
 from tests.api.conftest import ApiClient, login
 
@@ -26,16 +24,8 @@ Grant = tuple[str, list[str], str]
 
 
 @pytest.fixture
-def api_settings(
-    postgres_url: str, amqp_url: str, topology: Topology, tmp_path: Path
-) -> ApiSettings:
-    return ApiSettings(
-        database_url=SecretStr(postgres_url),
-        amqp_url=SecretStr(amqp_url),
-        amqp_prefix=topology.prefix,
-        jobs_dir=tmp_path / "jobs",
-        sync_timeout=1.0,
-    )
+def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
 
 
 async def add_user(api: ApiClient, username: str, *grants: Grant) -> dict[str, str]:

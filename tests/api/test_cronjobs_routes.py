@@ -4,7 +4,6 @@ be allowed to run its task."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ from pydantic import SecretStr
 
 from kriten_api.keys import SESSIONS
 from kriten_api.settings import ApiSettings
-from kriten_common.amqp import Topology
 from kriten_common.db.models import CronJob
 from tests.api.conftest import ApiClient, login
 from tests.api.test_api_tokens_routes import add_user
@@ -31,16 +29,8 @@ FIELDS = {"name", "owner", "task", "schedule", "disable", "extra_vars", "created
 
 
 @pytest.fixture
-def api_settings(
-    postgres_url: str, amqp_url: str, topology: Topology, tmp_path: Path
-) -> ApiSettings:
-    return ApiSettings(
-        database_url=SecretStr(postgres_url),
-        amqp_url=SecretStr(amqp_url),
-        amqp_prefix=topology.prefix,
-        jobs_dir=tmp_path / "jobs",
-        sync_timeout=1.0,
-    )
+def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
 
 
 async def setup_tasks(api: ApiClient, headers: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from kriten_api.bootstrap import BUILTIN_ROLES
 from kriten_api.settings import ApiSettings
-from tests.api.conftest import ApiClient, login
+from tests.api.conftest import ApiClient, create, get, login
 
 pytestmark = pytest.mark.integration
 
@@ -33,18 +33,6 @@ BINDING_FIELDS = {
 @pytest.fixture
 def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
     return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
-
-
-async def create(api: ApiClient, headers: dict[str, str], kind: str, **body: Any) -> Any:
-    response = await api.post(f"{BASE}/{kind}", json=body, headers=headers)
-    assert response.status == 200, await response.text()
-    return await response.json()
-
-
-async def get(api: ApiClient, headers: dict[str, str], path: str) -> Any:
-    response = await api.get(f"{BASE}{path}", headers=headers)
-    assert response.status == 200, await response.text()
-    return await response.json()
 
 
 async def test_role_crud_by_id_and_by_name(api: ApiClient) -> None:

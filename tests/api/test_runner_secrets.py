@@ -4,14 +4,12 @@ deletes, the mask keeps), DELETE of named keys or of all, values encrypted at re
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
 from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_api.settings import ApiSettings
-from kriten_common.amqp import Topology
 from kriten_common.db.models import Runner
 from tests.api.conftest import ApiClient, login
 from tests.api.test_api_tokens_routes import add_user
@@ -24,16 +22,8 @@ URL = "/api/v1/runners/python/secret"
 
 
 @pytest.fixture
-def api_settings(
-    postgres_url: str, amqp_url: str, topology: Topology, tmp_path: Path
-) -> ApiSettings:
-    return ApiSettings(
-        database_url=SecretStr(postgres_url),
-        amqp_url=SecretStr(amqp_url),
-        amqp_prefix=topology.prefix,
-        jobs_dir=tmp_path / "jobs",
-        sync_timeout=1.0,
-    )
+def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
 
 
 async def make_runner(api: ApiClient, headers: dict[str, str], **secret: str) -> None:

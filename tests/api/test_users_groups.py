@@ -12,7 +12,7 @@ from sqlmodel import select
 from kriten_api.keys import SESSIONS
 from kriten_api.settings import ApiSettings
 from kriten_common.db.models import User
-from tests.api.conftest import ApiClient, login
+from tests.api.conftest import ApiClient, create, get, login
 
 pytestmark = pytest.mark.integration
 
@@ -26,18 +26,6 @@ def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
     return api_settings.model_copy(
         update={"database_url": SecretStr(postgres_url), "ldap_url": "ldaps://127.0.0.1:1"}
     )
-
-
-async def create(api: ApiClient, headers: dict[str, str], kind: str, **body: Any) -> Any:
-    response = await api.post(f"{BASE}/{kind}", json=body, headers=headers)
-    assert response.status == 200, await response.text()
-    return await response.json()
-
-
-async def get(api: ApiClient, headers: dict[str, str], path: str) -> Any:
-    response = await api.get(f"{BASE}{path}", headers=headers)
-    assert response.status == 200, await response.text()
-    return await response.json()
 
 
 async def test_password_is_hashed_and_never_read_back(api: ApiClient) -> None:
