@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,32 @@ class ServiceProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-20_000:]
+
+
+@contextlib.asynccontextmanager
+async def running(services: list[ServiceProcess]) -> AsyncIterator[list[ServiceProcess]]:
+    """Starts the services (the first one, the api, alone: it migrates the database),
+    waits until each is ready, and stops them all at the end."""
+    first, *others = services
+    try:
+        first.start()
+        await first.wait_ready()
+        for service in others:
+            service.start()
+        for service in others:
+            await service.wait_ready()
+        yield services
+    finally:
+        for service in services:
+            service.stop()
+
+
+def services_of(env: dict[str, str], logs: Path, *names: str) -> list[ServiceProcess]:
+    """One `ServiceProcess` per service name (api first), each on a free port."""
+    return [
+        ServiceProcess(name, f"kriten_{name}", free_port(), env, logs / f"{name}.log")
+        for name in names
+    ]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from kriten_common.amqp import Topology
 from tests.fake_kube import FakeKube
 from tests.system import scenario
 from tests.system.emulated_kubelet import EmulatedKubelet
-from tests.system.harness import KritenClient, ServiceProcess, free_port, make_task_repo
+from tests.system.harness import KritenClient, make_task_repo, running, services_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
 
@@ -47,29 +47,13 @@ async def deployment(
         "KRITEN_BACKOFF_MAX_SECONDS": "0.5",
         "KRITEN_LOG_FORMAT": "json",
     }
-    modules = {
-        "api": "kriten_api",
-        "ingress": "kriten_ingress",
-        "dispatcher": "kriten_dispatcher",
-        "collector": "kriten_collector",
-    }
-    services = {
-        name: ServiceProcess(name, module, free_port(), env, tmp_path / f"{name}.log")
-        for name, module in modules.items()
-    }
-    client = KritenClient(services["api"].url)
+    names = ("api", "ingress", "dispatcher", "collector")
     try:
-        services["api"].start()
-        await services["api"].wait_ready()
-        for name in ("ingress", "dispatcher", "collector"):
-            services[name].start()
-        for name in ("ingress", "dispatcher", "collector"):
-            await services[name].wait_ready()
-        yield Deployment(client, services["ingress"].url, repo_url, fake)
+        async with running(services_of(env, tmp_path, *names)) as services:
+            client = KritenClient(services[0].url)
+            yield Deployment(client, services[1].url, repo_url, fake)
+            await client.close()
     finally:
-        await client.close()
-        for service in services.values():
-            service.stop()
         await kubelet.stop()
         await fake.stop()
 

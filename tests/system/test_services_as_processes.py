@@ -11,16 +11,15 @@ import pytest
 
 from kriten_common.amqp import Topology
 from tests.system import scenario
-from tests.system.harness import KritenClient, ServiceProcess, free_port, make_task_repo
+from tests.system.harness import (
+    KritenClient,
+    ServiceProcess,
+    make_task_repo,
+    running,
+    services_of,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
-
-SERVICES = {
-    "api": "kriten_api",
-    "ingress": "kriten_ingress",
-    "dispatcher": "kriten_dispatcher",
-    "collector": "kriten_collector",
-}
 
 
 @dataclass
@@ -42,24 +41,12 @@ async def deployment(
         "KRITEN_JOBS_DIR": str(tmp_path / "jobs"),
         "KRITEN_LOG_FORMAT": "json",
     }
-    services = {
-        name: ServiceProcess(name, module, free_port(), env, tmp_path / f"{name}.log")
-        for name, module in SERVICES.items()
-    }
-    try:
-        # The api migrates the database; the others start once it has.
-        services["api"].start()
-        await services["api"].wait_ready()
-        for name in ("ingress", "dispatcher", "collector"):
-            services[name].start()
-        for name in ("ingress", "dispatcher", "collector"):
-            await services[name].wait_ready()
+    names = ("api", "ingress", "dispatcher", "collector")
+    async with running(services_of(env, tmp_path, *names)) as started:
+        services = dict(zip(names, started, strict=True))
         client = KritenClient(services["api"].url)
         yield Deployment(client, services["ingress"].url, make_task_repo(tmp_path), services)
         await client.close()
-    finally:
-        for service in services.values():
-            service.stop()
 
 
 def run_url(deployment: Deployment, webhook: dict[str, str]) -> str:

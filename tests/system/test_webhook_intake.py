@@ -31,6 +31,8 @@ from tests.system.harness import (
     ServiceProcess,
     free_port,
     make_task_repo,
+    running,
+    services_of,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.system]
@@ -69,19 +71,9 @@ async def deployment(
     ]
     api_env = {**env, "KRITEN_INGRESS_URL": ingresses[0].url}
     api = ServiceProcess("api", "kriten_api", free_port(), api_env, tmp_path / "api.log")
-    workers = [
-        ServiceProcess(name, f"kriten_{name}", free_port(), env, tmp_path / f"{name}.log")
-        for name in ("dispatcher", "collector")
-    ]
-    services = [api, *ingresses, *workers]
-    client = KritenClient(api.url)
-    try:
-        api.start()
-        await api.wait_ready()  # it migrates the database
-        for service in services[1:]:
-            service.start()
-        for service in services[1:]:
-            await service.wait_ready()
+    workers = services_of(env, tmp_path, "dispatcher", "collector")
+    async with running([api, *ingresses, *workers]):
+        client = KritenClient(api.url)
         await client.login()
         await client.create(
             "/api/v1/runners",
@@ -91,10 +83,7 @@ async def deployment(
             "/api/v1/tasks", {"name": "count-runs", "runner": "python", "command": COUNT_RUNS}
         )
         yield Deployment(client, ingresses)
-    finally:
         await client.close()
-        for service in services:
-            service.stop()
 
 
 async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
