@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 
 from kriten_api.app import create_app
 from kriten_api.settings import ApiSettings
-from kriten_common.amqp import Topology
+from kriten_common.amqp import BroadcastSubscription, Topology
+from kriten_common.messages import ConfigChanged, Event
 
 ApiClient = TestClient[Any, Any]
 
@@ -57,3 +59,25 @@ async def get(api: ApiClient, headers: dict[str, str], path: str) -> Any:
     response = await api.get(f"/api/v1{path}", headers=headers)
     assert response.status == 200, await response.text()
     return await response.json()
+
+
+@pytest.fixture
+async def announced(amqp_url: str, topology: Topology) -> AsyncIterator[list[Event]]:
+    """Every `config.changed` event published while the test runs."""
+    seen: list[Event] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event)
+
+    connection = await aio_pika.connect_robust(amqp_url)
+    subscription = BroadcastSubscription(
+        connection=connection,
+        topology=topology,
+        name="api-test",
+        routing_keys=(ConfigChanged.routing_key,),
+        handler=handler,
+    )
+    await subscription.start()
+    yield seen
+    await subscription.stop()
+    await connection.close()

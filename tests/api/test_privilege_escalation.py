@@ -8,16 +8,13 @@ as they are, and a permission taken away is gone for the very next request.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import aio_pika
 import pytest
 from pydantic import SecretStr
 
 from kriten_api.bootstrap import BUILTIN_ROLES
 from kriten_api.settings import ApiSettings
-from kriten_common.amqp import BroadcastSubscription, Topology
 from kriten_common.messages import ConfigChanged, Event
 from tests.api.conftest import ApiClient, login
 
@@ -31,28 +28,6 @@ RUNNER = {"name": "py", "image": "python:3.11-slim", "gitURL": "https://example.
 @pytest.fixture
 def api_settings(api_settings: ApiSettings, database_url: str) -> ApiSettings:
     return api_settings.model_copy(update={"database_url": SecretStr(database_url)})
-
-
-@pytest.fixture
-async def announced(amqp_url: str, topology: Topology) -> AsyncIterator[list[Event]]:
-    """Every `config.changed` event published while the test runs."""
-    seen: list[Event] = []
-
-    async def handler(event: Event) -> None:
-        seen.append(event)
-
-    connection = await aio_pika.connect_robust(amqp_url)
-    subscription = BroadcastSubscription(
-        connection=connection,
-        topology=topology,
-        name="escalation-test",
-        routing_keys=(ConfigChanged.routing_key,),
-        handler=handler,
-    )
-    await subscription.start()
-    yield seen
-    await subscription.stop()
-    await connection.close()
 
 
 async def ok(response: Any) -> Any:

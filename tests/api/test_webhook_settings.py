@@ -4,16 +4,13 @@ rotation, and the `config.changed` events every change announces."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import aio_pika
 import pytest
 
 from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_api.passwords import hash_password
-from kriten_common.amqp import BroadcastSubscription, Topology
 from kriten_common.db.models import User, Webhook, utcnow
 from kriten_common.messages import ConfigChanged, Event
 from tests.api.conftest import ApiClient, login
@@ -144,28 +141,6 @@ async def test_only_the_owner_or_webhooks_write_may_rotate(api: ApiClient) -> No
         assert response.status == 403
     response = await api.get(f"/api/v1/webhooks/{hook['id']}/deliveries", headers=mallory)
     assert response.status == 403
-
-
-@pytest.fixture
-async def announced(amqp_url: str, topology: Topology) -> AsyncIterator[list[Event]]:
-    """Every `config.changed` event published while the test runs."""
-    seen: list[Event] = []
-
-    async def handler(event: Event) -> None:
-        seen.append(event)
-
-    connection = await aio_pika.connect_robust(amqp_url)
-    subscription = BroadcastSubscription(
-        connection=connection,
-        topology=topology,
-        name="test",
-        routing_keys=(ConfigChanged.routing_key,),
-        handler=handler,
-    )
-    await subscription.start()
-    yield seen
-    await subscription.stop()
-    await connection.close()
 
 
 async def test_every_change_is_announced(api: ApiClient, announced: list[Event]) -> None:
