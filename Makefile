@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 # Trust the system's certificate store, as pip and git do (corporate proxies included).
-export UV_NATIVE_TLS ?= 1
+export UV_SYSTEM_CERTS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: help run test lint bench sync test-deps

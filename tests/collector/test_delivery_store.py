@@ -67,6 +67,21 @@ async def test_only_accepted_deliveries_keep_their_body(db_sessions: SessionFact
     }
 
 
+async def test_a_retry_accepted_by_another_replica_is_logged_duplicate(
+    db_sessions: SessionFactory,
+) -> None:
+    store = DeliveryStore(db_sessions, retention=timedelta(days=7))
+    await store.record(delivered("first", job_id="hello-abc"))
+    await store.record(delivered("retry", job_id="hello-abc"))
+    await store.record(delivered("other", job_id="hello-xyz"))
+    outcomes = {row.id: (row.outcome, row.body) for row in await rows(db_sessions)}
+    assert outcomes == {
+        "first": ("accepted", '{"event": 1}'),
+        "retry": ("duplicate", None),
+        "other": ("accepted", '{"event": 1}'),
+    }
+
+
 async def test_deliveries_past_the_retention_are_purged(db_sessions: SessionFactory) -> None:
     now = [0.0]
     store = DeliveryStore(

@@ -19,11 +19,10 @@ from pydantic import SecretStr
 
 from kriten_api.bootstrap import ensure_builtins
 from kriten_api.migrate import upgrade_database
-from kriten_common.admission import derived_suffix, job_id_for
 from kriten_common.amqp import Topology, publish_broadcast
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory, create_engine, session_factory
-from kriten_common.db.models import Job, Runner, Task, User, Webhook, utcnow
+from kriten_common.db.models import Runner, Task, User, Webhook, utcnow
 from kriten_common.messages import (
     ConfigChanged,
     Event,
@@ -229,26 +228,6 @@ async def test_retry_is_a_duplicate_with_the_first_job_id(world: World) -> None:
     assert outcomes["duplicate"].job_id == one["id"]
     assert outcomes["duplicate"].idempotency_key == "event-1"
     assert outcomes["duplicate"].body is None
-
-
-async def test_a_job_another_replica_created_is_recognised_from_the_database(
-    world: World,
-) -> None:
-    hook = await world.webhook(scheme="infrahub")
-    job_id = job_id_for("hello", derived_suffix(f"{hook}:event-2"))
-    async with world.sessions() as session:
-        session.add(Job(id=job_id, task="hello", owner="root", owner_id=world.root_id))
-        await session.commit()
-    client = await world.ingress()
-    raw, headers = infrahub_wire(infrahub_node_update(event_id="event-2"), SECRET)
-    answer = await (await client.post(RUN + hook, data=raw, headers=headers)).json()
-    assert answer == {
-        "msg": "job already created for this delivery",
-        "id": job_id,
-        "status": "duplicate",
-    }
-    events = await world.drain(until=lambda es: len(deliveries(es)) >= 1)
-    assert not requests(events)
 
 
 async def test_filter_decides_whether_a_job_runs(world: World) -> None:

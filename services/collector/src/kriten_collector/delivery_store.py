@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import WebhookDelivery, utcnow
@@ -42,6 +43,15 @@ def delivery_row(event: WebhookDelivered) -> WebhookDelivery:
     )
 
 
+async def _job_already_delivered(session: AsyncSession, row: WebhookDelivery) -> bool:
+    earlier = select(WebhookDelivery.id).where(
+        WebhookDelivery.job_id == row.job_id,
+        col(WebhookDelivery.outcome).in_(("accepted", "duplicate")),
+        WebhookDelivery.id != row.id,
+    )
+    return (await session.exec(earlier.limit(1))).first() is not None
+
+
 class DeliveryStore:
     def __init__(
         self,
@@ -58,12 +68,20 @@ class DeliveryStore:
         self._last_purge: float | None = None
 
     async def record(self, event: WebhookDelivered) -> bool:
-        """Stores the delivery; False when it was already stored (a redelivery)."""
+        """Stores the delivery; False when it was already stored (a redelivery).
+
+        An `accepted` delivery whose job an earlier delivery already produced is stored as
+        `duplicate`: a sender's retry that reached another ingress replica (or came after
+        a restart) was answered `accepted`, with the same job id, since the ingress keeps
+        the database off its request path; this is where the log learns the truth."""
         async with self._sessions() as session:
             if await session.get(WebhookDelivery, event.delivery_id) is not None:
                 stored = False
             else:
-                session.add(delivery_row(event))
+                row = delivery_row(event)
+                if row.outcome == "accepted" and await _job_already_delivered(session, row):
+                    row.outcome, row.body = "duplicate", None
+                session.add(row)
                 try:
                     await session.commit()
                     stored = True

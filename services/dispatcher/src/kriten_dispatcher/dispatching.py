@@ -5,6 +5,7 @@ from __future__ import annotations
 from kriten_common.amqp import Publisher
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
+from kriten_common.db.models import FINAL_JOB_STATUSES, Job
 from kriten_common.logging import get_logger
 from kriten_common.messages import (
     Event,
@@ -42,6 +43,11 @@ class Dispatcher:
         elif isinstance(event, JobCancelRequested):
             await self.cancel(event)
 
+    async def _already_finished(self, job_id: str) -> bool:
+        async with self._sessions() as session:
+            job = await session.get(Job, job_id)
+        return job is not None and job.status in FINAL_JOB_STATUSES
+
     async def cancel(self, event: JobCancelRequested) -> None:
         """Stops the job; one not launched yet (its request still queued or retrying) is
         tried again later, so the cancellation lands once the launch has."""
@@ -52,6 +58,11 @@ class Dispatcher:
     async def launch(self, event: JobRequested) -> None:
         """Launches once (idempotent by job id); a permanent failure is recorded on the job
         through `JobDispatchFailed` before the request is dead-lettered."""
+        if await self._already_finished(event.job_id):
+            # A sender's retry after the job ran and its execution was cleaned up (a
+            # Kubernetes Job past its TTL): the same job id must not run twice.
+            log.info("job_already_finished", job_id=event.job_id)
+            return
         try:
             spec = await build_spec(event, sessions=self._sessions, box=self._box)
             await self._launcher.launch(spec)

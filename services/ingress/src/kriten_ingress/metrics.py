@@ -52,7 +52,6 @@ class IngressMetrics:
         )
         self.duplicates = Counter(
             "kriten_ingress_duplicates",
-            "Duplicate deliveries by how they were recognised (memory or database)",
-            ["found_in"],
+            "Deliveries this replica recognised as a retry of one it accepted",
             registry=registry,
         )

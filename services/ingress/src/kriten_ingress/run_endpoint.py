@@ -29,7 +29,7 @@ from kriten_common.db.engine import SessionFactory
 from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered, utcnow
 from kriten_common.rbac import is_allowed
-from kriten_ingress.dedupe import RecentJobs, job_exists
+from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog, recorded_headers
 from kriten_ingress.filters import filter_rejection
 from kriten_ingress.limits import Buckets, replica_rate, retry_after_seconds, source_allowed
@@ -171,7 +171,7 @@ class Intake:
             )
         key = f"{delivery.webhook_id}:{verified.idempotency_key}"
         job_id = job_id_for(task.name, derived_suffix(key))
-        if await self._is_duplicate(job_id):
+        if self._is_duplicate(job_id):
             self._record(delivery, "duplicate", job_id=job_id)
             log.info("webhook_duplicate", webhook_id=delivery.webhook_id, job_id=job_id)
             return web.json_response(
@@ -228,13 +228,9 @@ class Intake:
                 errors.RateLimited("rate limit exceeded", retry_after=wait), "rate limited"
             )
 
-    async def _is_duplicate(self, job_id: str) -> bool:
+    def _is_duplicate(self, job_id: str) -> bool:
         if job_id in self.recent:
-            self.metrics.duplicates.labels("memory").inc()
-            return True
-        if await job_exists(self.sessions, job_id, within=self.settings.duplicate_check_seconds):
-            self.metrics.duplicates.labels("database").inc()
-            self.recent.add(job_id)
+            self.metrics.duplicates.inc()
             return True
         return False
 

@@ -20,11 +20,8 @@ class IngressSettings(CommonSettings):
     # How many ingress replicas share each webhook's rate limit: each replica allows the
     # configured rate divided by this.
     ingress_replicas: int = Field(default=1, ge=1)
-    # Recent idempotency keys remembered per replica, to answer `"status": "duplicate"`
-    # without a database read.
+    # Recent job ids remembered per replica, to answer `"status": "duplicate"`.
     recent_keys: int = Field(default=100_000, ge=0)
-    # How long the duplicate check may wait for the jobs table before going on without it.
-    duplicate_check_seconds: float = Field(default=0.5, gt=0)
     # Delivery-log events being published at once; beyond this they are dropped (and
     # counted), so a slow broker never holds up the run endpoint.
     delivery_log_in_flight: int = Field(default=1000, ge=1)

@@ -1,0 +1,105 @@
+"""The dispatcher's handling of job requests: launch once, never re-run a finished job,
+record permanent failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kriten_common.crypto import SecretBox
+from kriten_common.db.engine import SessionFactory
+from kriten_common.db.models import Job, Runner, Task
+from kriten_common.messages import Event, JobDispatched, JobDispatchFailed, JobRequested
+from kriten_common.outcomes import PermanentError
+from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
+from kriten_dispatcher.dispatching import Dispatcher
+from kriten_dispatcher.ports import JobSpec
+
+
+class CountingLauncher:
+    def __init__(self) -> None:
+        self.launched: list[JobSpec] = []
+
+    async def launch(self, spec: JobSpec) -> None:
+        self.launched.append(spec)
+
+    async def cancel(self, job_id: str) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, *events: Event) -> None:
+        self.events.extend(events)
+
+
+def request(job_id: str = "hello-abc", task: str = "hello") -> JobRequested:
+    return JobRequested(
+        job_id=job_id, task=task, owner="root", owner_id="u", source="webhook", input='{"a": 1}'
+    )
+
+
+@pytest.fixture
+async def world(db_sessions: SessionFactory) -> tuple[Dispatcher, CountingLauncher, Any]:
+    async with db_sessions() as session:
+        session.add(Runner(name="python", git_url="file:///repo"))
+        await session.commit()
+        session.add(Task(name="hello", runner="python", command="echo hi"))
+        await session.commit()
+    launcher = CountingLauncher()
+    publisher = RecordingPublisher()
+    dispatcher = Dispatcher(
+        launcher=launcher,
+        publisher=publisher,  # type: ignore[arg-type]
+        sessions=db_sessions,
+        box=SecretBox(DEVELOPMENT_ENCRYPTION_KEY),
+        executor="local",
+    )
+    return dispatcher, launcher, publisher
+
+
+async def test_a_request_is_launched_with_its_input(world: Any) -> None:
+    dispatcher, launcher, publisher = world
+    await dispatcher.handle(request())
+    (spec,) = launcher.launched
+    assert (spec.job_id, spec.command, spec.extra_vars) == ("hello-abc", "echo hi", '{"a": 1}')
+    assert [type(e) for e in publisher.events] == [JobDispatched]
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+async def test_a_retry_of_a_finished_job_runs_nothing(
+    world: Any, db_sessions: SessionFactory, status: str
+) -> None:
+    dispatcher, launcher, publisher = world
+    async with db_sessions() as session:
+        session.add(Job(id="hello-abc", task="hello", owner="root", owner_id="u", status=status))
+        await session.commit()
+    await dispatcher.handle(request())
+    assert launcher.launched == []
+    assert publisher.events == []
+
+
+async def test_a_queued_job_is_still_launched(world: Any, db_sessions: SessionFactory) -> None:
+    dispatcher, launcher, _ = world
+    async with db_sessions() as session:
+        # The collector records the request as it arrives, often before the launch.
+        session.add(Job(id="hello-abc", task="hello", owner="root", owner_id="u"))
+        await session.commit()
+    await dispatcher.handle(request())
+    assert [s.job_id for s in launcher.launched] == ["hello-abc"]
+
+
+async def test_a_vanished_task_is_a_permanent_failure_recorded_on_the_job(world: Any) -> None:
+    dispatcher, launcher, publisher = world
+    with pytest.raises(PermanentError, match="no longer exists"):
+        await dispatcher.handle(request(task="gone"))
+    assert launcher.launched == []
+    (failed,) = publisher.events
+    assert isinstance(failed, JobDispatchFailed)
+    assert failed.job_id == "hello-abc"
