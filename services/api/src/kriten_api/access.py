@@ -14,6 +14,9 @@ from kriten_common.rbac import Access, Principal, is_allowed
 ALL = "*"
 DNS_1123 = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 MASK = "************"
+# Databases refuse integers past 64 bits (500); no table comes near this many rows, so a
+# larger limit or offset is the same as this one.
+MAX_COUNT = 2**62
 
 
 def require(principal: Principal, resource: str, resource_id: str, access: Access) -> None:
@@ -52,15 +55,18 @@ def check_name(value: Any, field: str = "name") -> str:
 def pagination(request: web.Request) -> tuple[int | None, int]:
     """`?limit=` and `?offset=`, validated."""
 
-    def number(name: str) -> int | None:
-        raw = request.query.get(name)
-        if raw is None or raw == "":
-            return None
-        if not raw.isdigit():
-            raise errors.InvalidInput(f"{name} must be a non-negative integer")
-        return int(raw)
+    return count(request, "limit"), count(request, "offset") or 0
 
-    return number("limit"), number("offset") or 0
+
+def count(request: web.Request, name: str) -> int | None:
+    """A non-negative integer query parameter, or None when absent."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    # isdigit() alone takes other scripts' digits ('²', '٣'), which int() refuses.
+    if not (raw.isascii() and raw.isdigit()):
+        raise errors.InvalidInput(f"{name} must be a non-negative integer")
+    return min(int(raw), MAX_COUNT)
 
 
 def page(items: Sequence[Any], request: web.Request) -> list[Any]:

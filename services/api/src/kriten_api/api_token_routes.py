@@ -19,6 +19,8 @@ from kriten_api import api_tokens
 from kriten_api.access import list_response, optional_bool, optional_str, page, require
 from kriten_api.authentication import authenticate
 from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.openapi import route
+from kriten_api.schemas import ApiTokenIn, ApiTokenOut, DeletedOut, dump, validate
 from kriten_common import errors
 from kriten_common.db.models import ApiToken, utcnow
 from kriten_common.http import read_json_object
@@ -30,15 +32,18 @@ READ_ONLY_FIELDS = ("id", "owner", "key")
 
 
 def token_json(token: ApiToken) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "owner": token.owner_id,
-        "description": token.description,
-        "enabled": token.enabled,
-        "expires": token.expires.isoformat() if token.expires is not None else None,
-        "created_at": token.created_at.isoformat(),
-        "updated_at": token.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        ApiTokenOut(
+            id=token.id,
+            owner=token.owner_id,
+            description=token.description,
+            enabled=token.enabled,
+            expires=token.expires.isoformat() if token.expires is not None else None,
+            created_at=token.created_at.isoformat(),
+            updated_at=token.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 def parse_expires(value: Any) -> datetime | None:
@@ -73,6 +78,9 @@ def _apply(token: ApiToken, body: dict[str, Any], *, now: datetime) -> None:
         if expires is not None and expires != token.expires and expires <= now:
             raise errors.InvalidInput("expires must be in the future")
         token.expires = expires
+    # Last, after the checks above and their messages: whatever they let through still
+    # has the types the document gives.
+    validate(ApiTokenIn, body)
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -92,7 +100,7 @@ async def create_token(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         session.add(token)
         await session.commit()
-    return web.json_response({**token_json(token), "key": key})
+    return web.json_response(dump(ApiTokenOut.model_validate({**token_json(token), "key": key})))
 
 
 async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
@@ -149,17 +157,51 @@ async def delete_token(request: web.Request) -> web.Response:
         token = await _load(request, session, write=True)
         await session.delete(token)
         await session.commit()
-    return web.json_response({"msg": "apiToken deleted successfully", "id": token.id})
+    return web.json_response(dump(DeletedOut(msg="apiToken deleted successfully", id=token.id)))
 
 
 def add_routes(app: web.Application, base: str) -> None:
     for path in PATHS:
-        app.router.add_get(f"{base}/{path}", list_own_tokens)
-        app.router.add_post(f"{base}/{path}", create_token)
-        app.router.add_put(f"{base}/{path}", create_token)
+        items, item = f"{base}/{path}", f"{base}/{path}/{{id}}"
+        route(
+            app,
+            "GET",
+            items,
+            list_own_tokens,
+            summary="List the caller's API tokens",
+            response=ApiTokenOut,
+            listing=True,
+        )
+        for method in ("POST", "PUT"):
+            route(
+                app,
+                method,
+                items,
+                create_token,
+                summary="Create an API token for the caller (its key shown once)",
+                request=ApiTokenIn,
+                request_required=False,
+                response=ApiTokenOut,
+            )
         # Before `{id}`, which would otherwise take "all" for an id.
-        app.router.add_get(f"{base}/{path}/all", list_all_tokens)
-        app.router.add_get(f"{base}/{path}/{{id}}", get_token)
-        app.router.add_patch(f"{base}/{path}/{{id}}", update_token)
-        app.router.add_put(f"{base}/{path}/{{id}}", update_token)
-        app.router.add_delete(f"{base}/{path}/{{id}}", delete_token)
+        route(
+            app,
+            "GET",
+            f"{items}/all",
+            list_all_tokens,
+            summary="List every user's API tokens",
+            response=ApiTokenOut,
+            listing=True,
+        )
+        route(app, "GET", item, get_token, summary="Get an API token", response=ApiTokenOut)
+        for method in ("PATCH", "PUT"):
+            route(
+                app,
+                method,
+                item,
+                update_token,
+                summary="Update an API token",
+                request=ApiTokenIn,
+                response=ApiTokenOut,
+            )
+        route(app, "DELETE", item, delete_token, summary="Delete an API token", response=DeletedOut)

@@ -15,6 +15,7 @@ from kriten_api import (
     groups,
     jobs,
     login,
+    openapi,
     role_bindings,
     roles,
     runners,
@@ -48,6 +49,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     for module in (
         login,
+        openapi,
         runners,
         tasks,
         webhooks,
@@ -62,6 +64,8 @@ def create_app(settings: ApiSettings) -> web.Application:
         deliveries,
     ):
         module.add_routes(app, BASE)
+    # Last: the document covers the routes recorded above.
+    openapi.add_routes(app, BASE)
     return app
 
 

@@ -27,9 +27,11 @@ from typing import Any
 from aiohttp import web
 from sqlmodel import col, func, select
 
-from kriten_api.access import list_response, readable_ids, require
+from kriten_api.access import count, list_response, readable_ids, require
 from kriten_api.authentication import PRINCIPAL, authenticate
 from kriten_api.keys import SESSIONS
+from kriten_api.openapi import Query, route
+from kriten_api.schemas import AuditLogOut, dump
 from kriten_common import errors
 from kriten_common.db.models import AuditLog
 from kriten_common.http import Handler, response_for
@@ -181,27 +183,26 @@ def _created_key(response: web.StreamResponse | None) -> str | None:
 
 def audit_json(row: AuditLog) -> dict[str, Any]:
     """Kriten's field names, so its clients read the log unchanged."""
-    return {
-        "id": row.id,
-        "user_id": row.user_id,
-        "username": row.username,
-        "provider": row.provider,
-        "event_type": row.event_type,
-        "event_category": row.category,
-        "event_target": row.target,
-        "status": row.status,
-        "detail": row.detail,
-        "created_at": row.created_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        AuditLogOut(
+            id=row.id,
+            user_id=row.user_id,
+            username=row.username,
+            provider=row.provider,
+            event_type=row.event_type,
+            event_category=row.category,
+            event_target=row.target,
+            status=row.status,
+            detail=row.detail,
+            created_at=row.created_at.isoformat(),
+        )
+    )
+    return answer
 
 
 def _count(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isdigit():
-        raise errors.InvalidInput(f"{name} must be a non-negative integer")
-    return int(raw)
+    value = count(request, name)
+    return default if value is None else value
 
 
 async def list_audit_logs(request: web.Request) -> web.Response:
@@ -237,5 +238,22 @@ async def get_audit_log(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/audit_logs", list_audit_logs)
-    app.router.add_get(f"{base}/audit_logs/{{id}}", get_audit_log)
+    number = {"type": "integer", "minimum": 0}
+    route(
+        app,
+        "GET",
+        f"{base}/audit_logs",
+        list_audit_logs,
+        summary="The audit log, newest first",
+        response=AuditLogOut,
+        listing=True,
+        query=[Query("max", number, f"Kriten's name for limit (default {DEFAULT_MAX})")],
+    )
+    route(
+        app,
+        "GET",
+        f"{base}/audit_logs/{{id}}",
+        get_audit_log,
+        summary="An audit log entry",
+        response=AuditLogOut,
+    )

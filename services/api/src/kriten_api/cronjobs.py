@@ -35,6 +35,8 @@ from kriten_api.access import (
 )
 from kriten_api.authentication import authenticate
 from kriten_api.keys import SESSIONS
+from kriten_api.openapi import route
+from kriten_api.schemas import CronJobIn, CronJobOut, DeletedOut, JsonSchemaOut, dump, validate
 from kriten_common import errors
 from kriten_common.admission import validate_input
 from kriten_common.db.models import CronJob, Task, utcnow
@@ -47,16 +49,19 @@ HARMLESS_FIELDS = frozenset({"name", "owner", "disable"})
 
 
 def cronjob_json(cronjob: CronJob) -> dict[str, Any]:
-    return {
-        "name": cronjob.name,
-        "owner": cronjob.owner,
-        "task": cronjob.task,
-        "schedule": cronjob.schedule,
-        "disable": cronjob.disable,
-        "extra_vars": cronjob.extra_vars,
-        "created_at": cronjob.created_at.isoformat(),
-        "updated_at": cronjob.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        CronJobOut(
+            name=cronjob.name,
+            owner=cronjob.owner,
+            task=cronjob.task,
+            schedule=cronjob.schedule,
+            disable=cronjob.disable,
+            extra_vars=cronjob.extra_vars,
+            created_at=cronjob.created_at.isoformat(),
+            updated_at=cronjob.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 def check_schedule(value: Any, *, now: datetime | None = None) -> str:
@@ -117,6 +122,9 @@ def _apply(cronjob: CronJob, body: dict[str, Any]) -> None:
         cronjob.disable = optional_bool(body, "disable", False)
     if "extra_vars" in body:
         cronjob.extra_vars = check_extra_vars(body["extra_vars"])
+    # Last, after the checks above and their messages: whatever they let through still
+    # has the types the document gives.
+    validate(CronJobIn, body)
 
 
 async def list_cronjobs(request: web.Request) -> web.Response:
@@ -209,7 +217,7 @@ async def delete_cronjob(request: web.Request) -> web.Response:
         cronjob = await _load(request, session, write=True)
         await session.delete(cronjob)
         await session.commit()
-    return web.json_response({"msg": "cronjob deleted successfully", "id": cronjob.name})
+    return web.json_response(dump(DeletedOut(msg="cronjob deleted successfully", id=cronjob.name)))
 
 
 async def get_cronjob_schema(request: web.Request) -> web.Response:
@@ -217,15 +225,42 @@ async def get_cronjob_schema(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         cronjob = await _load(request, session, write=False)
         task = await session.get(Task, cronjob.task)
-    return web.json_response(task.schema_ if task is not None else None)
+    return web.json_response(dump(JsonSchemaOut(task.schema_ if task is not None else None)))
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/cronjobs", list_cronjobs)
-    app.router.add_post(f"{base}/cronjobs", create_cronjob)
-    app.router.add_put(f"{base}/cronjobs", create_cronjob)
-    app.router.add_get(f"{base}/cronjobs/{{name}}", get_cronjob)
-    app.router.add_patch(f"{base}/cronjobs/{{name}}", update_cronjob)
-    app.router.add_put(f"{base}/cronjobs/{{name}}", update_cronjob)
-    app.router.add_delete(f"{base}/cronjobs/{{name}}", delete_cronjob)
-    app.router.add_get(f"{base}/cronjobs/{{name}}/schema", get_cronjob_schema)
+    items, item = f"{base}/cronjobs", f"{base}/cronjobs/{{name}}"
+    route(
+        app, "GET", items, list_cronjobs, summary="List cronjobs", response=CronJobOut, listing=True
+    )
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_cronjob,
+            summary="Create a cronjob",
+            request=CronJobIn,
+            response=CronJobOut,
+            errors=[409],
+        )
+    route(app, "GET", item, get_cronjob, summary="Get a cronjob", response=CronJobOut)
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_cronjob,
+            summary="Update a cronjob (a merge)",
+            request=CronJobIn,
+            response=CronJobOut,
+        )
+    route(app, "DELETE", item, delete_cronjob, summary="Delete a cronjob", response=DeletedOut)
+    route(
+        app,
+        "GET",
+        f"{item}/schema",
+        get_cronjob_schema,
+        summary="The input schema of a cronjob's task",
+        response=JsonSchemaOut,
+    )

@@ -20,6 +20,8 @@ from sqlmodel import col, func, select
 
 from kriten_api.access import list_response, pagination
 from kriten_api.keys import PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
+from kriten_api.openapi import Query, route
+from kriten_api.schemas import AnyJson, DeliveryOut, JobAcceptedOut, TestDeliveryIn, dump
 from kriten_api.webhooks import load_webhook, optional_json_object
 from kriten_common import errors
 from kriten_common.admission import admit
@@ -37,22 +39,23 @@ TEST_TIMEOUT_SECONDS = 30.0
 
 def delivery_json(row: WebhookDelivery, *, full: bool = True) -> dict[str, Any]:
     """The delivery; `full=False` (lists) leaves out the body."""
-    answer: dict[str, Any] = {
-        "id": row.id,
-        "webhook_id": row.webhook_id,
-        "received_at": row.received_at.isoformat(),
-        "scheme": row.scheme,
-        "outcome": row.outcome,
-        "reason": row.reason,
-        "source": row.source,
-        "idempotency_key": row.idempotency_key,
-        "job_id": row.job_id,
-        "size": row.size,
-        "secret_matched": row.secret_matched,
-        "headers": row.headers,
-    }
+    model = DeliveryOut(
+        id=row.id,
+        webhook_id=row.webhook_id,
+        received_at=row.received_at.isoformat(),
+        scheme=row.scheme,
+        outcome=row.outcome,
+        reason=row.reason,
+        source=row.source,
+        idempotency_key=row.idempotency_key,
+        job_id=row.job_id,
+        size=row.size,
+        secret_matched=row.secret_matched,
+        headers=row.headers,
+    )
     if full:
-        answer["body"] = row.body if row.outcome == "accepted" else None
+        model.body = row.body if row.outcome == "accepted" else None
+    answer: dict[str, Any] = dump(model)
     return answer
 
 
@@ -141,9 +144,8 @@ async def redeliver(request: web.Request) -> web.Response:
     log.info(
         "webhook_redelivered", webhook_id=hook.id, delivery_id=original.id, job_id=event.job_id
     )
-    return web.json_response(
-        {"msg": "job created successfully", "id": event.job_id, "status": "accepted"}, status=202
-    )
+    accepted = JobAcceptedOut(msg="job created successfully", id=event.job_id, status="accepted")
+    return web.json_response(dump(accepted), status=202)
 
 
 async def _principal(session: Any, user_id: str) -> Principal | None:
@@ -262,7 +264,46 @@ async def send_test_delivery(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/webhooks/{{id}}/deliveries", list_deliveries)
-    app.router.add_get(f"{base}/webhooks/{{id}}/deliveries/{{delivery_id}}", get_delivery)
-    app.router.add_post(f"{base}/webhooks/{{id}}/deliveries/{{delivery_id}}/redeliver", redeliver)
-    app.router.add_post(f"{base}/webhooks/{{id}}/test", send_test_delivery)
+    hook = f"{base}/webhooks/{{id}}"
+    delivery = f"{hook}/deliveries/{{delivery_id}}"
+    route(
+        app,
+        "GET",
+        f"{hook}/deliveries",
+        list_deliveries,
+        summary="A webhook's delivery log",
+        response=DeliveryOut,
+        listing=True,
+        query=[Query("outcome", {"enum": list(OUTCOMES)}, "Only deliveries with this outcome")],
+    )
+    route(
+        app,
+        "GET",
+        delivery,
+        get_delivery,
+        summary="A delivery, with its body",
+        response=DeliveryOut,
+    )
+    route(
+        app,
+        "POST",
+        f"{delivery}/redeliver",
+        redeliver,
+        summary="Run an accepted delivery's body again, as a new job",
+        response=JobAcceptedOut,
+        status=202,
+        errors=[409, 503],
+    )
+    route(
+        app,
+        "POST",
+        f"{hook}/test",
+        send_test_delivery,
+        summary="Send a signed test delivery through the run endpoint; its answer",
+        description="Answers with the run endpoint's own status and body.",
+        request=TestDeliveryIn,
+        also=[202],
+        request_required=False,
+        response=AnyJson,
+        errors=[409, 429, 503],
+    )

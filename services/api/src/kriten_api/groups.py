@@ -21,7 +21,9 @@ from kriten_api.access import list_response, page, readable_ids, require, same_n
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.openapi import Query, route
 from kriten_api.roles import UUID_SHAPE, require_item, require_not_builtin
+from kriten_api.schemas import DeletedOut, GroupIn, GroupOut, MemberOut, MembersIn, dump
 from kriten_common import errors
 from kriten_common.db.models import Group, RoleBinding, utcnow
 from kriten_common.http import read_json, read_json_object
@@ -32,14 +34,17 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._@-]{0,126}[A-Za-z0-9._@-])
 
 
 def group_json(group: Group, user_ids: list[str]) -> dict[str, Any]:
-    return {
-        "id": group.id,
-        "name": group.name,
-        "provider": group.provider,
-        "users": user_ids,
-        "created_at": group.created_at.isoformat(),
-        "updated_at": group.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        GroupOut(
+            id=group.id,
+            name=group.name,
+            provider=group.provider,
+            users=user_ids,
+            created_at=group.created_at.isoformat(),
+            updated_at=group.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 def _check_name(value: Any) -> str:
@@ -182,14 +187,14 @@ async def delete_group(request: web.Request) -> web.Response:
         await session.delete(group)
         await _commit(session, group)
     await publish_config_changed(request.app, "rbac", group.name)
-    return web.json_response({"msg": "group deleted successfully", "id": group.id})
+    return web.json_response(dump(DeletedOut(msg="group deleted successfully", id=group.id)))
 
 
 async def list_group_users(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         group = await _load(request, session, "read")
         users = await membership.members_of(session, group.id)
-    items = [{"id": u.id, "name": u.username, "provider": u.provider} for u in users]
+    items = [dump(MemberOut(id=u.id, name=u.username, provider=u.provider)) for u in users]
     return list_response(items, len(items))
 
 
@@ -221,14 +226,75 @@ async def remove_group_users(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/groups", list_groups)
-    app.router.add_post(f"{base}/groups", create_group)
-    app.router.add_put(f"{base}/groups", create_group)
-    app.router.add_get(f"{base}/groups/{{id}}", get_group)
-    app.router.add_patch(f"{base}/groups/{{id}}", update_group)
-    app.router.add_put(f"{base}/groups/{{id}}", update_group)
-    app.router.add_delete(f"{base}/groups/{{id}}", delete_group)
-    app.router.add_get(f"{base}/groups/{{id}}/users", list_group_users)
-    app.router.add_post(f"{base}/groups/{{id}}/users", add_group_users)
-    app.router.add_put(f"{base}/groups/{{id}}/users", add_group_users)
-    app.router.add_delete(f"{base}/groups/{{id}}/users", remove_group_users)
+    items, item = f"{base}/groups", f"{base}/groups/{{id}}"
+    members = f"{item}/users"
+    # An item is named by its id, or by its name (then `?provider=` when ambiguous).
+    provider = [Query("provider", {"type": "string"}, "The provider, for a name two share")]
+    route(app, "GET", items, list_groups, summary="List groups", response=GroupOut, listing=True)
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_group,
+            summary="Create a group",
+            request=GroupIn,
+            response=GroupOut,
+            errors=[409],
+        )
+    route(app, "GET", item, get_group, summary="Get a group", response=GroupOut, query=provider)
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_group,
+            summary="Set a group's members",
+            request=GroupIn,
+            response=GroupOut,
+            query=provider,
+            errors=[409],
+        )
+    route(
+        app,
+        "DELETE",
+        item,
+        delete_group,
+        summary="Delete a group no binding uses",
+        response=DeletedOut,
+        query=provider,
+        errors=[409],
+    )
+    route(
+        app,
+        "GET",
+        members,
+        list_group_users,
+        summary="A group's members",
+        response=MemberOut,
+        listing=True,
+        query=provider,
+    )
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            members,
+            add_group_users,
+            summary="Add members to a group",
+            request=MembersIn,
+            response=GroupOut,
+            query=provider,
+            errors=[409],
+        )
+    route(
+        app,
+        "DELETE",
+        members,
+        remove_group_users,
+        summary="Remove members from a group",
+        request=MembersIn,
+        response=GroupOut,
+        query=provider,
+        errors=[409],
+    )

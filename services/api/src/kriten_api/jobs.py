@@ -13,6 +13,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from kriten_api.access import list_response, pagination, readable_ids, require
 from kriten_api.authentication import authenticate
 from kriten_api.keys import PUBLISHER, SESSIONS, SETTINGS
+from kriten_api.openapi import ANY_CONTENT, TEXT, Query, route
+from kriten_api.schemas import (
+    CreateJobOut,
+    DeletedOut,
+    JobAcceptedOut,
+    JobOut,
+    JobSummaryOut,
+    JsonSchemaOut,
+    dump,
+)
 from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
@@ -27,17 +37,18 @@ JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
     """Kriten's fields first, then ours; `full=False` leaves out the output (lists)."""
-    answer: dict[str, Any] = {"id": job.id, "owner": job.owner}
+    fields: dict[str, Any] = {"id": job.id, "owner": job.owner}
+    # Absent, not null, until set: Kriten's clients test for the key.
     if job.start_time is not None:
-        answer["start_time"] = format_unix_date(job.start_time)
+        fields["start_time"] = format_unix_date(job.start_time)
     if job.completion_time is not None:
-        answer["completion_time"] = format_unix_date(job.completion_time)
-    answer["failed"] = 1 if job.status == "failed" else 0
-    answer["completed"] = 1 if job.status == "succeeded" else 0
+        fields["completion_time"] = format_unix_date(job.completion_time)
+    fields["failed"] = 1 if job.status == "failed" else 0
+    fields["completed"] = 1 if job.status == "succeeded" else 0
     if full:
-        answer["stdout"] = job.stdout or ""
-        answer["json_data"] = job.json_data
-    answer.update(
+        fields["stdout"] = job.stdout or ""
+        fields["json_data"] = job.json_data
+    fields.update(
         task=job.task,
         status=job.status,
         source=job.source,
@@ -47,6 +58,8 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
         error=job.error,
         created_at=job.created_at.isoformat(),
     )
+    model = JobOut if full else JobSummaryOut
+    answer: dict[str, Any] = dump(model(**fields))
     return answer
 
 
@@ -81,7 +94,7 @@ async def create_job(request: web.Request) -> web.Response:
         finished = await _wait_for_final(request, event.job_id)
         if finished is not None:
             return web.json_response(job_json(finished))
-    return web.json_response({"msg": "job created successfully", "id": event.job_id})
+    return web.json_response(dump(JobAcceptedOut(msg="job created successfully", id=event.job_id)))
 
 
 async def _wait_for_final(request: web.Request, job_id: str) -> Job | None:
@@ -163,20 +176,79 @@ async def cancel_job(request: web.Request) -> web.Response:
     await request.app[PUBLISHER].publish(
         JobCancelRequested(job_id=job.id, requested_by=principal.username)
     )
-    return web.json_response({"msg": "job cancellation requested", "id": job.id})
+    return web.json_response(dump(DeletedOut(msg="job cancellation requested", id=job.id)))
 
 
 async def get_job_schema(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         job = await _load_job(request, session)
         task = await session.get(Task, job.task)
-    return web.json_response(task.schema_ if task is not None else None)
+    return web.json_response(dump(JsonSchemaOut(task.schema_ if task is not None else None)))
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/jobs", list_jobs)
-    app.router.add_post(f"{base}/jobs/{{task}}", create_job)
-    app.router.add_get(f"{base}/jobs/{{id}}", get_job)
-    app.router.add_delete(f"{base}/jobs/{{id}}", cancel_job)
-    app.router.add_get(f"{base}/jobs/{{id}}/log", get_job_log)
-    app.router.add_get(f"{base}/jobs/{{id}}/schema", get_job_schema)
+    item = f"{base}/jobs/{{id}}"
+    filters = [
+        Query("task", {"type": "string"}, "Only this task's jobs"),
+        Query("owner", {"type": "string"}, "Only this user's jobs (a username)"),
+        Query("status", {"enum": list(JOB_STATUSES)}, "Only jobs in this status"),
+    ]
+    route(
+        app,
+        "GET",
+        f"{base}/jobs",
+        list_jobs,
+        summary="List jobs, newest first",
+        response=JobSummaryOut,
+        listing=True,
+        query=filters,
+    )
+    route(
+        app,
+        "POST",
+        f"{base}/jobs/{{task}}",
+        create_job,
+        summary="Run a task",
+        description=(
+            "The body is the task's input, as is (JSON when the task has a schema, which"
+            " it must satisfy). A synchronous task answers with the finished job when it"
+            " finishes in time, else (like any other task) with the new job's id."
+        ),
+        request=ANY_CONTENT,
+        request_required=False,
+        response=CreateJobOut,
+        errors=[400, 503],
+    )
+    route(app, "GET", item, get_job, summary="Get a job, with its output", response=JobOut)
+    route(
+        app,
+        "DELETE",
+        item,
+        cancel_job,
+        summary="Cancel a job",
+        response=DeletedOut,
+        errors=[409, 503],
+    )
+    route(
+        app,
+        "GET",
+        f"{item}/log",
+        get_job_log,
+        summary="A job's output, as text",
+        response=TEXT,
+        query=[
+            Query(
+                "follow",
+                {"enum": ["true", "false", "1", "0"]},
+                "Stream the output until the job is final",
+            )
+        ],
+    )
+    route(
+        app,
+        "GET",
+        f"{item}/schema",
+        get_job_schema,
+        summary="The input schema of a job's task",
+        response=JsonSchemaOut,
+    )

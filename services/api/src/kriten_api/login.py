@@ -17,6 +17,8 @@ from kriten_api import jwt_tokens, ldap_auth, passwords
 from kriten_api.authentication import authenticate, presented_claims
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.login_limits import LoginLimiter
+from kriten_api.openapi import route
+from kriten_api.schemas import LoginIn, MessageOut, TokenOut, dump
 from kriten_common import errors
 from kriten_common.client_address import client_address, forwarded_hops
 from kriten_common.db.models import User
@@ -35,7 +37,7 @@ LDAP_CONFIG = web.AppKey("ldap_config", ldap_auth.LdapConfig)
 def _token_response(request: web.Request, token: str) -> web.Response:
     settings = request.app[SETTINGS]
     secure = settings.cookie_secure if settings.cookie_secure is not None else request.secure
-    response = web.json_response({"token": token})
+    response = web.json_response(dump(TokenOut(token=token)))
     response.set_cookie(
         "token",
         token,
@@ -162,7 +164,7 @@ async def logout(request: web.Request) -> web.Response:
     claims = await presented_claims(request)
     async with request.app[SESSIONS]() as session:
         await jwt_tokens.revoke(session, claims)
-    response = web.json_response({"msg": "logged out"})
+    response = web.json_response(dump(MessageOut(msg="logged out")))
     response.del_cookie("token", path="/")
     return response
 
@@ -174,6 +176,30 @@ def add_routes(app: web.Application, base: str) -> None:
     directory = ldap_auth.LdapConfig.from_settings(settings)
     if directory is not None:
         app[LDAP_CONFIG] = directory
-    app.router.add_post(f"{base}/login", login)
-    app.router.add_get(f"{base}/refresh", refresh)
-    app.router.add_post(f"{base}/logout", logout)
+    route(
+        app,
+        "POST",
+        f"{base}/login",
+        login,
+        summary="Log in: a JWT, also set as a cookie",
+        request=LoginIn,
+        response=TokenOut,
+        public=True,
+        errors=[401, 429, 503],
+    )
+    route(
+        app,
+        "GET",
+        f"{base}/refresh",
+        refresh,
+        summary="A fresh JWT for the current session",
+        response=TokenOut,
+    )
+    route(
+        app,
+        "POST",
+        f"{base}/logout",
+        logout,
+        summary="Revoke the session's JWT",
+        response=MessageOut,
+    )

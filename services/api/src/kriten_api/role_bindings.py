@@ -19,12 +19,14 @@ from kriten_api.access import list_response, page, readable_ids, require, same_n
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS
+from kriten_api.openapi import Query, route
 from kriten_api.roles import (
     check_label,
     require_holds,
     require_item,
     require_not_builtin,
 )
+from kriten_api.schemas import DeletedOut, RoleBindingIn, RoleBindingOut, dump
 from kriten_common import errors
 from kriten_common.db.models import Group, Role, RoleBinding, User, utcnow
 from kriten_common.http import read_json_object
@@ -34,18 +36,21 @@ SUBJECT_KINDS = ("groups", "users")
 
 
 def binding_json(binding: RoleBinding, role: Role) -> dict[str, Any]:
-    return {
-        "id": binding.id,
-        "name": binding.name,
-        "role_name": role.name,
-        "role_id": role.id,
-        "subject_kind": binding.subject_kind,
-        "subject_provider": binding.subject_provider,
-        "subject_name": binding.subject_name,
-        "subject_id": binding.subject_id,
-        "created_at": binding.created_at.isoformat(),
-        "updated_at": binding.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        RoleBindingOut(
+            id=binding.id,
+            name=binding.name,
+            role_name=role.name,
+            role_id=role.id,
+            subject_kind=binding.subject_kind,
+            subject_provider=binding.subject_provider,
+            subject_name=binding.subject_name,
+            subject_id=binding.subject_id,
+            created_at=binding.created_at.isoformat(),
+            updated_at=binding.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 async def _role(session: AsyncSession, name: Any) -> Role:
@@ -208,14 +213,54 @@ async def delete_binding(request: web.Request) -> web.Response:
         await session.delete(binding)
         await session.commit()
     await publish_config_changed(request.app, "rbac", binding.name)
-    return web.json_response({"msg": "role binding deleted successfully", "id": binding.id})
+    deleted = DeletedOut(msg="role binding deleted successfully", id=binding.id)
+    return web.json_response(dump(deleted))
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/role_bindings", list_bindings)
-    app.router.add_post(f"{base}/role_bindings", create_binding)
-    app.router.add_put(f"{base}/role_bindings", create_binding)
-    app.router.add_get(f"{base}/role_bindings/{{id}}", get_binding)
-    app.router.add_patch(f"{base}/role_bindings/{{id}}", update_binding)
-    app.router.add_put(f"{base}/role_bindings/{{id}}", update_binding)
-    app.router.add_delete(f"{base}/role_bindings/{{id}}", delete_binding)
+    items, item = f"{base}/role_bindings", f"{base}/role_bindings/{{id}}"
+    filters = [
+        Query("role_name", {"type": "string"}, "Only bindings of this role"),
+        Query("subject_name", {"type": "string"}, "Only bindings to this subject"),
+    ]
+    route(
+        app,
+        "GET",
+        items,
+        list_bindings,
+        summary="List role bindings",
+        response=RoleBindingOut,
+        listing=True,
+        query=filters,
+    )
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_binding,
+            summary="Bind a role to a group or user",
+            request=RoleBindingIn,
+            response=RoleBindingOut,
+            errors=[409],
+        )
+    route(
+        app,
+        "GET",
+        item,
+        get_binding,
+        summary="Get a role binding (by id or name)",
+        response=RoleBindingOut,
+    )
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_binding,
+            summary="Update a role binding (a merge)",
+            request=RoleBindingIn,
+            response=RoleBindingOut,
+            errors=[409],
+        )
+    route(app, "DELETE", item, delete_binding, summary="Delete a role binding", response=DeletedOut)

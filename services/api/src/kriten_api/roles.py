@@ -34,6 +34,8 @@ from kriten_api.access import list_response, page, readable_ids, require, same_n
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS
+from kriten_api.openapi import route
+from kriten_api.schemas import DeletedOut, RoleIn, RoleOut, dump, validate
 from kriten_common import errors
 from kriten_common.db.models import Role, RoleBinding, utcnow
 from kriten_common.http import read_json_object
@@ -124,15 +126,18 @@ async def find_role(session: AsyncSession, key: str) -> Role | None:
 
 
 def role_json(role: Role) -> dict[str, Any]:
-    return {
-        "id": role.id,
-        "name": role.name,
-        "resource": role.resource,
-        "resource_ids": list(role.resource_ids),
-        "access": role.access,
-        "created_at": role.created_at.isoformat(),
-        "updated_at": role.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        RoleOut(
+            id=role.id,
+            name=role.name,
+            resource=role.resource,
+            resource_ids=list(role.resource_ids),
+            access=role.access,
+            created_at=role.created_at.isoformat(),
+            updated_at=role.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 def _resource(value: Any) -> str:
@@ -174,6 +179,9 @@ def _apply(role: Role, body: dict[str, Any]) -> None:
         role.resource_ids = _resource_ids(body["resource_ids"])
     if "access" in body:
         role.access = _access(body["access"])
+    # Last, after the checks above and their messages: whatever they let through still
+    # has the types the document gives.
+    validate(RoleIn, body)
 
 
 async def list_roles(request: web.Request) -> web.Response:
@@ -260,14 +268,40 @@ async def delete_role(request: web.Request) -> web.Response:
         except IntegrityError:
             raise errors.Conflict(f"role {role.name!r} is still bound") from None
     await publish_config_changed(request.app, "rbac", role.name)
-    return web.json_response({"msg": "role deleted successfully", "id": role.id})
+    return web.json_response(dump(DeletedOut(msg="role deleted successfully", id=role.id)))
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/roles", list_roles)
-    app.router.add_post(f"{base}/roles", create_role)
-    app.router.add_put(f"{base}/roles", create_role)
-    app.router.add_get(f"{base}/roles/{{id}}", get_role)
-    app.router.add_patch(f"{base}/roles/{{id}}", update_role)
-    app.router.add_put(f"{base}/roles/{{id}}", update_role)
-    app.router.add_delete(f"{base}/roles/{{id}}", delete_role)
+    items, item = f"{base}/roles", f"{base}/roles/{{id}}"
+    route(app, "GET", items, list_roles, summary="List roles", response=RoleOut, listing=True)
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_role,
+            summary="Create a role",
+            request=RoleIn,
+            response=RoleOut,
+            errors=[409],
+        )
+    route(app, "GET", item, get_role, summary="Get a role (by id or name)", response=RoleOut)
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_role,
+            summary="Update a role (a merge)",
+            request=RoleIn,
+            response=RoleOut,
+        )
+    route(
+        app,
+        "DELETE",
+        item,
+        delete_role,
+        summary="Delete a role no binding uses",
+        response=DeletedOut,
+        errors=[409],
+    )

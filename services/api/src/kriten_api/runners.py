@@ -25,6 +25,17 @@ from kriten_api.access import (
 )
 from kriten_api.authentication import authenticate
 from kriten_api.keys import SECRET_BOX, SESSIONS
+from kriten_api.openapi import route
+from kriten_api.schemas import (
+    DeletedOut,
+    RunnerIn,
+    RunnerOut,
+    SecretKeysIn,
+    SecretsIn,
+    SecretsOut,
+    dump,
+    validate,
+)
 from kriten_common import errors
 from kriten_common.crypto import SecretBox
 from kriten_common.db.models import Runner, Task, utcnow
@@ -34,16 +45,19 @@ from kriten_common.local_jobs import is_valid_secret_name
 
 def runner_json(runner: Runner, box: SecretBox) -> dict[str, Any]:
     secrets = box.decrypt_map(runner.secrets_encrypted)
-    return {
-        "name": runner.name,
-        "image": runner.image,
-        "gitURL": runner.git_url,
-        "branch": runner.branch,
-        "token": MASK if runner.token_encrypted else "",
-        "secret": dict.fromkeys(secrets, MASK),
-        "created_at": runner.created_at.isoformat(),
-        "updated_at": runner.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        RunnerOut(
+            name=runner.name,
+            image=runner.image,
+            git_url=runner.git_url,
+            branch=runner.branch,
+            token=MASK if runner.token_encrypted else "",
+            secret=dict.fromkeys(secrets, MASK),
+            created_at=runner.created_at.isoformat(),
+            updated_at=runner.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 def _secret_map(body: dict[str, Any]) -> dict[str, str] | None:
@@ -92,6 +106,9 @@ def _apply(runner: Runner, body: dict[str, Any], box: SecretBox) -> None:
     if secrets is not None:
         merged = merge_secrets(box.decrypt_map(runner.secrets_encrypted), secrets)
         runner.secrets_encrypted = box.encrypt_map(merged) if merged else None
+    # Last, after the checks above and their messages: whatever they let through still
+    # has the types the document gives.
+    validate(RunnerIn, body)
 
 
 async def list_runners(request: web.Request) -> web.Response:
@@ -159,11 +176,12 @@ async def delete_runner(request: web.Request) -> web.Response:
             raise errors.Conflict(f"runner {runner.name!r} is used by tasks: {', '.join(users)}")
         await session.delete(runner)
         await session.commit()
-    return web.json_response({"msg": "runner deleted successfully", "id": runner.name})
+    return web.json_response(dump(DeletedOut(msg="runner deleted successfully", id=runner.name)))
 
 
 def _masked(secrets: dict[str, str]) -> dict[str, str]:
-    return dict.fromkeys(sorted(secrets), MASK)
+    answer: dict[str, str] = dump(SecretsOut(dict.fromkeys(sorted(secrets), MASK)))
+    return answer
 
 
 async def get_secret(request: web.Request) -> web.Response:
@@ -218,14 +236,65 @@ async def delete_secret(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/runners", list_runners)
-    app.router.add_post(f"{base}/runners", create_runner)
-    app.router.add_put(f"{base}/runners", create_runner)
-    app.router.add_get(f"{base}/runners/{{name}}", get_runner)
-    app.router.add_patch(f"{base}/runners/{{name}}", update_runner)
-    app.router.add_put(f"{base}/runners/{{name}}", update_runner)
-    app.router.add_delete(f"{base}/runners/{{name}}", delete_runner)
-    app.router.add_get(f"{base}/runners/{{name}}/secret", get_secret)
-    app.router.add_post(f"{base}/runners/{{name}}/secret", set_secret)
-    app.router.add_put(f"{base}/runners/{{name}}/secret", set_secret)
-    app.router.add_delete(f"{base}/runners/{{name}}/secret", delete_secret)
+    items, item = f"{base}/runners", f"{base}/runners/{{name}}"
+    secret = f"{item}/secret"
+    route(app, "GET", items, list_runners, summary="List runners", response=RunnerOut, listing=True)
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_runner,
+            summary="Create a runner",
+            request=RunnerIn,
+            response=RunnerOut,
+            errors=[409],
+        )
+    route(app, "GET", item, get_runner, summary="Get a runner", response=RunnerOut)
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_runner,
+            summary="Update a runner (a merge)",
+            request=RunnerIn,
+            response=RunnerOut,
+        )
+    route(
+        app,
+        "DELETE",
+        item,
+        delete_runner,
+        summary="Delete a runner unused by tasks",
+        response=DeletedOut,
+        errors=[409],
+    )
+    route(
+        app,
+        "GET",
+        secret,
+        get_secret,
+        summary="A runner's secret keys, masked",
+        response=SecretsOut,
+    )
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            secret,
+            set_secret,
+            summary="Merge keys into a runner's secrets",
+            request=SecretsIn,
+            response=SecretsOut,
+        )
+    route(
+        app,
+        "DELETE",
+        secret,
+        delete_secret,
+        summary="Delete secret keys (all: no body)",
+        request=SecretKeysIn,
+        request_required=False,
+        response=SecretsOut,
+    )

@@ -23,6 +23,16 @@ from kriten_api.access import (
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS
+from kriten_api.openapi import route
+from kriten_api.schemas import (
+    DeletedOut,
+    JsonObjectIn,
+    JsonSchemaOut,
+    TaskIn,
+    TaskOut,
+    dump,
+    validate,
+)
 from kriten_common import errors
 from kriten_common.admission import check_schema
 from kriten_common.db.models import CronJob, Runner, Task, Webhook, utcnow
@@ -30,17 +40,20 @@ from kriten_common.http import read_json_object
 
 
 def task_json(task: Task) -> dict[str, Any]:
-    return {
-        "name": task.name,
-        "runner": task.runner,
-        "command": task.command,
-        "synchronous": task.synchronous,
-        "schema": task.schema_,
-        "timeout_seconds": task.timeout_seconds,
-        "description": task.description,
-        "created_at": task.created_at.isoformat(),
-        "updated_at": task.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        TaskOut(
+            name=task.name,
+            runner=task.runner,
+            command=task.command,
+            synchronous=task.synchronous,
+            schema_=task.schema_,
+            timeout_seconds=task.timeout_seconds,
+            description=task.description,
+            created_at=task.created_at.isoformat(),
+            updated_at=task.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 async def _apply(session: AsyncSession, task: Task, body: dict[str, Any]) -> None:
@@ -67,6 +80,9 @@ async def _apply(session: AsyncSession, task: Task, body: dict[str, Any]) -> Non
         task.timeout_seconds = timeout
     if "description" in body:
         task.description = optional_str(body, "description") or ""
+    # Last, after the checks above and their messages: whatever they let through still
+    # has the types the document gives.
+    validate(TaskIn, body)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -141,13 +157,13 @@ async def delete_task(request: web.Request) -> web.Response:
             raise errors.Conflict(f"task {task.name!r} is used by {'; '.join(used_by)}")
         await session.delete(task)
         await session.commit()
-    return web.json_response({"msg": "task deleted successfully", "id": task.name})
+    return web.json_response(dump(DeletedOut(msg="task deleted successfully", id=task.name)))
 
 
 async def get_schema(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         task = await load_task(request, session, write=False)
-    return web.json_response(task.schema_)
+    return web.json_response(dump(JsonSchemaOut(task.schema_)))
 
 
 async def set_schema(request: web.Request) -> web.Response:
@@ -160,7 +176,7 @@ async def set_schema(request: web.Request) -> web.Response:
         session.add(task)
         await session.commit()
     await publish_config_changed(request.app, "task", task.name)
-    return web.json_response(task.schema_)
+    return web.json_response(dump(JsonSchemaOut(task.schema_)))
 
 
 async def delete_schema(request: web.Request) -> web.Response:
@@ -171,18 +187,60 @@ async def delete_schema(request: web.Request) -> web.Response:
         session.add(task)
         await session.commit()
     await publish_config_changed(request.app, "task", task.name)
-    return web.json_response({"msg": "schema deleted successfully", "id": task.name})
+    return web.json_response(dump(DeletedOut(msg="schema deleted successfully", id=task.name)))
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/tasks", list_tasks)
-    app.router.add_post(f"{base}/tasks", create_task)
-    app.router.add_put(f"{base}/tasks", create_task)
-    app.router.add_get(f"{base}/tasks/{{name}}", get_task)
-    app.router.add_patch(f"{base}/tasks/{{name}}", update_task)
-    app.router.add_put(f"{base}/tasks/{{name}}", update_task)
-    app.router.add_delete(f"{base}/tasks/{{name}}", delete_task)
-    app.router.add_get(f"{base}/tasks/{{name}}/schema", get_schema)
-    app.router.add_post(f"{base}/tasks/{{name}}/schema", set_schema)
-    app.router.add_put(f"{base}/tasks/{{name}}/schema", set_schema)
-    app.router.add_delete(f"{base}/tasks/{{name}}/schema", delete_schema)
+    items, item = f"{base}/tasks", f"{base}/tasks/{{name}}"
+    schema = f"{item}/schema"
+    route(app, "GET", items, list_tasks, summary="List tasks", response=TaskOut, listing=True)
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_task,
+            summary="Create a task",
+            request=TaskIn,
+            response=TaskOut,
+            errors=[409],
+        )
+    route(app, "GET", item, get_task, summary="Get a task", response=TaskOut)
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_task,
+            summary="Update a task (a merge)",
+            request=TaskIn,
+            response=TaskOut,
+        )
+    route(
+        app,
+        "DELETE",
+        item,
+        delete_task,
+        summary="Delete a task unused by webhooks and cronjobs",
+        response=DeletedOut,
+        errors=[409],
+    )
+    route(app, "GET", schema, get_schema, summary="A task's input schema", response=JsonSchemaOut)
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            schema,
+            set_schema,
+            summary="Set a task's input schema",
+            request=JsonObjectIn,
+            response=JsonSchemaOut,
+        )
+    route(
+        app,
+        "DELETE",
+        schema,
+        delete_schema,
+        summary="Remove a task's input schema",
+        response=DeletedOut,
+    )

@@ -21,8 +21,10 @@ from kriten_api.access import list_response, page, readable_ids, require
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.openapi import route
 from kriten_api.passwords import hash_password_async
 from kriten_api.roles import require_holds, require_item, require_not_builtin
+from kriten_api.schemas import DeletedOut, MemberOut, UserIn, UserOut, dump
 from kriten_common import errors
 from kriten_common.db.models import ApiToken, CronJob, RoleBinding, User, Webhook, utcnow
 from kriten_common.http import read_json_object
@@ -34,14 +36,17 @@ MAX_PASSWORD_LENGTH = 1024
 
 def user_json(user: User, group_ids: list[str]) -> dict[str, Any]:
     # Built from named fields so that the password hash can never slip into an answer.
-    return {
-        "id": user.id,
-        "username": user.username,
-        "provider": user.provider,
-        "groups": group_ids,
-        "created_at": user.created_at.isoformat(),
-        "updated_at": user.updated_at.isoformat(),
-    }
+    answer: dict[str, Any] = dump(
+        UserOut(
+            id=user.id,
+            username=user.username,
+            provider=user.provider,
+            groups=group_ids,
+            created_at=user.created_at.isoformat(),
+            updated_at=user.updated_at.isoformat(),
+        )
+    )
+    return answer
 
 
 def _username(body: dict[str, Any]) -> Any:
@@ -209,23 +214,58 @@ async def delete_user(request: web.Request) -> web.Response:
             # Something of theirs was created meanwhile; the foreign keys refused.
             raise errors.Conflict(f"user {user.username!r} still owns resources") from None
     await publish_config_changed(request.app, "user", user.id)
-    return web.json_response({"msg": "user deleted successfully", "id": user.id})
+    return web.json_response(dump(DeletedOut(msg="user deleted successfully", id=user.id)))
 
 
 async def list_user_groups(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         user = await _load(request, session, "read")
         groups = await membership.groups_of(session, user.id)
-    items = [{"id": g.id, "name": g.name, "provider": g.provider} for g in groups]
+    items = [dump(MemberOut(id=g.id, name=g.name, provider=g.provider)) for g in groups]
     return list_response(items, len(items))
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/users", list_users)
-    app.router.add_post(f"{base}/users", create_user)
-    app.router.add_put(f"{base}/users", create_user)
-    app.router.add_get(f"{base}/users/{{id}}", get_user)
-    app.router.add_patch(f"{base}/users/{{id}}", update_user)
-    app.router.add_put(f"{base}/users/{{id}}", update_user)
-    app.router.add_delete(f"{base}/users/{{id}}", delete_user)
-    app.router.add_get(f"{base}/users/{{id}}/groups", list_user_groups)
+    items, item = f"{base}/users", f"{base}/users/{{id}}"
+    route(app, "GET", items, list_users, summary="List users", response=UserOut, listing=True)
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_user,
+            summary="Create a user",
+            request=UserIn,
+            response=UserOut,
+            errors=[409],
+        )
+    route(app, "GET", item, get_user, summary="Get a user", response=UserOut)
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_user,
+            summary="Change a user's password or groups",
+            request=UserIn,
+            response=UserOut,
+            errors=[409],
+        )
+    route(
+        app,
+        "DELETE",
+        item,
+        delete_user,
+        summary="Delete a user who owns nothing",
+        response=DeletedOut,
+        errors=[409],
+    )
+    route(
+        app,
+        "GET",
+        f"{item}/groups",
+        list_user_groups,
+        summary="A user's groups",
+        response=MemberOut,
+        listing=True,
+    )

@@ -25,6 +25,16 @@ from kriten_api.access import MASK, list_response, optional_bool, optional_str, 
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
+from kriten_api.openapi import Operation, Raw, record, route
+from kriten_api.schemas import (
+    DeletedOut,
+    JobAcceptedOut,
+    RotateIn,
+    WebhookIn,
+    WebhookOut,
+    dump,
+    validate,
+)
 from kriten_common import errors
 from kriten_common.db.models import Task, Webhook, utcnow
 from kriten_common.http import read_json_object
@@ -50,27 +60,37 @@ def run_url(request: web.Request, webhook_id: str) -> str:
     return f"{base.rstrip('/')}{RUN_PATH}{webhook_id}"
 
 
-def webhook_json(request: web.Request, hook: Webhook, *, secret: str = MASK) -> dict[str, Any]:
+def webhook_json(
+    request: web.Request,
+    hook: Webhook,
+    *,
+    secret: str = MASK,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
     expires = hook.previous_secret_expires_at
-    return {
-        "id": hook.id,
-        "owner": hook.owner_id,
-        "secret": secret,
-        "description": hook.description,
-        "task": hook.task,
-        "scheme": hook.scheme,
-        "filter": hook.filter,
-        "enabled": hook.enabled,
-        "url": run_url(request, hook.id),
-        "max_body_bytes": hook.max_body_bytes,
-        "rate_limit_per_second": hook.rate_limit_per_second,
-        "allowed_sources": hook.allowed_sources,
-        "previous_secret_expires_at": (
+    model = WebhookOut(
+        id=hook.id,
+        owner=hook.owner_id,
+        secret=secret,
+        description=hook.description,
+        task=hook.task,
+        scheme=hook.scheme,
+        filter=hook.filter,
+        enabled=hook.enabled,
+        url=run_url(request, hook.id),
+        max_body_bytes=hook.max_body_bytes,
+        rate_limit_per_second=hook.rate_limit_per_second,
+        allowed_sources=hook.allowed_sources,
+        previous_secret_expires_at=(
             expires.isoformat() if expires is not None and expires > utcnow() else None
         ),
-        "created_at": hook.created_at.isoformat(),
-        "updated_at": hook.updated_at.isoformat(),
-    }
+        created_at=hook.created_at.isoformat(),
+        updated_at=hook.updated_at.isoformat(),
+    )
+    if warnings:
+        model.warnings = warnings
+    answer: dict[str, Any] = dump(model)
+    return answer
 
 
 def new_secret() -> str:
@@ -177,6 +197,9 @@ def _apply(hook: Webhook, body: dict[str, Any]) -> None:
         hook.rate_limit_per_second = check_rate_limit(body["rate_limit_per_second"])
     if "allowed_sources" in body:
         hook.allowed_sources = check_allowed_sources(body["allowed_sources"])
+    # Last, after the checks above and their messages: whatever they let through still
+    # has the types the document gives.
+    validate(WebhookIn, body)
 
 
 async def create_webhook(request: web.Request) -> web.Response:
@@ -195,10 +218,9 @@ async def create_webhook(request: web.Request) -> web.Response:
         await session.commit()
     # A replica may have cached this id as unknown (someone tried it before it existed).
     await publish_config_changed(request.app, "webhook", hook.id)
-    answer = webhook_json(request, hook, secret=secret)
-    if warnings:
-        answer["warnings"] = warnings
-    return web.json_response(answer, status=201)
+    return web.json_response(
+        webhook_json(request, hook, secret=secret, warnings=warnings), status=201
+    )
 
 
 async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
@@ -265,7 +287,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
         await session.delete(hook)
         await session.commit()
     await publish_config_changed(request.app, "webhook", hook.id)
-    return web.json_response({"msg": "webhook deleted successfully", "id": hook.id})
+    return web.json_response(dump(DeletedOut(msg="webhook deleted successfully", id=hook.id)))
 
 
 async def optional_json_object(request: web.Request) -> dict[str, Any]:
@@ -306,19 +328,79 @@ async def rotate_secret(request: web.Request) -> web.Response:
         session.add(hook)
         await session.commit()
     await publish_config_changed(request.app, "webhook", hook.id)
-    answer = webhook_json(request, hook, secret=secret)
-    if warnings:
-        answer["warnings"] = warnings
-    return web.json_response(answer)
+    return web.json_response(webhook_json(request, hook, secret=secret, warnings=warnings))
 
 
 def add_routes(app: web.Application, base: str) -> None:
-    app.router.add_get(f"{base}/webhooks", list_own_webhooks)
-    app.router.add_post(f"{base}/webhooks", create_webhook)
-    app.router.add_put(f"{base}/webhooks", create_webhook)
-    app.router.add_get(f"{base}/webhooks/all", list_all_webhooks)
-    app.router.add_get(f"{base}/webhooks/{{id}}", get_webhook)
-    app.router.add_patch(f"{base}/webhooks/{{id}}", update_webhook)
-    app.router.add_put(f"{base}/webhooks/{{id}}", update_webhook)
-    app.router.add_delete(f"{base}/webhooks/{{id}}", delete_webhook)
-    app.router.add_post(f"{base}/webhooks/{{id}}/rotate", rotate_secret)
+    items, item = f"{base}/webhooks", f"{base}/webhooks/{{id}}"
+    route(
+        app,
+        "GET",
+        items,
+        list_own_webhooks,
+        summary="List the caller's webhooks",
+        response=WebhookOut,
+        listing=True,
+    )
+    for method in ("POST", "PUT"):
+        route(
+            app,
+            method,
+            items,
+            create_webhook,
+            summary="Create a webhook (its secret shown once)",
+            request=WebhookIn,
+            response=WebhookOut,
+            status=201,
+        )
+    route(
+        app,
+        "GET",
+        f"{items}/all",
+        list_all_webhooks,
+        summary="List every user's webhooks",
+        response=WebhookOut,
+        listing=True,
+    )
+    route(app, "GET", item, get_webhook, summary="Get a webhook", response=WebhookOut)
+    for method in ("PATCH", "PUT"):
+        route(
+            app,
+            method,
+            item,
+            update_webhook,
+            summary="Update a webhook (a merge)",
+            request=WebhookIn,
+            response=WebhookOut,
+        )
+    route(app, "DELETE", item, delete_webhook, summary="Delete a webhook", response=DeletedOut)
+    route(
+        app,
+        "POST",
+        f"{item}/rotate",
+        rotate_secret,
+        summary="Rotate a webhook's secret (the new one shown once)",
+        request=RotateIn,
+        request_required=False,
+        response=WebhookOut,
+    )
+    # Served by the ingress, not here; recorded so that the document covers the whole API.
+    record(
+        app,
+        Operation(
+            method="POST",
+            path=f"{base}/webhooks/run/{{id}}",
+            summary="Deliver an event to a webhook (served by the ingress)",
+            description=(
+                "Served by the ingress service, not the api. The body is the sender's event,"
+                " signed with the webhook's secret in its scheme (Standard Webhooks, NetBox,"
+                " GitHub); the webhook's owner runs its task with it as input."
+            ),
+            request=Raw("*/*", {}, "The event, as its sender signed it"),
+            response=JobAcceptedOut,
+            status=202,
+            errors=frozenset({400, 404, 409, 413, 429, 503}),
+            public=True,
+            served_by="ingress",
+        ),
+    )

@@ -1,0 +1,429 @@
+"""The api's request and response bodies, as Pydantic models.
+
+The handlers build every JSON answer through these models (`dump`) and the OpenAPI
+document (`kriten_api.openapi`) is generated from the same classes, so what the document
+says and what is served cannot drift apart. Field names are Kriten's, aliases included
+(`gitURL`), because its clients read and send them unchanged.
+
+Timestamps are strings, not `datetime`: the handlers have always answered with
+`isoformat()` (`+00:00`, not Pydantic's `Z`), and clients compare them as text.
+
+Request models accept what the handlers accept (`extra="allow"`: Kriten's clients send
+back whole objects, read-only fields included). Most handlers keep their own checks,
+which give field-specific messages and merge rules no model expresses; `validate` is the
+type check in front of them, so no value of a wrong type reaches the code behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+
+from kriten_common import errors
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+
+class In(BaseModel):
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, extra="allow")
+
+
+def dump(model: BaseModel) -> Any:
+    """The JSON value of an answer. Unset optional fields are left out, not null: some
+    answers carry a field only sometimes (a job's `start_time`, a create's `key`)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+# Pydantic's error types, in the words the handlers' own checks have always used.
+PHRASES = {
+    "missing": "is required",
+    "string_type": "must be a string",
+    "bool_type": "must be a boolean",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "dict_type": "must be a JSON object",
+    "list_type": "must be a list",
+}
+
+
+def validate(model: type[Model], body: Any) -> Model:
+    """`body` as `model` (strictly: no "5" for 5), or a 400 naming the first wrong field."""
+    try:
+        return model.model_validate(body, strict=True)
+    except ValidationError as problem:
+        first = problem.errors()[0]
+        location = [str(part) for part in first["loc"]]
+        if not location:
+            raise errors.InvalidInput("request body must be a JSON object") from None
+        phrase = PHRASES.get(first["type"]) if len(location) == 1 else None
+        if phrase is None:
+            raise errors.InvalidInput(f"{'.'.join(location)}: {first['msg'].lower()}") from None
+        raise errors.InvalidInput(f"{location[0]} {phrase}") from None
+
+
+# --- shared ---
+
+
+class ErrorOut(Out):
+    """Every 4xx and 5xx answer."""
+
+    error: str
+
+
+class MessageOut(Out):
+    msg: str
+
+
+class DeletedOut(Out):
+    """The answer to a delete (and to other actions on one item)."""
+
+    msg: str
+    id: str
+
+
+class AnyJson(RootModel[Any]):
+    """Any JSON value."""
+
+
+class JsonSchemaOut(RootModel[dict[str, Any] | None]):
+    """A task's JSON Schema for its input, or null when it has none."""
+
+
+class JsonObjectIn(RootModel[dict[str, Any]]):
+    """A JSON object (here, a JSON Schema for a task's input)."""
+
+
+# --- login ---
+
+
+class LoginIn(In):
+    username: str
+    password: str
+    provider: str | None = Field(default="local", description="local or active_directory")
+
+
+class TokenOut(Out):
+    token: str = Field(description="A JWT, also set as the `token` cookie")
+
+
+# --- runners ---
+
+
+class RunnerOut(Out):
+    name: str
+    image: str
+    git_url: str = Field(alias="gitURL")
+    branch: str
+    token: str = Field(description="Masked when set, empty when not")
+    secret: dict[str, str] = Field(description="The secret keys, with masked values")
+    created_at: str
+    updated_at: str
+
+
+class RunnerIn(In):
+    name: str | None = Field(default=None, description="A DNS-1123 name; only on create")
+    image: str | None = None
+    git_url: str | None = Field(default=None, alias="gitURL", description="Required on create")
+    branch: str | None = None
+    token: str | None = Field(default=None, description="The mask keeps it, empty clears it")
+    secret: dict[str, str] | None = Field(
+        default=None, description="Merged: an empty value deletes a key, the mask keeps it"
+    )
+
+
+class SecretsOut(RootModel[dict[str, str]]):
+    """A runner's secret keys, with masked values."""
+
+
+class SecretsIn(RootModel[dict[str, str]]):
+    """Keys to merge into the secrets: an empty value deletes a key, the mask keeps it."""
+
+
+class SecretKeysIn(RootModel[list[str] | dict[str, Any]]):
+    """The keys to delete: an array of names, or an object whose keys are used."""
+
+
+# --- tasks ---
+
+
+class TaskOut(Out):
+    name: str
+    runner: str
+    command: str
+    synchronous: bool
+    schema_: dict[str, Any] | None = Field(alias="schema")
+    timeout_seconds: int | None
+    description: str
+    created_at: str
+    updated_at: str
+
+
+class TaskIn(In):
+    name: str | None = Field(default=None, description="A DNS-1123 name; only on create")
+    runner: str | None = Field(default=None, description="Required on create")
+    command: str | None = Field(default=None, description="Required on create")
+    synchronous: bool | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    timeout_seconds: int | None = Field(default=None, description="A positive integer")
+    description: str | None = None
+
+
+# --- jobs ---
+
+
+class JobSummaryOut(Out):
+    """A job in a list: without its output."""
+
+    id: str
+    owner: str
+    start_time: str | None = Field(default=None, description="Only once started")
+    completion_time: str | None = Field(default=None, description="Only once finished")
+    failed: int
+    completed: int
+    task: str
+    status: str
+    source: str
+    webhook_id: str | None
+    delivery_id: str | None
+    exit_code: int | None
+    error: str | None
+    created_at: str
+
+
+class JobOut(Out):
+    id: str
+    owner: str
+    start_time: str | None = Field(default=None, description="Only once started")
+    completion_time: str | None = Field(default=None, description="Only once finished")
+    failed: int
+    completed: int
+    stdout: str
+    json_data: Any
+    task: str
+    status: str
+    source: str
+    webhook_id: str | None
+    delivery_id: str | None
+    exit_code: int | None
+    error: str | None
+    created_at: str
+
+
+class JobAcceptedOut(Out):
+    msg: str
+    id: str
+    status: str | None = Field(default=None, description="`accepted`, for a redelivery")
+
+
+class CreateJobOut(RootModel[JobOut | JobAcceptedOut]):
+    """The finished job (a synchronous task done in time), else the new job's id."""
+
+
+# --- webhooks and deliveries ---
+
+
+class WebhookOut(Out):
+    id: str
+    owner: str
+    secret: str = Field(description="Shown once, by create and rotate; masked otherwise")
+    description: str
+    task: str
+    scheme: str
+    filter: str | None
+    enabled: bool
+    url: str
+    max_body_bytes: int | None
+    rate_limit_per_second: float | None
+    allowed_sources: list[str] | None
+    previous_secret_expires_at: str | None
+    created_at: str
+    updated_at: str
+    warnings: list[str] | None = Field(default=None, description="Only on create and rotate")
+
+
+class WebhookIn(In):
+    task: str | None = Field(default=None, description="Required on create")
+    secret: str | None = Field(default=None, description="Generated when not given")
+    description: str | None = None
+    scheme: str | None = Field(default=None, description="auto, infrahub, standard, netbox, github")
+    filter: str | None = Field(default=None, description="A JMESPath expression")
+    enabled: bool | None = None
+    max_body_bytes: int | None = None
+    rate_limit_per_second: float | None = None
+    allowed_sources: list[str] | None = None
+
+
+class RotateIn(In):
+    secret: str | None = Field(default=None, description="Generated when not given")
+    grace_seconds: int | None = Field(
+        default=None, description="How long the previous secret keeps verifying"
+    )
+
+
+class TestDeliveryIn(In):
+    body: Any = Field(default=None, description="The event to send; a sample when absent")
+
+
+class DeliveryOut(Out):
+    id: str
+    webhook_id: str
+    received_at: str
+    scheme: str | None
+    outcome: str
+    reason: str | None
+    source: str | None
+    idempotency_key: str | None
+    job_id: str | None
+    size: int
+    secret_matched: str | None
+    headers: dict[str, str]
+    body: str | None = Field(default=None, description="Not in lists; only kept when accepted")
+
+
+# --- API tokens ---
+
+
+class ApiTokenOut(Out):
+    id: str
+    owner: str
+    description: str
+    enabled: bool
+    expires: str | None
+    created_at: str
+    updated_at: str
+    key: str | None = Field(default=None, description="Only in the create answer")
+
+
+class ApiTokenIn(In):
+    description: str | None = None
+    enabled: bool | None = None
+    expires: str | None = Field(default=None, description="RFC 3339 with an offset; null: never")
+
+
+# --- cronjobs ---
+
+
+class CronJobOut(Out):
+    name: str
+    owner: str
+    task: str
+    schedule: str
+    disable: bool
+    extra_vars: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class CronJobIn(In):
+    name: str | None = Field(default=None, description="A DNS-1123 name; only on create")
+    task: str | None = Field(default=None, description="Required on create")
+    schedule: str | None = Field(default=None, description="5-field cron, UTC; required on create")
+    disable: bool | None = None
+    extra_vars: dict[str, Any] | None = None
+
+
+# --- users, groups, roles, bindings ---
+
+
+class UserOut(Out):
+    id: str
+    username: str
+    provider: str
+    groups: list[str] = Field(description="Group ids")
+    created_at: str
+    updated_at: str
+
+
+class UserIn(In):
+    username: str | None = Field(default=None, description="Required on create (or `name`)")
+    password: str | None = Field(default=None, description="Write-only; local users only")
+    provider: str | None = None
+    groups: list[str] | None = Field(default=None, description="Group ids or names")
+
+
+class GroupOut(Out):
+    id: str
+    name: str
+    provider: str
+    users: list[str] = Field(description="Member user ids")
+    created_at: str
+    updated_at: str
+
+
+class GroupIn(In):
+    name: str | None = Field(default=None, description="Required on create")
+    provider: str | None = None
+    users: list[str] | None = Field(default=None, description="Member user ids")
+
+
+class MemberOut(Out):
+    """A group of a user, or a user of a group."""
+
+    id: str
+    name: str
+    provider: str
+
+
+class MemberIn(In):
+    name: str | None = Field(default=None, description="The username (or `username`)")
+    provider: str | None = None
+
+
+class MembersIn(RootModel[list[MemberIn]]):
+    """Users to add to, or remove from, a group."""
+
+
+class RoleOut(Out):
+    id: str
+    name: str
+    resource: str
+    resource_ids: list[str]
+    access: str
+    created_at: str
+    updated_at: str
+
+
+class RoleIn(In):
+    name: str | None = Field(default=None, description="Required on create")
+    resource: str | None = None
+    resource_ids: list[str] | None = Field(default=None, description="Also `resource_names`")
+    access: str | None = Field(default=None, description="read or write")
+
+
+class RoleBindingOut(Out):
+    id: str
+    name: str
+    role_name: str
+    role_id: str
+    subject_kind: str
+    subject_provider: str
+    subject_name: str
+    subject_id: str
+    created_at: str
+    updated_at: str
+
+
+class RoleBindingIn(In):
+    name: str | None = Field(default=None, description="Required on create")
+    role_name: str | None = Field(default=None, description="Required on create")
+    subject_kind: str | None = Field(default=None, description="groups or users")
+    subject_provider: str | None = None
+    subject_name: str | None = Field(default=None, description="Required on create")
+
+
+class AuditLogOut(Out):
+    id: str
+    user_id: str | None
+    username: str
+    provider: str
+    event_type: str
+    event_category: str
+    event_target: str | None
+    status: str
+    detail: str | None
+    created_at: str
