@@ -38,33 +38,45 @@ async def stored(api: ApiClient) -> dict[str, str]:
         runner = await session.get(Runner, "python")
     assert runner is not None
     if runner.secrets_encrypted is not None:
-        assert "v-" not in runner.secrets_encrypted  # no plaintext value at rest
+        # Long enough that base64 ciphertext cannot contain it by chance.
+        assert "plaintext-value-" not in runner.secrets_encrypted  # no plaintext at rest
     secrets: dict[str, str] = api.app[SECRET_BOX].decrypt_map(runner.secrets_encrypted)
     return secrets
 
 
 async def test_get_shows_the_keys_with_masked_values(api: ApiClient) -> None:
     root = await login(api)
-    await make_runner(api, root, user="v-user", password="v-pass")
+    await make_runner(api, root, user="plaintext-value-user", password="plaintext-value-pass")
     response = await api.get(URL, headers=root)
     assert response.status == 200
     assert await response.json() == {"password": MASK, "user": MASK}
-    assert "v-" not in await response.text()
+    assert "plaintext-value-" not in await response.text()
 
 
 async def test_post_merges_empty_deletes_mask_keeps_value_sets(api: ApiClient) -> None:
     root = await login(api)
-    await make_runner(api, root, user="v-user", password="v-pass", token="v-token")
-    update = {"user": "", "password": MASK, "token": "v-new-token", "added": "v-added"}
+    await make_runner(
+        api,
+        root,
+        user="plaintext-value-user",
+        password="plaintext-value-pass",
+        token="plaintext-value-token",
+    )
+    update = {
+        "user": "",
+        "password": MASK,
+        "token": "plaintext-value-new-token",
+        "added": "plaintext-value-added",
+    }
     response = await api.post(URL, json=update, headers=root)
     assert response.status == 200
     answer = await response.json()
     assert answer == {"added": MASK, "password": MASK, "token": MASK}
-    assert "v-" not in json.dumps(answer)
+    assert "plaintext-value-" not in json.dumps(answer)
     assert await stored(api) == {
-        "password": "v-pass",
-        "token": "v-new-token",
-        "added": "v-added",
+        "password": "plaintext-value-pass",
+        "token": "plaintext-value-new-token",
+        "added": "plaintext-value-added",
     }
     # The runner's own read agrees.
     runner = await (await api.get("/api/v1/runners/python", headers=root)).json()
@@ -77,19 +89,19 @@ async def test_put_is_the_same_merge_and_works_on_a_runner_without_secrets(
     root = await login(api)
     await make_runner(api, root)
     assert await (await api.get(URL, headers=root)).json() == {}
-    response = await api.put(URL, json={"first": "v-1"}, headers=root)
+    response = await api.put(URL, json={"first": "plaintext-value-1"}, headers=root)
     assert await response.json() == {"first": MASK}
-    response = await api.put(URL, json={"second": "v-2", "ghost": MASK}, headers=root)
+    response = await api.put(URL, json={"second": "plaintext-value-2", "ghost": MASK}, headers=root)
     # The mask keeps what is there; it creates nothing.
     assert await response.json() == {"first": MASK, "second": MASK}
-    assert await stored(api) == {"first": "v-1", "second": "v-2"}
+    assert await stored(api) == {"first": "plaintext-value-1", "second": "plaintext-value-2"}
 
 
 @pytest.mark.parametrize(
     ("body", "remaining"),
     [
-        (["a", "missing"], {"b": "v-b", "c": "v-c"}),
-        ({"a": MASK, "b": ""}, {"c": "v-c"}),
+        (["a", "missing"], {"b": "plaintext-value-b", "c": "plaintext-value-c"}),
+        ({"a": MASK, "b": ""}, {"c": "plaintext-value-c"}),
         (None, {}),
     ],
     ids=["array-of-keys", "object-keys", "no-body-deletes-all"],
@@ -98,7 +110,9 @@ async def test_delete_removes_the_named_keys_or_all(
     api: ApiClient, body: object, remaining: dict[str, str]
 ) -> None:
     root = await login(api)
-    await make_runner(api, root, a="v-a", b="v-b", c="v-c")
+    await make_runner(
+        api, root, a="plaintext-value-a", b="plaintext-value-b", c="plaintext-value-c"
+    )
     if body is None:
         response = await api.delete(URL, headers=root)
     else:
@@ -120,12 +134,12 @@ MALFORMED: list[tuple[str, object, str]] = [
 
 async def test_malformed_secret_bodies_are_400_and_change_nothing(api: ApiClient) -> None:
     root = await login(api)
-    await make_runner(api, root, a="v-a")
+    await make_runner(api, root, a="plaintext-value-a")
     for method, body, message in MALFORMED:
         response = await api.request(method, URL, json=body, headers=root)
         assert response.status == 400, (method, body)
         assert message in (await response.json())["error"], (method, body)
-    assert await stored(api) == {"a": "v-a"}
+    assert await stored(api) == {"a": "plaintext-value-a"}
 
 
 async def test_runner_create_refuses_invalid_secret_keys_too(api: ApiClient) -> None:
@@ -145,7 +159,7 @@ async def test_unknown_runner_is_404(api: ApiClient) -> None:
 
 async def test_reading_needs_runners_read_and_changing_needs_write(api: ApiClient) -> None:
     root = await login(api)
-    await make_runner(api, root, a="v-a")
+    await make_runner(api, root, a="plaintext-value-a")
     nobody = await add_user(api, "nobody")
     reader = await add_user(api, "reader", ("runners", ["python"], "read"))
     writer = await add_user(api, "writer", ("runners", ["python"], "write"))
@@ -159,7 +173,7 @@ async def test_reading_needs_runners_read_and_changing_needs_write(api: ApiClien
         for headers in (nobody, reader, other):
             denied = await api.request(method, URL, json={"a": ""}, headers=headers)
             assert denied.status == 403, method
-    assert await stored(api) == {"a": "v-a"}
-    assert (await api.post(URL, json={"b": "v-b"}, headers=writer)).status == 200
+    assert await stored(api) == {"a": "plaintext-value-a"}
+    assert (await api.post(URL, json={"b": "plaintext-value-b"}, headers=writer)).status == 200
     assert (await api.delete(URL, json=["a"], headers=writer)).status == 200
-    assert await stored(api) == {"b": "v-b"}
+    assert await stored(api) == {"b": "plaintext-value-b"}
