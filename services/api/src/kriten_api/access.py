@@ -26,6 +26,15 @@ def require(principal: Principal, resource: str, resource_id: str, access: Acces
         raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
 
 
+def require_owner_or(
+    principal: Principal, *, owner_id: str, resource: str, resource_id: str, access: Access
+) -> None:
+    """Owners act on their own items (tokens, webhooks, cronjobs, jobs) without any role;
+    everyone else needs the permission on the item."""
+    if owner_id != principal.user_id:
+        require(principal, resource, resource_id, access)
+
+
 def may(principal: Principal, resource: str, resource_id: str, access: Access) -> bool:
     return is_allowed(
         principal.permissions, resource=resource, resource_id=resource_id, access=access

@@ -16,7 +16,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api import api_tokens
-from kriten_api.access import list_response, optional_bool, optional_str, page, require
+from kriten_api.access import (
+    list_response,
+    optional_bool,
+    optional_str,
+    page,
+    require,
+    require_owner_or,
+)
 from kriten_api.authentication import authenticate
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.openapi import route
@@ -129,8 +136,13 @@ async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> 
     token = await session.get(ApiToken, token_id)
     if token is None:
         raise errors.NotFound(f"api token {token_id!r} not found")
-    if token.owner_id != principal.user_id:
-        require(principal, "apitokens", token.id, "write" if write else "read")
+    require_owner_or(
+        principal,
+        owner_id=token.owner_id,
+        resource="apitokens",
+        resource_id=token.id,
+        access="write" if write else "read",
+    )
     return token
 
 

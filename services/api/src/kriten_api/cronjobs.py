@@ -30,6 +30,7 @@ from kriten_api.access import (
     page,
     readable_ids,
     require,
+    require_owner_or,
     required_str,
     same_name,
 )
@@ -175,8 +176,9 @@ async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> 
         # The permission first, so a name's existence is told only to who may read it.
         require(principal, "cronjobs", name, access)
         raise errors.NotFound(f"cronjob {name!r} not found")
-    if cronjob.owner_id != principal.user_id:
-        require(principal, "cronjobs", name, access)
+    require_owner_or(
+        principal, owner_id=cronjob.owner_id, resource="cronjobs", resource_id=name, access=access
+    )
     return cronjob
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import list_response, pagination, readable_ids, require
+from kriten_api.access import list_response, pagination, readable_ids, require, require_owner_or
 from kriten_api.authentication import authenticate
 from kriten_api.keys import PUBLISHER, SESSIONS, SETTINGS
 from kriten_api.openapi import ANY_CONTENT, TEXT, Query, route
@@ -169,8 +169,9 @@ async def cancel_job(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     async with request.app[SESSIONS]() as session:
         job = await _load_job(request, session)
-    if job.owner_id != principal.user_id:
-        require(principal, "jobs", job.task, "write")
+    require_owner_or(
+        principal, owner_id=job.owner_id, resource="jobs", resource_id=job.task, access="write"
+    )
     if job.status in FINAL_JOB_STATUSES:
         raise errors.Conflict(f"job {job.id!r} is already {job.status}")
     await request.app[PUBLISHER].publish(

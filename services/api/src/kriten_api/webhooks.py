@@ -21,7 +21,15 @@ from jmespath.exceptions import JMESPathError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import MASK, list_response, optional_bool, optional_str, page, require
+from kriten_api.access import (
+    MASK,
+    list_response,
+    optional_bool,
+    optional_str,
+    page,
+    require,
+    require_owner_or,
+)
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
@@ -251,8 +259,13 @@ async def load_webhook(request: web.Request, session: AsyncSession, *, write: bo
     hook = await session.get(Webhook, webhook_id)
     if hook is None:
         raise errors.NotFound(f"webhook {webhook_id!r} not found")
-    if hook.owner_id != principal.user_id:
-        require(principal, "webhooks", hook.id, "write" if write else "read")
+    require_owner_or(
+        principal,
+        owner_id=hook.owner_id,
+        resource="webhooks",
+        resource_id=hook.id,
+        access="write" if write else "read",
+    )
     return hook
 
 
