@@ -176,7 +176,7 @@ class KubernetesJobObserver:
                     continue
                 raise ConnectionError("the watch ended at once without an event")
             except _Expired:
-                log.info("pod watch expired; relisting", resource_version=self._resource_version)
+                log.info("pod_watch_expired", resource_version=self._resource_version)
                 self._resource_version = None
                 continue
             except (ApiException, *_TRANSPORT_ERRORS, ValueError) as error:
@@ -210,7 +210,7 @@ class KubernetesJobObserver:
                 names = await self._pods_of(job_id)
             except (ApiException, *_TRANSPORT_ERRORS) as error:
                 # As for a failed patch: at worst reported once more after a restart.
-                log.warning("could not find the pod to forget", job_id=job_id, error=str(error))
+                log.warning("pod_to_forget_not_found", job_id=job_id, error=str(error))
                 return
         for pod in names:
             await self._mark_collected(job_id, pod)
@@ -226,7 +226,7 @@ class KubernetesJobObserver:
                 self._settings.request_timeout_seconds,
             )
         except TimeoutError:
-            log.warning("the pod watch thread did not stop in time")
+            log.warning("pod_watch_thread_not_stopped")
         if self._owns_client:
             await asyncio.to_thread(self._api_client.close)
 
@@ -279,7 +279,7 @@ class KubernetesJobObserver:
             yield self._final_update(vanished(name, job_id), output=None)
             self._reported[job_id] = name
         self._resource_version = version
-        log.info("kubernetes pods listed", pods=len(seen), resource_version=version)
+        log.info("kubernetes_pods_listed", pods=len(seen), resource_version=version)
 
     def _open_watch(self) -> Any:
         settings = self._settings
@@ -457,7 +457,7 @@ class KubernetesJobObserver:
             return await asyncio.to_thread(fetch)
         except ApiException as error:
             if error.status in (400, 404):
-                log.info("no logs for container", pod=pod, container=container)
+                log.info("container_logs_missing", pod=pod, container=container)
                 return None
             raise
 
@@ -504,4 +504,4 @@ class KubernetesJobObserver:
                 await self._sleep(backoff.next_delay())
         # Not fatal: the job may be reported once more after a restart, and storing
         # a final update is idempotent.
-        log.warning("could not mark pod collected", job_id=job_id, pod=pod, error=str(failure))
+        log.warning("pod_collected_mark_failed", job_id=job_id, pod=pod, error=str(failure))

@@ -176,7 +176,7 @@ class KubernetesJobLauncher:
             )
             raise failure from error
         self._attempts.pop(spec.job_id, None)
-        log.info("kubernetes job launched", job_id=spec.job_id, job=name)
+        log.info("kubernetes_job_launched", job_id=spec.job_id, job=name)
 
     async def _create_secret(self, secret: dict[str, Any]) -> None:
         try:
@@ -210,7 +210,7 @@ class KubernetesJobLauncher:
                 f"create job: a Job named {name!r} exists for another job "
                 f"({annotations.get(ANNOTATION_JOB_ID)!r})"
             )
-        log.info("kubernetes job already exists (redelivery)", job_id=job_id, job=name)
+        log.info("kubernetes_job_already_exists", job_id=job_id, job=name)
         return str(existing.metadata.uid)
 
     async def _delete_secrets(self, names: list[str]) -> None:
@@ -221,7 +221,7 @@ class KubernetesJobLauncher:
                 )
             except (ApiException, *_TRANSPORT_ERRORS) as error:
                 # Labelled with the job, so a sweep can still find it; nothing more to do.
-                log.warning("could not remove secret", secret=name, error=str(error))
+                log.warning("kubernetes_secret_removal_failed", secret=name, error=str(error))
 
     async def cancel(self, job_id: str) -> bool:
         """Deletes the Job in the foreground: its pod is stopped before the Job goes. The
@@ -240,7 +240,7 @@ class KubernetesJobLauncher:
             raise self._failure(job_id, "delete job", error) from error
         except _TRANSPORT_ERRORS as error:
             raise self._failure(job_id, "delete job", error) from error
-        log.info("kubernetes job deleted", job_id=job_id, job=name)
+        log.info("kubernetes_job_deleted", job_id=job_id, job=name)
         return True
 
     async def close(self) -> None:
