@@ -781,6 +781,16 @@ def test_gateway_routes_webhook_runs_to_ingress_and_the_rest_to_api() -> None:
     assert gateway_problems((COMPOSE_FILE.parent / config).read_text(), GATEWAY_ROUTES) == []
 
 
+def test_gateway_keeps_metrics_private() -> None:
+    # /metrics is unauthenticated; Prometheus scrapes each service on the compose network.
+    gateway = load_compose()["services"]["gateway"]
+    (config,) = (s for k, s, t in volume_mounts(gateway) if t.startswith("/etc/nginx/"))
+    (server,) = gateway_servers(parse_nginx((COMPOSE_FILE.parent / config).read_text()))
+    location = route(locations_of(server), "/metrics")
+    assert location is not None
+    assert location.proxy_pass is None
+
+
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     patterns = read_dockerignore(REPO)
     for path in (".git", ".venv", "var", "var/kriten.db", ".env", ".mypy_cache"):

@@ -758,9 +758,10 @@ INGRESS_ROUTES = {
     "/api/v1/webhooks/0123": "kriten-api",
     "/api/v1/webhooks/runs": "kriten-api",
     "/api/v1/login": "kriten-api",
-    "/healthz": "kriten-api",
-    "/": "kriten-api",
+    "/api/v1/docs": "kriten-api",
 }
+# Served by every pod for Prometheus and the kubelet; never through the public entry point.
+NOT_ROUTED = ("/metrics", "/healthz", "/readyz")
 
 
 def ingress_problems(objects: Objects) -> list[str]:
@@ -789,6 +790,10 @@ def ingress_problems(objects: Objects) -> list[str]:
             ]
             if target[1] not in ports:
                 problems.append(f"{path}: Service {target[0]} has no port {target[1]!r}")
+        for path in NOT_ROUTED:
+            target = route(ingress, path, host)
+            if target is not None:
+                problems.append(f"{path} ({host}): public, goes to {target}")
     return problems
 
 
