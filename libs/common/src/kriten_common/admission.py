@@ -7,19 +7,18 @@ caller loads the principal and the task and publishes the result.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import secrets
-from typing import Any
-
-from jsonschema import exceptions as schema_errors
-from jsonschema import validators
 
 from kriten_common import errors
 from kriten_common.db.models import Task
 from kriten_common.messages import JobRequested, JobSource
 from kriten_common.rbac import Principal, is_allowed
+
+# The schema rules live in `task_schemas`; re-exported (the `as` form) for the callers
+# that import them from here.
+from kriten_common.task_schemas import check_schema as check_schema
+from kriten_common.task_schemas import validate_input as validate_input
 
 # Kubernetes' generateName alphabet (no vowels, no look-alikes), so ids read like Kriten's.
 SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -47,41 +46,6 @@ def job_id_for(task: str, suffix: str) -> str:
     """`<task>-<suffix>`, the task part shortened so the id stays a valid Kubernetes name."""
     room = MAX_JOB_ID_LENGTH - len(suffix) - 1
     return f"{task[:room].rstrip('-.')}-{suffix}"
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    schema = json.loads(schema_json)
-    cls = validators.validator_for(schema)
-    return cls(schema)
-
-
-def check_schema(schema: Any) -> None:
-    """Raises `InvalidInput` when `schema` is not a valid JSON Schema."""
-    if not isinstance(schema, dict):
-        raise errors.InvalidInput("schema must be a JSON object")
-    try:
-        validators.validator_for(schema).check_schema(schema)
-    except schema_errors.SchemaError as problem:
-        raise errors.InvalidInput(f"schema is not a valid JSON Schema: {problem.message}") from None
-
-
-def validate_input(schema: dict[str, Any] | None, raw_input: str) -> None:
-    """Raises `InvalidInput` with the validation message when the input fails the schema."""
-    if not schema:
-        return
-    try:
-        document = json.loads(raw_input) if raw_input.strip() else None
-    except json.JSONDecodeError:
-        raise errors.InvalidInput("input must be a JSON object (the task has a schema)") from None
-    if not isinstance(document, dict):
-        raise errors.InvalidInput("input must be a JSON object (the task has a schema)")
-    validator = _validator(json.dumps(schema, sort_keys=True))
-    error = schema_errors.best_match(validator.iter_errors(document))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path)
-        at = f" at '{where}'" if where else ""
-        raise errors.InvalidInput(f"input does not match the task schema{at}: {error.message}")
 
 
 def admit(
