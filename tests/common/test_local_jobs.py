@@ -9,7 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from kriten_common.local_jobs import JobResult, JobStatus, LocalJobSpec, read_record, write_record
+from kriten_common.local_jobs import (
+    JobPaths,
+    JobResult,
+    JobSecrets,
+    JobStatus,
+    LocalJobSpec,
+    decode_secrets,
+    encode_secrets,
+    read_record,
+    write_record,
+)
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
 
@@ -69,3 +79,28 @@ def test_a_result_needs_a_known_final_state(tmp_path: Path) -> None:
     path.write_text('{"state": "exploded", "completion_time": "2026-01-02T03:04:05Z"}')
     with pytest.raises(ValueError, match="unknown final state"):
         read_record(path, JobResult)
+
+
+def test_secrets_round_trip_and_never_show_in_a_repr() -> None:
+    secrets = JobSecrets(secrets={"api_key": "v\nÿ ✓"}, git_token="tok-S3CRET")
+    assert decode_secrets(encode_secrets(secrets)) == secrets
+    assert decode_secrets(b"") == JobSecrets()
+    assert "tok-S3CRET" not in repr(secrets)
+    assert "v\n" not in repr(secrets)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"{", b"[]", b'{"secrets": {"k": 1}}', b'{"secrets": []}', b'{"git_token": 5}'],
+)
+def test_malformed_secrets_are_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match=r"secrets|git_token"):
+        decode_secrets(data)
+
+
+def test_the_private_directory_is_outside_the_job_directory(tmp_path: Path) -> None:
+    paths = JobPaths.of(tmp_path, "job-1")
+    assert paths.private == tmp_path / ".private" / "job-1"
+    for secret_path in (paths.secret_dir, paths.git_token, paths.git_askpass):
+        assert paths.private in secret_path.parents
+        assert paths.root not in secret_path.parents

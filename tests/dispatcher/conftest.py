@@ -37,6 +37,7 @@ print(json.dumps({
     "job_id": os.environ.get("KRITEN_JOB_ID"),
     "env_keys": sorted(os.environ),
     "cwd": os.getcwd(),
+    "secrets_dir": str(secrets_dir),
 }, indent=2))
 print("^JSON")
 print("after the block")

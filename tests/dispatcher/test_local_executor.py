@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shlex
 import signal
@@ -22,9 +23,18 @@ import pytest
 from kriten_collector.json_data import extract_json_data
 from kriten_collector.local_observer import LocalJobObserver
 from kriten_collector.ports import ExecutionUpdate
-from kriten_common.local_jobs import JobPaths, JobResult, JobStatus, read_record
+from kriten_common.local_jobs import (
+    PRIVATE_DIR_NAME,
+    JobPaths,
+    JobResult,
+    JobStatus,
+    read_record,
+    touch,
+    try_lock,
+    write_record,
+)
 from kriten_common.outcomes import PermanentError, RetryableError
-from kriten_dispatcher.local_executor import LocalJobLauncher
+from kriten_dispatcher.local_executor import LocalJobLauncher, prune
 from kriten_dispatcher.ports import JobSpec
 from tests.dispatcher.conftest import GitHttpServer
 
@@ -77,8 +87,11 @@ async def run_one(jobs_dir: Path, spec: JobSpec) -> list[ExecutionUpdate]:
 
 
 async def wait_for_path(path: Path, timeout: float = TIMEOUT) -> None:
+    """Until `path` exists and has content: a shell's `echo > file` creates the file
+    before it writes, and a loaded machine can be read in between."""
+
     async def poll() -> None:
-        while not path.exists():
+        while not (path.exists() and path.stat().st_size > 0):
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
@@ -134,16 +147,16 @@ async def test_round_trip_runs_the_task_with_kriten_environment(
 
     # EXTRA_VARS reaches the task byte for byte.
     assert (paths.repo / "extra_vars.bin").read_bytes() == EXTRA_VARS.encode()
-    # Only the owner may read what holds secrets.
+    # Only the owner may read the job's records.
     assert mode(paths.root) == 0o700
-    assert mode(paths.secret_dir) == 0o700
     assert mode(paths.spec) == 0o600
-    assert {mode(p) for p in paths.secret_dir.iterdir()} == {0o600}
-    # The executor keeps secrets only in secret/ (the task itself printed them, and wrote
-    # into its clone, which is its business).
+    # The executor left no secret behind (the task itself printed them, which is its
+    # business); the secret files were in a private directory, gone with the job.
+    assert data["secrets_dir"] == str(paths.secret_dir)
+    assert paths.root not in paths.secret_dir.parents
+    assert not paths.private.exists()
     for value in SECRETS.values():
-        holders = set(files_containing(paths.root, value)) - {paths.output}
-        assert {p.parent for p in holders if paths.repo not in p.parents} == {paths.secret_dir}
+        assert set(files_containing(jobs_dir, value)) <= {paths.output}
     assert "s3cr3t" not in paths.spec.read_text()
 
 
@@ -188,7 +201,7 @@ async def test_clone_failure_is_a_failed_job_and_hides_the_token(
     paths = JobPaths.of(jobs_dir, spec.job_id)
     assert token not in final.output
     assert token not in final.error
-    assert files_containing(paths.root, token) == []
+    assert files_containing(jobs_dir, token) == []
     assert not paths.git_token.exists()
 
 
@@ -221,7 +234,7 @@ async def test_token_reaches_git_only_through_askpass(
     assert git_http_server.leaks == []
     paths = JobPaths.of(jobs_dir, spec.job_id)
     assert git_http_server.token not in final.output
-    assert files_containing(paths.root, git_http_server.token) == []
+    assert files_containing(jobs_dir, git_http_server.token) == []
     assert not paths.git_token.exists()
 
 
@@ -240,7 +253,7 @@ async def test_wrong_token_is_a_clone_failure_without_the_token(
     assert final.output is not None
     assert wrong not in final.output
     assert wrong not in final.error
-    assert files_containing(JobPaths.of(jobs_dir, spec.job_id).root, wrong) == []
+    assert files_containing(jobs_dir, wrong) == []
 
 
 async def test_deadline_exceeded(jobs_dir: Path, git_repo: Path) -> None:
@@ -449,3 +462,152 @@ async def test_observer_reconciles_jobs_finished_while_nobody_watched(
         await asyncio.wait_for(watch(), 1.0)
     assert {u.job_id for u in seen_again} == {second.job_id}
     assert [u.state for u in seen_again] == ["running", "succeeded"]
+
+
+# --- secrets never outlive their job; finished directories are pruned ------------------
+
+RUNNER_A_SECRET = "runner-A-s3cret-Value-9f2c"
+
+RUNNER_A_DIGEST = hashlib.sha256(RUNNER_A_SECRET.encode()).hexdigest()
+
+# Checks the secret as an environment variable and as a file against its digest (the
+# command is in spec.json, so it must not hold the secret), and leaves where the files
+# were (and their modes) for the test.
+CHECK_SECRET = (
+    f'test "$(printf %s "$token" | sha256sum | cut -c1-64)" = {RUNNER_A_DIGEST}'
+    f' && test "$(sha256sum < "$KRITEN_SECRETS_DIR/token" | cut -c1-64)" = {RUNNER_A_DIGEST}'
+    ' && echo "secret seen as env and file"'
+    ' && stat -c "%a %n" "$KRITEN_SECRETS_DIR" "$KRITEN_SECRETS_DIR/token" > secret-modes.txt'
+)
+
+
+async def test_secrets_are_seen_by_the_task_and_gone_from_disk_when_it_is_final(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    """Regression: the runner's secrets stayed in every job directory, in plaintext, for a
+    later job (of any runner) to read."""
+    spec = make_spec(
+        git_repo, job_id="a-job", command=CHECK_SECRET, secrets={"token": RUNNER_A_SECRET}
+    )
+
+    updates = await run_one(jobs_dir, spec)
+
+    final = updates[-1]
+    assert final.state == "succeeded", final.output
+    assert "secret seen as env and file" in (final.output or "")
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    modes = (paths.repo / "secret-modes.txt").read_text().split("\n")
+    assert modes[0] == f"700 {paths.secret_dir}"
+    assert modes[1] == f"600 {paths.secret_dir / 'token'}"
+    # Nothing under the jobs directory holds the secret once the job is final: not the
+    # job's directory, not its private one.
+    assert files_containing(jobs_dir, RUNNER_A_SECRET) == []
+    assert not paths.private.exists()
+    assert list((jobs_dir / PRIVATE_DIR_NAME).iterdir()) == []
+
+    # Nor after a later job (of another runner) has run.
+    probe = make_spec(git_repo, job_id="b-job", command="echo later job")
+    assert (await run_one(jobs_dir, probe))[-1].state == "succeeded"
+    assert files_containing(jobs_dir, RUNNER_A_SECRET) == []
+
+
+async def test_a_killed_supervisors_secrets_are_removed_before_the_next_job_starts(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    spec = make_spec(
+        git_repo,
+        job_id="a-killed",
+        command="echo $$ > main.pid; exec sleep 30",
+        secrets={"token": RUNNER_A_SECRET},
+        git_token="ghp_TokenOfTheKilledJob",
+    )
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    await wait_for_path(paths.repo / "main.pid")
+    status = read_record(paths.status, JobStatus)
+    assert status is not None
+    # The files exist while the job runs (and the token is gone after the clone) ...
+    assert (paths.secret_dir / "token").read_text() == RUNNER_A_SECRET
+    assert files_containing(jobs_dir, "ghp_TokenOfTheKilledJob") == []
+
+    # ... and a supervisor killed outright cannot remove them itself.
+    os.kill(status.pid, signal.SIGKILL)
+    os.killpg(int((paths.repo / "main.pid").read_text()), signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    assert paths.private.exists()
+
+    await asyncio.wait_for(launcher.launch(make_spec(git_repo, job_id="b-next")), TIMEOUT)
+
+    assert not paths.private.exists()
+    assert files_containing(jobs_dir, RUNNER_A_SECRET) == []
+
+
+def make_finished_job(
+    jobs_dir: Path, job_id: str, *, collected_hours_ago: float | None, result: bool = True
+) -> JobPaths:
+    paths = JobPaths.of(jobs_dir, job_id)
+    paths.root.mkdir(parents=True)
+    (paths.root / "output.log").write_text("output\n")
+    if result:
+        write_record(paths.result, JobResult(state="succeeded", completion_time=datetime.now(UTC)))
+    if collected_hours_ago is not None:
+        touch(paths.collected)
+        moment = time.time() - collected_hours_ago * 3600
+        os.utime(paths.collected, (moment, moment))
+    return paths
+
+
+def test_prune_removes_only_jobs_collected_longer_ago_than_the_retention(
+    jobs_dir: Path,
+) -> None:
+    old = make_finished_job(jobs_dir, "old-collected", collected_hours_ago=25)
+    died = make_finished_job(jobs_dir, "old-died", collected_hours_ago=25, result=False)
+    make_finished_job(jobs_dir, "recent-collected", collected_hours_ago=1)
+    uncollected = make_finished_job(jobs_dir, "old-uncollected", collected_hours_ago=None)
+    os.utime(uncollected.result, (time.time() - 90_000, time.time() - 90_000))
+    running = make_finished_job(jobs_dir, "running", collected_hours_ago=25, result=False)
+    lock = try_lock(running.supervisor_lock)
+    assert lock is not None
+    try:
+        pruned = prune(jobs_dir, retention=timedelta(hours=24))
+    finally:
+        os.close(lock)
+
+    assert sorted(pruned) == ["old-collected", "old-died"]
+    assert not old.root.exists()
+    assert not died.root.exists()
+    assert sorted(p.name for p in jobs_dir.iterdir()) == [
+        "old-uncollected",
+        "recent-collected",
+        "running",
+    ]
+
+
+def test_prune_removes_secrets_that_older_versions_left_in_finished_jobs(
+    jobs_dir: Path,
+) -> None:
+    paths = make_finished_job(jobs_dir, "legacy", collected_hours_ago=None)
+    (paths.root / "secret").mkdir()
+    (paths.root / "secret" / "token").write_text(RUNNER_A_SECRET)
+    (paths.root / "git-token").write_text(RUNNER_A_SECRET)
+
+    assert prune(jobs_dir, retention=timedelta(hours=24)) == []
+
+    assert paths.root.exists()
+    assert files_containing(jobs_dir, RUNNER_A_SECRET) == []
+
+
+async def test_the_launcher_prunes_with_the_configured_retention(
+    jobs_dir: Path, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KRITEN_LOCAL_JOB_RETENTION_HOURS", "2")
+    old = make_finished_job(jobs_dir, "old-collected", collected_hours_ago=3)
+    recent = make_finished_job(jobs_dir, "recent-collected", collected_hours_ago=1)
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+
+    await asyncio.wait_for(launcher.launch(make_spec(git_repo)), TIMEOUT)
+
+    assert not old.root.exists()
+    assert recent.root.exists()
+    assert JobPaths.of(jobs_dir, "hello-abc").root.exists()

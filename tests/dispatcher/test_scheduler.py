@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import shlex
 import sys
@@ -118,7 +119,37 @@ def test_job_ids_are_the_cronjob_and_the_minute_since_the_epoch() -> None:
     minute = minute_since_epoch(at("2031-05-04T10:02:00"))
     assert minute == int(at("2031-05-04T10:02").timestamp()) // 60
     assert minute_since_epoch(at("2031-05-04T10:02:59.9")) == minute
-    assert cron_job_id("nightly-report", minute) == f"nightly-report-{minute}"
+    job_id = cron_job_id("nightly-report", minute)
+    # Readable: the name, a digest of the whole name, then the minute.
+    assert job_id.startswith("nightly-report-")
+    assert job_id.endswith(f"-{minute}")
+    assert len(job_id) == len("nightly-report") + 1 + 16 + 1 + len(str(minute))
+    assert is_valid_job_id(job_id)
+
+
+def test_job_ids_of_different_cronjobs_never_collide() -> None:
+    """Regression: `<name>-<minute>`, with a digest only for long names, let a user name a
+    cronjob after another's shortened form; the other's firing then had the same job id,
+    was taken for a duplicate of theirs and never ran."""
+    minute = minute_since_epoch(at("2031-05-04T10:02"))
+    victim = "nightly-backup-of-the-production-database-cluster-primary"
+    # What the old scheme made of the victim's long name: its first 45 characters, an
+    # 8-hex digest, the minute. A name equal to that id minus `-<minute>` is short enough
+    # to be used whole, so its old id was the victim's.
+    old_digest = hashlib.sha256(victim.encode()).hexdigest()[:8]
+    attacker = f"{victim[:45].rstrip('-.')}-{old_digest}"
+    assert f"{attacker}-{minute}" == f"{victim[:45].rstrip('-.')}-{old_digest}-{minute}"
+
+    firings, _ = plan_firings(
+        [cronjob(victim), cronjob(attacker)],
+        since=at("2031-05-04T10:01:30"),
+        now=at("2031-05-04T10:02:30"),
+    )
+
+    assert len(firings) == 2
+    assert firings[0].job_id != firings[1].job_id
+    # Nor may a short name collide with another's `<name>-<minute>`: the digest is always in.
+    assert cron_job_id("x", minute + 1) != cron_job_id(f"x-{minute}", minute)
 
 
 def test_long_cronjob_names_give_valid_distinct_job_ids() -> None:
@@ -231,8 +262,34 @@ async def add_cronjob(sessions: SessionFactory, owner_id: str, **fields: Any) ->
         await session.commit()
 
 
+def job_dirs(jobs_dir: Path) -> set[str]:
+    """The job directories (not the executor's own dot-directories, such as `.private`)."""
+    return {p.name for p in jobs_dir.iterdir() if is_valid_job_id(p.name)}
+
+
 def ids(name: str, *times: str) -> list[str]:
     return [cron_job_id(name, minute_since_epoch(at(f"2031-05-04T{t}"))) for t in times]
+
+
+@pytest.mark.integration
+async def test_a_cronjob_named_after_anothers_job_id_does_not_swallow_its_firing(
+    sessions: SessionFactory,
+) -> None:
+    await add_task(sessions, git_url="file:///nowhere", command="true")
+    root = await root_id(sessions)
+    victim = "nightly-backup-of-the-production-database-cluster-primary"
+    attacker = f"{victim[:45]}-{hashlib.sha256(victim.encode()).hexdigest()[:8]}"
+    await add_cronjob(sessions, root, name=victim)
+    await add_cronjob(sessions, root, name=attacker)
+    publisher = RecordingPublisher()
+    clock = FakeClock(at("2031-05-04T10:02:30"))
+
+    published = await Scheduler(
+        sessions=sessions, publisher=publisher, clock=clock, catch_up=timedelta(minutes=1)
+    ).check()
+
+    assert sorted(published) == sorted(ids(victim, "10:02") + ids(attacker, "10:02"))
+    assert len(set(published)) == 2
 
 
 @pytest.mark.integration
@@ -431,7 +488,7 @@ async def test_two_replicas_launch_and_record_each_minute_exactly_once(
             return all(JobPaths.of(jobs_dir, j).result.exists() for j in expected)
 
         await wait_until(all_finished, "the jobs to finish")
-        assert sorted(p.name for p in jobs_dir.iterdir()) == sorted(expected)
+        assert sorted(job_dirs(jobs_dir)) == sorted(expected)
         lines = runs.read_text().splitlines()
         assert sorted(lines) == sorted(f'{j} {{"file":{json.dumps(str(runs))}}}' for j in expected)
 
@@ -493,8 +550,8 @@ async def test_the_dispatcher_app_runs_the_scheduler(
     await aiohttp_client(create_app(settings))
 
     async def launched() -> bool:
-        return jobs_dir.is_dir() and expected <= {p.name for p in jobs_dir.iterdir()}
+        return jobs_dir.is_dir() and expected <= job_dirs(jobs_dir)
 
     await wait_until(launched, "the dispatcher app to launch the missed minutes")
     # At most the minute that began meanwhile came on top.
-    assert len({p.name for p in jobs_dir.iterdir()} - expected) <= 1
+    assert len(job_dirs(jobs_dir) - expected) <= 1

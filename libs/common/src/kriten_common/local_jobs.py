@@ -8,10 +8,6 @@ reads the records. One directory per job, named by the job id:
     <jobs_dir>/<job_id>/            0700, created with mkdir: its existence means "launched"
         launch.lock                 flock held by a launcher while it starts the supervisor
         spec.json                   0600, LocalJobSpec: everything but secret values
-        secret/<name>               0600 each (dir 0700): runner secrets, the task's
-                                    KRITEN_SECRETS_DIR (mirrors /etc/secret in Kubernetes)
-        git-token                   0600, the runner's git token; deleted after the clone
-        git-askpass                 0700, GIT_ASKPASS helper that reads git-token
         supervisor.lock             flock held (exclusive) by the supervisor while it lives
         supervisor.log              the supervisor's own stdout/stderr (tracebacks)
         status.json                 JobStatus: the supervisor started (state running)
@@ -22,6 +18,23 @@ reads the records. One directory per job, named by the job id:
         cancel-requested            a cancel was asked for (survives a supervisor not yet up)
         result.json                 JobResult: the final state, written last and atomically
         collected                   the collector stored the final state durably
+
+Secret values never enter the job directory, which outlives the job (the collector reads
+it later, and it is kept until pruned). The launcher hands them to the supervisor on its
+stdin (`encode_secrets`); the supervisor keeps them in memory and, for the task's file
+contract, writes them to a private directory outside the job directory that exists only
+while the job runs:
+
+    <jobs_dir>/.private/            0700; not a job id, so observers skip it
+        <job_id>/                   0700, made by the supervisor once it holds its lock,
+                                    removed before it writes result.json
+            secret/<name>           0600 each: runner secrets, the task's KRITEN_SECRETS_DIR
+                                    (mirrors /etc/secret in Kubernetes)
+            git-token               0600, the runner's git token; deleted after the clone
+            git-askpass             0700, GIT_ASKPASS helper that reads git-token
+
+A supervisor killed outright cannot remove its private directory; the launcher removes
+every one whose supervisor no longer holds its lock before it starts another job.
 
 Liveness is a lock, not a pid: a pid can be reused and a dead child can linger as a
 zombie, but the kernel drops a flock the moment its holder dies, whatever the cause.
@@ -48,6 +61,9 @@ FinalState = Literal["succeeded", "failed", "cancelled"]
 _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 # Kubernetes secret keys; they also become file names and environment variable names.
 _SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
+
+# Starts with a dot: never a valid job id, so it cannot clash with a job directory.
+PRIVATE_DIR_NAME = ".private"
 
 OUTPUT_CLONE_HEADING = "--- git clone ---\n"
 OUTPUT_TASK_HEADING = "--- task ---\n"
@@ -179,16 +195,21 @@ class JobPaths:
         return self.root / "spec.json"
 
     @property
+    def private(self) -> Path:
+        """The job's private directory: outside the job directory, gone when the job is."""
+        return self.root.parent / PRIVATE_DIR_NAME / self.root.name
+
+    @property
     def secret_dir(self) -> Path:
-        return self.root / "secret"
+        return self.private / "secret"
 
     @property
     def git_token(self) -> Path:
-        return self.root / "git-token"
+        return self.private / "git-token"
 
     @property
     def git_askpass(self) -> Path:
-        return self.root / "git-askpass"
+        return self.private / "git-askpass"
 
     @property
     def supervisor_lock(self) -> Path:
@@ -272,6 +293,43 @@ def read_record(path: Path, cls: type[_R]) -> _R | None:
         return cls(**{k: _from_json(k, v) for k, v in loaded.items() if k in known})
     except (ValueError, TypeError) as exc:
         raise ValueError(f"invalid {path.name}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class JobSecrets:
+    """What the launcher hands the supervisor on its stdin, never through a file."""
+
+    secrets: dict[str, str] = field(default_factory=dict)
+    git_token: str | None = None
+
+    def __repr__(self) -> str:
+        # Tracebacks and logs print reprs; the values must not end up there.
+        token = "***" if self.git_token else None
+        return f"JobSecrets(secrets={sorted(self.secrets)}, git_token={token})"
+
+
+def encode_secrets(secrets: JobSecrets) -> bytes:
+    return json.dumps({"secrets": secrets.secrets, "git_token": secrets.git_token}).encode()
+
+
+def decode_secrets(data: bytes) -> JobSecrets:
+    """Raises ValueError for anything but what `encode_secrets` writes."""
+    if not data.strip():
+        return JobSecrets()
+    try:
+        loaded = json.loads(data)
+    except ValueError:
+        raise ValueError("secrets are not JSON") from None
+    if not isinstance(loaded, dict):
+        raise ValueError("secrets are not an object")
+    values, token = loaded.get("secrets", {}), loaded.get("git_token")
+    if not isinstance(values, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+    ):
+        raise ValueError("secrets must map names to strings")
+    if token is not None and not isinstance(token, str):
+        raise ValueError("git_token must be a string")
+    return JobSecrets(secrets=values, git_token=token)
 
 
 def touch(path: Path) -> None:

@@ -9,8 +9,10 @@ state, so memory holds only jobs that are running or finished-and-not-yet-forgot
 a new observer reports every finished job that was never forgotten (reconciliation).
 
 A job whose supervisor is gone (its lock released) without a result is reported failed
-with "executor process died". Pruning old collected directories is not done here: the
-directory is also what keeps a redelivered request from running a job twice.
+with "executor process died". Pruning old collected directories is not done here but by
+the dispatcher, after `KRITEN_LOCAL_JOB_RETENTION_HOURS`: the directory is also what keeps
+a redelivered request from running a job twice, which is the dispatcher's concern; the
+`collected` marker written here is what allows it.
 """
 
 from __future__ import annotations

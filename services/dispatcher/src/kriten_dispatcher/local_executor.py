@@ -9,6 +9,14 @@ No container isolation and no image: trusted tasks only.
 `mkdir` of the job directory is what makes launching idempotent: a redelivered request
 finds the directory and does nothing, unless the first attempt died before its supervisor
 took charge of the job, in which case it finishes that attempt.
+
+Runner secrets and the git token go to the supervisor on its stdin, never into the job
+directory, which is kept after the job (see `kriten_common.local_jobs`). Before starting a
+supervisor the launcher removes the private directories of supervisors that died without
+removing their own, so a job never starts while a dead job's secrets are still on disk.
+It also prunes job directories once they have been collected for longer than the
+retention (`KRITEN_LOCAL_JOB_RETENTION_HOURS`): the dispatcher made them and their
+existence is its launch idempotency, as a Kubernetes Job's TTL is set by the dispatcher.
 """
 
 from __future__ import annotations
@@ -16,17 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from kriten_common.local_jobs import (
+    PRIVATE_DIR_NAME,
     JobPaths,
     JobResult,
+    JobSecrets,
     JobStatus,
     LocalJobSpec,
+    encode_secrets,
     is_valid_job_id,
     is_valid_secret_name,
     read_record,
@@ -34,7 +48,6 @@ from kriten_common.local_jobs import (
     touch,
     try_lock,
     utcnow,
-    write_atomic,
     write_record,
 )
 from kriten_common.outcomes import PermanentError, RetryableError
@@ -48,6 +61,13 @@ LAUNCH_LOCK_TIMEOUT_SECONDS = START_TIMEOUT_SECONDS + 5.0
 # The supervisor itself gives its child KILL_GRACE_SECONDS after SIGTERM.
 CANCEL_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 0.02
+# Pruning scans every job directory, so it runs at most this often (on a launch).
+PRUNE_INTERVAL_SECONDS = 600.0
+# A directory being pruned is first renamed to this prefix (not a job id): a redelivery
+# then never finds a half-deleted directory and takes it for a half-done launch.
+_PRUNING_PREFIX = ".pruning-"
+# What older versions left in job directories; removed from finished ones.
+_LEGACY_SECRET_FILES = ("secret", "git-token", "git-askpass")
 
 
 def validate(spec: JobSpec) -> None:
@@ -79,15 +99,6 @@ def validate(spec: JobSpec) -> None:
 
 
 def _write_spec(paths: JobPaths, spec: JobSpec) -> None:
-    paths.secret_dir.mkdir(mode=0o700, exist_ok=True)
-    # A previous attempt may have left secrets the runner no longer has.
-    for stale in paths.secret_dir.iterdir():
-        if stale.name not in spec.secrets:
-            stale.unlink()
-    for name, value in spec.secrets.items():
-        write_atomic(paths.secret_dir / name, value.encode())
-    if spec.git_token:
-        write_atomic(paths.git_token, spec.git_token.encode())
     record = LocalJobSpec(
         job_id=spec.job_id,
         command=spec.command,
@@ -105,23 +116,27 @@ def _taken_charge(paths: JobPaths) -> bool:
     return paths.status.exists() or paths.result.exists()
 
 
-def _start_supervisor(paths: JobPaths) -> None:
+def _start_supervisor(paths: JobPaths, spec: JobSpec) -> None:
     log_fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "kriten_dispatcher.local_supervisor", str(paths.root)],
             cwd=paths.root,
-            stdin=subprocess.DEVNULL,
+            # The secrets, through a pipe: no file to remove, and not in the environment
+            # or argv, which other processes of the same user can read in /proc.
+            stdin=subprocess.PIPE,
             stdout=log_fd,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     finally:
         os.close(log_fd)
-    # The supervisor forks and its parent exits at once, so this wait is short and leaves
-    # no zombie; the job itself runs on as an orphan.
+    payload = encode_secrets(JobSecrets(secrets=dict(spec.secrets), git_token=spec.git_token))
+    # The supervisor reads its stdin, forks and its parent exits at once, so this wait is
+    # short and leaves no zombie; the job itself runs on as an orphan.
     try:
-        code = proc.wait(timeout=START_TIMEOUT_SECONDS)
+        proc.communicate(payload, timeout=START_TIMEOUT_SECONDS)
+        code = proc.returncode
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -146,10 +161,84 @@ def _acquire(path: Path, timeout: float) -> int:
         time.sleep(_POLL_SECONDS)
 
 
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_private(jobs_dir: Path) -> list[str]:
+    """Remove the private directories (secrets) of supervisors that are gone; the job ids.
+
+    A supervisor makes its private directory only once it holds its lock, and removes it
+    before it exits, so a directory whose lock is free was left by one killed outright.
+    """
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(jobs_dir / PRIVATE_DIR_NAME))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if is_valid_job_id(entry.name) and supervisor_alive(JobPaths.of(jobs_dir, entry.name)):
+            continue
+        _remove_tree(Path(entry.path))
+        removed.append(entry.name)
+    return removed
+
+
+def prune(jobs_dir: Path, *, retention: timedelta, now: float | None = None) -> list[str]:
+    """Remove the job directories collected more than `retention` ago; the job ids.
+
+    Only a job collected by the collector (its marker: the final state is stored) and
+    without a live supervisor goes; the age is the marker's. Removing a
+    directory ends the launch idempotency of its id, as a Kubernetes Job's TTL does.
+    """
+    now = time.time() if now is None else now
+    pruned: list[str] = []
+    try:
+        entries = list(os.scandir(jobs_dir))
+    except FileNotFoundError:
+        return pruned
+    for entry in entries:
+        if entry.name.startswith(_PRUNING_PREFIX):
+            # A prune interrupted half-way.
+            _remove_tree(Path(entry.path))
+            continue
+        if not is_valid_job_id(entry.name) or not entry.is_dir(follow_symlinks=False):
+            continue
+        paths = JobPaths(Path(entry.path))
+        # A job whose supervisor died has no result.json, but the collector stored it as
+        # failed and marked it collected: final all the same.
+        if not (paths.result.exists() or paths.collected.exists()) or supervisor_alive(paths):
+            continue
+        for legacy in _LEGACY_SECRET_FILES:
+            # An older version left the runner's secrets in finished jobs' directories.
+            legacy_path = paths.root / legacy
+            if legacy_path.is_dir():
+                _remove_tree(legacy_path)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    legacy_path.unlink()
+        try:
+            collected_at = paths.collected.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if now - collected_at < retention.total_seconds():
+            continue
+        doomed = jobs_dir / f"{_PRUNING_PREFIX}{secrets.token_hex(4)}-{entry.name}"
+        try:
+            os.rename(paths.root, doomed)
+        except FileNotFoundError:
+            continue
+        _remove_tree(doomed)
+        pruned.append(entry.name)
+    return pruned
+
+
 def _launch(jobs_dir: Path, spec: JobSpec) -> None:
     paths = JobPaths.of(jobs_dir, spec.job_id)
     try:
         jobs_dir.mkdir(parents=True, exist_ok=True)
+        # Before any job starts: no job may find another's secrets left on disk.
+        sweep_private(jobs_dir)
         try:
             os.mkdir(paths.root, 0o700)
         except FileExistsError:
@@ -162,7 +251,7 @@ def _launch(jobs_dir: Path, spec: JobSpec) -> None:
             if _taken_charge(paths) or supervisor_alive(paths):
                 return
             _write_spec(paths, spec)
-            _start_supervisor(paths)
+            _start_supervisor(paths, spec)
         finally:
             os.close(lock_fd)
     except OSError as exc:
@@ -209,6 +298,8 @@ def _cancel(jobs_dir: Path, job_id: str) -> bool:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(status.pid, signal.SIGKILL)
         _signal_group(paths.task_pid)
+        # It can no longer remove its secrets itself.
+        _remove_tree(paths.private)
     elif (
         status is None
         and supervisor_alive(paths)
@@ -240,14 +331,29 @@ class LocalJobLauncher:
     one) may share it.
     """
 
-    def __init__(self, *, jobs_dir: Path) -> None:
+    def __init__(self, *, jobs_dir: Path, retention: timedelta | None = None) -> None:
         # The supervisor runs in the job directory, so a relative path would mean
         # something else to it.
         self._jobs_dir = jobs_dir.absolute()
+        if retention is None:
+            # Read here, as the Kubernetes launcher reads KubernetesSettings, so that the
+            # app builds either launcher from the jobs directory alone.
+            from kriten_dispatcher.settings import LocalExecutorSettings
+
+            retention = timedelta(hours=LocalExecutorSettings().local_job_retention_hours)
+        self._retention = retention
+        self._next_prune = 0.0
 
     async def launch(self, spec: JobSpec) -> None:
         validate(spec)
         await asyncio.to_thread(_launch, self._jobs_dir, spec)
+        if time.monotonic() >= self._next_prune:
+            # On launches, not on a timer of its own: directories only accumulate through
+            # launches, and a launcher has no lifecycle hook to run a timer from.
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+            # Housekeeping: the launch itself succeeded, and the next prune retries.
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(prune, self._jobs_dir, retention=self._retention)
 
     async def cancel(self, job_id: str) -> bool:
         try:

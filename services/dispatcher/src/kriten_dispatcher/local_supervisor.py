@@ -6,6 +6,11 @@ repository (the init container), runs the task's command with `sh -c` in the clo
 Kriten's environment contract, enforces the deadline, and records the outcome in the job
 directory (layout and formats in `kriten_common.local_jobs`) for the collector to read.
 
+Secret values come on stdin, read before anything else. They exist on disk only in the
+job's private directory (outside the job directory), made once this supervisor holds the
+job, and removed before the result is written, so nothing that outlives the job (the job
+directory, a later job) can read them.
+
 It detaches from whoever started it (a second fork, in a session of its own) so that a
 dispatcher restart neither kills the job nor leaves a zombie behind. SIGTERM means cancel.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,8 +37,10 @@ from kriten_common.local_jobs import (
     FinalState,
     JobPaths,
     JobResult,
+    JobSecrets,
     JobStatus,
     LocalJobSpec,
+    decode_secrets,
     read_record,
     try_lock,
     utcnow,
@@ -166,6 +174,24 @@ def clone_url(git_url: str) -> str:
     return git_url
 
 
+def _make_private(paths: JobPaths, secrets: JobSecrets) -> None:
+    """The job's private directory with the secret files (0700 dirs, 0600 files)."""
+    paths.private.parent.mkdir(mode=0o700, exist_ok=True)
+    # Left by a supervisor of this job killed before it could start the task: its lock
+    # is ours now, so nothing else uses it.
+    shutil.rmtree(paths.private, ignore_errors=True)
+    os.mkdir(paths.private, 0o700)
+    os.mkdir(paths.secret_dir, 0o700)
+    for name, value in secrets.secrets.items():
+        write_atomic(paths.secret_dir / name, value.encode())
+    if secrets.git_token:
+        write_atomic(paths.git_token, secrets.git_token.encode())
+
+
+def remove_private(paths: JobPaths) -> None:
+    shutil.rmtree(paths.private, ignore_errors=True)
+
+
 def _git_env(paths: JobPaths, spec: LocalJobSpec) -> dict[str, str]:
     env = _base_env()
     # Without a terminal git would fail anyway; this makes it fail at once, never wait.
@@ -237,13 +263,17 @@ def _exit_error(code: int) -> tuple[int, str | None]:
 
 
 class _Job:
-    def __init__(self, paths: JobPaths, start_time: datetime) -> None:
+    def __init__(self, paths: JobPaths, start_time: datetime, secrets: JobSecrets) -> None:
         self.paths = paths
         self.start_time = start_time
+        self.secrets = secrets
 
     def finish(
         self, state: FinalState, *, exit_code: int | None = None, error: str | None = None
     ) -> None:
+        # Before the result: whoever sees the job final (the collector, a test, a later
+        # job's launcher) sees its secrets gone.
+        remove_private(self.paths)
         write_record(
             self.paths.result,
             JobResult(
@@ -273,8 +303,13 @@ class _Job:
         deadline = (
             time.monotonic() + spec.timeout_seconds if spec.timeout_seconds is not None else None
         )
-        secrets = {name: (paths.secret_dir / name).read_text() for name in spec.secret_names}
-        token = paths.git_token.read_text() if spec.has_git_token else None
+        secrets, token = self.secrets.secrets, self.secrets.git_token
+        if sorted(secrets) != sorted(spec.secret_names) or bool(token) != spec.has_git_token:
+            # Started without the launcher's stdin: running without the runner's secrets
+            # would fail later and more obscurely.
+            self.finish("failed", error="executor error: the job's secrets did not arrive")
+            return
+        _make_private(paths, self.secrets)
         hidden = _secrets_to_hide(spec, token)
         out_fd = os.open(paths.output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -358,7 +393,7 @@ def _acquire_lock(paths: JobPaths) -> int | None:
         time.sleep(_POLL_SECONDS)
 
 
-def supervise(paths: JobPaths) -> int:
+def supervise(paths: JobPaths, secrets: JobSecrets | None = None) -> int:
     """Run the job in `paths` unless another supervisor has taken it; the exit code."""
     lock_fd = _acquire_lock(paths)
     if lock_fd is None:
@@ -370,7 +405,7 @@ def supervise(paths: JobPaths) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     start_time = utcnow()
     write_record(paths.status, JobStatus(start_time=start_time, pid=os.getpid()))
-    job = _Job(paths, start_time)
+    job = _Job(paths, start_time, secrets or JobSecrets())
     try:
         job.run()
     except Exception as exc:
@@ -380,9 +415,7 @@ def supervise(paths: JobPaths) -> int:
             job.finish("failed", error=f"executor error: {type(exc).__name__}")
         return 1
     finally:
-        for path in (paths.git_token, paths.git_askpass):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        remove_private(paths)
     return 0
 
 
@@ -392,8 +425,15 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m kriten_dispatcher.local_supervisor <jobdir>", file=sys.stderr)
         return 2
     paths = JobPaths(Path(args[0]).resolve())
+    # Before detaching: the launcher waits for the first process to exit, so by then it
+    # has written everything, and the secrets are only in this process's memory.
+    try:
+        secrets = decode_secrets(sys.stdin.buffer.read())
+    except ValueError as exc:
+        print(f"supervisor error: {exc}", file=sys.stderr)
+        return 2
     _detach()
-    return supervise(paths)
+    return supervise(paths, secrets)
 
 
 if __name__ == "__main__":

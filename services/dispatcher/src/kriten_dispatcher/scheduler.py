@@ -2,8 +2,9 @@
 
 It runs in every dispatcher replica, with no leader, no lock and no state but the time of
 its own last check. Exactly once comes from the job id, not from coordination: a firing's
-id is `<cronjob>-<scheduled minute since the epoch>`, so every replica that sees a minute
-pass requests the same job. The dispatcher launches under that id idempotently (the
+id is `<cronjob>-<digest of the cronjob's name>-<scheduled minute since the epoch>`, a pure
+function of the cronjob and the minute, so every replica that sees a minute pass requests
+the same job. The dispatcher launches under that id idempotently (the
 Kubernetes Job or the local job directory already exists) and the collector records a
 `JobRequested` for a known id only once, so a duplicate request changes nothing.
 Firings whose job the collector has already stored are not even requested again.
@@ -41,8 +42,10 @@ log = get_logger(__name__)
 CATCH_UP = timedelta(minutes=5)
 POLL_SECONDS = 5.0
 CRON_FIELDS = 5
-# Long enough that two shortened cronjob names sharing a prefix do not share a job id.
-NAME_DIGEST_LENGTH = 8
+# 64 bits: the digest is what keeps two cronjobs' job ids apart, and cronjob names are
+# chosen by users, so it must resist a deliberate search for a colliding name (32 bits
+# would be a few minutes of hashing), not only chance.
+NAME_DIGEST_LENGTH = 16
 
 Clock = Callable[[], datetime]
 
@@ -84,14 +87,23 @@ def minute_since_epoch(moment: datetime) -> int:
 
 
 def cron_job_id(cronjob: str, minute: int) -> str:
-    """`<cronjob>-<minute>`; a name too long for a Kubernetes name is shortened and tagged
-    with a digest of the whole name, so the id stays valid and still tells cronjobs apart."""
-    job_id = f"{cronjob}-{minute}"
-    if len(job_id) <= MAX_JOB_ID_LENGTH:
-        return job_id
-    digest = hashlib.sha256(cronjob.encode()).hexdigest()[:NAME_DIGEST_LENGTH]
-    room = MAX_JOB_ID_LENGTH - len(str(minute)) - NAME_DIGEST_LENGTH - 2
-    return f"{cronjob[:room].rstrip('-.')}-{digest}-{minute}"
+    """`<cronjob>-<digest>-<minute>`: the name (cut to fit a Kubernetes name), a digest of
+    the full name, and the scheduled minute.
+
+    The digest is always there, not only for long names: with a bare `<cronjob>-<minute>`
+    a user could name a cronjob after another's shortened form (or its `<name>-<minute>`)
+    and the other's firing would be taken for a duplicate of theirs and never run. The
+    tail `-<16 hex>-<digits>` has a fixed shape, so two ids are equal only when the
+    digests are, that is when the names are; and the last segment is the 8 digits of the
+    minute, never the 10-character suffix of an api or webhook job id.
+    """
+    digest = hashlib.sha256(f"cron:{cronjob}".encode()).hexdigest()[:NAME_DIGEST_LENGTH]
+    tail = f"-{digest}-{minute}"
+    room = MAX_JOB_ID_LENGTH - len(tail)
+    prefix = cronjob[:room].rstrip("-.")
+    # The api only accepts DNS-1123 names, so the prefix is never empty; if it were, the id
+    # must still start with an alphanumeric (the digest does).
+    return f"{prefix}{tail}" if prefix else tail[1:]
 
 
 def window_start(*, last_check: datetime | None, now: datetime, catch_up: timedelta) -> datetime:
