@@ -34,8 +34,10 @@ from kriten_common.local_jobs import (
     write_record,
 )
 from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_dispatcher.app import make_launcher
 from kriten_dispatcher.local_executor import LocalJobLauncher, prune
 from kriten_dispatcher.ports import JobSpec
+from kriten_dispatcher.settings import DispatcherSettings
 from tests.dispatcher.conftest import GitHttpServer
 
 TIMEOUT = 60.0
@@ -604,7 +606,8 @@ async def test_the_launcher_prunes_with_the_configured_retention(
     monkeypatch.setenv("KRITEN_LOCAL_JOB_RETENTION_HOURS", "2")
     old = make_finished_job(jobs_dir, "old-collected", collected_hours_ago=3)
     recent = make_finished_job(jobs_dir, "recent-collected", collected_hours_ago=1)
-    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    launcher = make_launcher(DispatcherSettings(executor="local", jobs_dir=jobs_dir))
+    assert isinstance(launcher, LocalJobLauncher)
 
     await asyncio.wait_for(launcher.launch(make_spec(git_repo)), TIMEOUT)
 

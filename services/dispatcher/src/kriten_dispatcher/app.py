@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
@@ -36,7 +37,10 @@ def make_launcher(settings: DispatcherSettings) -> JobLauncher:
         return KubernetesJobLauncher(settings=KubernetesSettings())
     from kriten_dispatcher.local_executor import LocalJobLauncher
 
-    return LocalJobLauncher(jobs_dir=settings.jobs_dir)
+    return LocalJobLauncher(
+        jobs_dir=settings.jobs_dir,
+        retention=timedelta(hours=settings.local_job_retention_hours),
+    )
 
 
 def create_app(settings: DispatcherSettings) -> web.Application:

@@ -331,16 +331,10 @@ class LocalJobLauncher:
     one) may share it.
     """
 
-    def __init__(self, *, jobs_dir: Path, retention: timedelta | None = None) -> None:
+    def __init__(self, *, jobs_dir: Path, retention: timedelta = timedelta(hours=24)) -> None:
         # The supervisor runs in the job directory, so a relative path would mean
         # something else to it.
         self._jobs_dir = jobs_dir.absolute()
-        if retention is None:
-            # Read here, as the Kubernetes launcher reads KubernetesSettings, so that the
-            # app builds either launcher from the jobs directory alone.
-            from kriten_dispatcher.settings import LocalExecutorSettings
-
-            retention = timedelta(hours=LocalExecutorSettings().local_job_retention_hours)
         self._retention = retention
         self._next_prune = 0.0
 
