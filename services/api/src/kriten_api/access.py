@@ -41,6 +41,37 @@ def may(principal: Principal, resource: str, resource_id: str, access: Access) -
     )
 
 
+def is_admin(principal: Principal) -> bool:
+    """Holds `write` on every item of every resource (the built-in Admin role, or a role
+    equal to it): the only callers trusted with what no narrower role can be given."""
+    return may(principal, ALL, ALL, "write")
+
+
+def require_owner_or_admin(principal: Principal, *, owner_id: str) -> None:
+    """For acts that no resource permission may delegate: a webhook's new secret lets its
+    holder start the owner's task as the owner, so rotating it (which shows the secret) is
+    for the owner, or an admin, alone; `webhooks:write` is not enough."""
+    if owner_id != principal.user_id and not is_admin(principal):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+
+
+def require_run_as_owner(principal: Principal, *, owner_id: str, task: str) -> None:
+    """Starting a job that runs with another user's permissions (a webhook's test delivery
+    or redelivery runs as the webhook's owner): a non-owner must also be allowed to run
+    the task themselves (`jobs:write` on it), or access to the webhook alone would let
+    them run, with a body of their choosing, what only its owner may run."""
+    if owner_id != principal.user_id:
+        require(principal, "jobs", task, "write")
+
+
+def require_runner_use(principal: Principal, runner: str) -> None:
+    """Putting a task on a runner (creating it there, moving it there, or changing the
+    command of a task there): the task's command runs with the runner's secrets and git
+    token, so whoever chooses the command must be trusted with the runner itself
+    (`runners:write` on it), not only with tasks."""
+    require(principal, "runners", runner, "write")
+
+
 def readable_ids(principal: Principal, resource: str) -> set[str] | None:
     """The ids of `resource` the principal may read; None means all of them."""
     ids: set[str] = set()

@@ -2,8 +2,10 @@
 a logged delivery again, and test deliveries sent through the real run endpoint.
 
 Access is the webhook's: its owner, or `webhooks:read` (reading) / `webhooks:write`
-(redeliver, test). A redelivered body runs with the webhook owner's permissions, as the
-original delivery did.
+(redeliver, test). A redelivered or test body runs with the webhook owner's permissions,
+as the original delivery did, so a caller who is not the owner must also hold `jobs:write`
+on the webhook's task (`require_run_as_owner`): `webhooks:write` alone must not let anyone
+run another user's task, as that user, with a body they chose.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import aiohttp
 from aiohttp import web
 from sqlmodel import col, func, select
 
-from kriten_api.access import list_response, pagination
+from kriten_api.access import list_response, pagination, require_run_as_owner
+from kriten_api.authentication import authenticate
 from kriten_api.keys import PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.openapi import Query, route
 from kriten_api.schemas import AnyJson, DeliveryOut, JobAcceptedOut, TestDeliveryIn, dump
 from kriten_api.webhooks import load_webhook, optional_json_object
 from kriten_common import errors
 from kriten_common.admission import admit
-from kriten_common.db.models import Task, User, WebhookDelivery, utcnow
+from kriten_common.db.models import Task, User, Webhook, WebhookDelivery, utcnow
 from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered
 from kriten_common.rbac import Principal, load_permissions
@@ -83,27 +86,33 @@ async def list_deliveries(request: web.Request) -> web.Response:
     return list_response([delivery_json(r, full=False) for r in rows], total)
 
 
-async def _load_delivery(request: web.Request, *, write: bool) -> WebhookDelivery:
+async def _load_delivery(request: web.Request, *, write: bool) -> tuple[Webhook, WebhookDelivery]:
+    """The URL's webhook (see `load_webhook`) and its delivery `{delivery_id}`. Writing
+    (a redelivery) runs the webhook's task as its owner: see `require_run_as_owner`,
+    checked before anything about the delivery is told."""
     delivery_id = request.match_info["delivery_id"]
     async with request.app[SESSIONS]() as session:
         hook = await load_webhook(request, session, write=write)
+        if write:
+            principal = await authenticate(request)
+            require_run_as_owner(principal, owner_id=hook.owner_id, task=hook.task)
         row = await session.get(WebhookDelivery, delivery_id)
     if row is None or row.webhook_id != hook.id:
         raise errors.NotFound(f"delivery {delivery_id!r} not found")
-    return row
+    return hook, row
 
 
 async def get_delivery(request: web.Request) -> web.Response:
-    return web.json_response(delivery_json(await _load_delivery(request, write=False)))
+    _, row = await _load_delivery(request, write=False)
+    return web.json_response(delivery_json(row))
 
 
 async def redeliver(request: web.Request) -> web.Response:
     """Runs a logged delivery's body again as a new job, answering like the run endpoint."""
-    original = await _load_delivery(request, write=True)
+    hook, original = await _load_delivery(request, write=True)
     if original.body is None:
         raise errors.Conflict("only accepted deliveries keep their body; this one cannot be rerun")
     async with request.app[SESSIONS]() as session:
-        hook = await load_webhook(request, session, write=True)
         task = await session.get(Task, hook.task)
         owner = await _principal(session, hook.owner_id)
     if task is None or owner is None:
@@ -228,11 +237,14 @@ def ingress_base_url(request: web.Request) -> str:
 
 async def send_test_delivery(request: web.Request) -> web.Response:
     """`POST /webhooks/{id}/test`: signs a sample (or `{"body": ...}`) with the webhook's
-    own secret, in its scheme, sends it to the run endpoint, and returns its answer."""
+    own secret, in its scheme, sends it to the run endpoint, and returns its answer. The
+    delivery runs as the webhook's owner: see `require_run_as_owner`."""
     given = await optional_json_object(request)
     principal_name = ""
     async with request.app[SESSIONS]() as session:
         hook = await load_webhook(request, session, write=True)
+        principal = await authenticate(request)
+        require_run_as_owner(principal, owner_id=hook.owner_id, task=hook.task)
         owner = await session.get(User, hook.owner_id)
         principal_name = owner.username if owner is not None else ""
     scheme = {"auto": "standard", "infrahub": "standard"}.get(hook.scheme, hook.scheme)

@@ -2,11 +2,18 @@
 
 `/runners/{name}/secret` edits the secrets alone, with the same merge rules as the runner's
 `secret` field (see `merge_secrets`); every read shows the keys with masked values.
+
+The git token goes only where it was given for: `runners:write` holders see it masked, so
+moving `gitURL` to another origin (scheme, host, port) drops it unless the same request
+gives a token again; otherwise the next clone would send it to a host they chose. It is
+never kept with a plain `http://` URL (the dispatcher sends it only over https), and
+credentials written into the URL itself are refused: `runners:read` would show them.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
@@ -42,6 +49,78 @@ from kriten_common.db.models import Runner, Task, utcnow
 from kriten_common.http import read_json, read_json_object
 from kriten_common.local_jobs import is_valid_secret_name
 
+# Schemes whose URLs name a login user as a matter of course (`ssh://git@host/...`): the
+# user name is no secret there, a password still is.
+USER_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
+DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
+CREDENTIALS_IN_URL = (
+    "gitURL must not contain credentials (user:password@): give the token in the `token`"
+    " field, which is stored encrypted and never shown"
+)
+PLAIN_HTTP_REFUSED = (
+    "a git token is never sent over plain http: use an https:// gitURL, or remove the token"
+    ' (`"token": ""`)'
+)
+
+
+def _split_authority(url: str) -> tuple[str, str, str, str] | None:
+    """(scheme, userinfo, host[:port], rest) of a `scheme://` URL, None for other forms
+    (local paths, scp-like `git@host:path`). By hand rather than `urlsplit`, which raises
+    on some malformed hosts: masking must work on any stored value."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    return scheme.lower(), userinfo if at else "", host, tail
+
+
+def has_credentials(url: str) -> bool:
+    """A password, or (except for ssh, where it is the login) a user name: a token is often
+    given as the user name alone (`https://<token>@github.com/...`)."""
+    parts = _split_authority(url)
+    if parts is None:
+        return False
+    scheme, userinfo, _, _ = parts
+    return ":" in userinfo or (bool(userinfo) and scheme not in USER_SCHEMES)
+
+
+def masked_git_url(url: str) -> str:
+    """The URL with the credentials `has_credentials` finds masked, for rows stored before
+    they were refused (the user name of an ssh URL is kept)."""
+    parts = _split_authority(url)
+    if parts is None or not parts[1]:
+        return url
+    scheme, userinfo, host, tail = parts
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        userinfo = f"{user}:{MASK}"
+    elif scheme not in USER_SCHEMES:
+        userinfo = MASK
+    return f"{url.partition('://')[0]}://{userinfo}@{host}{tail}"
+
+
+def git_origin(url: str) -> tuple[str, str, int | None]:
+    """Where a clone of `url` connects: scheme, host and port (the default port spelled
+    out, so `https://h` and `https://h:443` are one origin). Local paths have none."""
+    parts = _split_authority(url)
+    if parts is None:
+        head = url.split("/", 1)[0]
+        if ":" in head and not url.startswith((".", "/")):
+            # scp-like `[user@]host:path`: ssh to host.
+            return "ssh", head.rpartition("@")[2].split(":", 1)[0].lower(), 22
+        return "file", "", None
+    scheme, _, host, _ = parts
+    try:
+        split = urlsplit(f"{scheme}://{host}")
+        port = split.port or DEFAULT_PORTS.get(scheme)
+        hostname = split.hostname or ""
+    except ValueError:
+        # A malformed host or port: compared as written, so any change counts as a move.
+        return scheme, host.lower(), None
+    return scheme, hostname.lower(), port
+
 
 def runner_json(runner: Runner, box: SecretBox) -> dict[str, Any]:
     secrets = box.decrypt_map(runner.secrets_encrypted)
@@ -49,7 +128,7 @@ def runner_json(runner: Runner, box: SecretBox) -> dict[str, Any]:
         RunnerOut(
             name=runner.name,
             image=runner.image,
-            git_url=runner.git_url,
+            git_url=masked_git_url(runner.git_url),
             branch=runner.branch,
             token=MASK if runner.token_encrypted else "",
             secret=dict.fromkeys(secrets, MASK),
@@ -95,13 +174,24 @@ def _apply(runner: Runner, body: dict[str, Any], box: SecretBox) -> None:
     if "image" in body:
         runner.image = optional_str(body, "image") or ""
     if "gitURL" in body:
-        runner.git_url = required_str(body, "gitURL")
+        git_url = required_str(body, "gitURL")
+        if has_credentials(git_url):
+            raise errors.InvalidInput(CREDENTIALS_IN_URL)
+        if git_origin(git_url) != git_origin(runner.git_url):
+            # The token was given for the old origin; a `token` in this same request (set
+            # below) is one given for the new one. The mask is not: it keeps nothing here.
+            runner.token_encrypted = None
+        runner.git_url = git_url
     if "branch" in body:
         runner.branch = optional_str(body, "branch") or "main"
     if "token" in body:
         token = optional_str(body, "token")
         if token != MASK:
             runner.token_encrypted = box.encrypt(token) if token else None
+    if runner.token_encrypted and git_origin(runner.git_url)[0] == "http":
+        # Whether the token or the URL is what changed (or neither, on a row stored before
+        # this rule): a token beside an http URL would go over the wire in clear.
+        raise errors.InvalidInput(PLAIN_HTTP_REFUSED)
     secrets = _secret_map(body)
     if secrets is not None:
         merged = merge_secrets(box.decrypt_map(runner.secrets_encrypted), secrets)

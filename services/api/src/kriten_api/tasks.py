@@ -17,6 +17,7 @@ from kriten_api.access import (
     page,
     readable_ids,
     require,
+    require_runner_use,
     required_str,
     same_name,
 )
@@ -34,9 +35,10 @@ from kriten_api.schemas import (
     validate,
 )
 from kriten_common import errors
-from kriten_common.admission import check_schema
 from kriten_common.db.models import CronJob, Runner, Task, Webhook, utcnow
 from kriten_common.http import read_json_object
+from kriten_common.rbac import Principal
+from kriten_common.task_schemas import check_schema
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -56,14 +58,26 @@ def task_json(task: Task) -> dict[str, Any]:
     return answer
 
 
-async def _apply(session: AsyncSession, task: Task, body: dict[str, Any]) -> None:
+async def _apply(
+    session: AsyncSession, task: Task, body: dict[str, Any], *, principal: Principal
+) -> None:
     if "runner" in body:
         runner = required_str(body, "runner")
+        # Only a new runner is checked (a create's task has none yet): sending a task back
+        # as read, its runner unchanged, needs no right on the runner. The permission
+        # first, so that a runner's existence is told only to whoever may use it.
+        if runner != task.runner:
+            require_runner_use(principal, runner)
         if await session.get(Runner, runner) is None:
             raise errors.InvalidInput(f"runner {runner!r} does not exist")
         task.runner = runner
     if "command" in body:
-        task.command = required_str(body, "command")
+        command = required_str(body, "command")
+        # The command decides what the runner's secrets are used for: changing it is
+        # using the runner, as moving the task to it is.
+        if command != task.command and task.runner:
+            require_runner_use(principal, task.runner)
+        task.command = command
     if "synchronous" in body:
         task.synchronous = optional_bool(body, "synchronous", False)
     if "schema" in body:
@@ -74,9 +88,9 @@ async def _apply(session: AsyncSession, task: Task, body: dict[str, Any]) -> Non
     if "timeout_seconds" in body:
         timeout = body["timeout_seconds"]
         if timeout is not None and (
-            not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0
+            not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 < timeout < 2**31
         ):
-            raise errors.InvalidInput("timeout_seconds must be a positive integer")
+            raise errors.InvalidInput("timeout_seconds must be an integer from 1 to 2147483647")
         task.timeout_seconds = timeout
     if "description" in body:
         task.description = optional_str(body, "description") or ""
@@ -105,7 +119,7 @@ async def create_task(request: web.Request) -> web.Response:
         required_str(body, field)
     task = Task(name=name, runner="", command="")
     async with request.app[SESSIONS]() as session:
-        await _apply(session, task, body)
+        await _apply(session, task, body, principal=principal)
         session.add(task)
         try:
             await session.commit()
@@ -135,7 +149,7 @@ async def update_task(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         task = await load_task(request, session, write=True)
         same_name(body, task.name)
-        await _apply(session, task, body)
+        await _apply(session, task, body, principal=await authenticate(request))
         task.updated_at = utcnow()
         session.add(task)
         await session.commit()

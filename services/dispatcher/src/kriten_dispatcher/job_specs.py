@@ -1,13 +1,37 @@
-"""Turns a `JobRequested` into a `JobSpec`: the task, its runner, decrypted secrets."""
+"""Turns a `JobRequested` into a `JobSpec`: the task, its runner, decrypted secrets.
+
+This is the one place that decides whether a job's clone gets the runner's git token
+(`git_token_for`); the executors hand git whatever token the spec carries.
+"""
 
 from __future__ import annotations
 
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import Runner, Task
+from kriten_common.logging import get_logger
 from kriten_common.messages import JobRequested
 from kriten_common.outcomes import PermanentError
 from kriten_dispatcher.ports import JobSpec
+
+log = get_logger(__name__)
+
+
+def sends_token(git_url: str) -> bool:
+    """Only an https:// clone gets the token: over plain http it would cross the network in
+    clear, and the other forms (ssh, local paths) do not take one. The api refuses a token
+    beside an http URL; this also covers rows stored before it did."""
+    return git_url.strip().lower().startswith("https://")
+
+
+def git_token_for(runner: Runner, box: SecretBox) -> str | None:
+    if not runner.token_encrypted:
+        return None
+    if not sends_token(runner.git_url):
+        # Not an error: the clone goes ahead without it, as for a public repository.
+        log.warning("git_token_withheld", runner=runner.name, reason="gitURL is not https://")
+        return None
+    return box.decrypt(runner.token_encrypted)
 
 
 async def build_spec(event: JobRequested, *, sessions: SessionFactory, box: SecretBox) -> JobSpec:
@@ -29,6 +53,6 @@ async def build_spec(event: JobRequested, *, sessions: SessionFactory, box: Secr
         branch=runner.branch,
         extra_vars=event.input,
         timeout_seconds=task.timeout_seconds,
-        git_token=box.decrypt(runner.token_encrypted) if runner.token_encrypted else None,
+        git_token=git_token_for(runner, box),
         secrets=box.decrypt_map(runner.secrets_encrypted),
     )
