@@ -397,3 +397,14 @@ def test_re2_keywords_agree_with_jsonschema(
         monkeypatch.setattr(module, "re", Tripwire(f"{module.__name__}.re"))
     ours = sorted(e.message for e in validator_for_task(schema).iter_errors(instance))
     assert ours == stock
+
+
+def test_input_deeper_than_a_recursive_schema_can_follow_is_a_400() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/tree"}},
+        "$defs": {"tree": {"type": "array", "items": {"$ref": "#/$defs/tree"}}},
+    }
+    deep = '{"a": ' + "[" * 900 + "]" * 900 + "}"
+    with pytest.raises(errors.InvalidInput, match="nested too deeply"):
+        validate_input(schema, deep)

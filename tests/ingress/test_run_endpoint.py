@@ -33,6 +33,7 @@ from kriten_common.messages import (
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
 from kriten_common.webhook_signing import sign_github
 from kriten_ingress.app import create_app
+from kriten_ingress.metrics import webhook_label
 from kriten_ingress.settings import IngressSettings
 from tests.ingress.test_sender_bodies import (
     infrahub_node_update,
@@ -393,10 +394,13 @@ async def test_rejected_flood_is_sampled_in_the_log_and_counted_in_metrics(
     events = await world.drain(until=lambda es: False, seconds=1.5)
     assert len(deliveries(events)) <= 6
     assert await _metric(client, 'kriten_ingress_rejections_total{reason="bad signature"}') == 60
+    label = webhook_label(hook)
     labelled = (
-        f'kriten_ingress_deliveries_total{{outcome="rejected",scheme="auto",webhook="{hook}"}}'
+        f'kriten_ingress_deliveries_total{{outcome="rejected",scheme="auto",webhook="{label}"}}'
     )
     assert await _metric(client, labelled) == 60
+    # /metrics answers anyone who reaches it; the id would be half of what a sender needs.
+    assert hook not in await (await client.get("/metrics")).text()
 
 
 async def _metric(client: Client, name: str) -> float:

@@ -446,6 +446,9 @@ def validate_input(schema: dict[str, Any] | None, raw_input: str) -> None:
         ) from None
     except UnusableSchema as problem:
         raise errors.InvalidInput(f"task schema cannot be used: {problem}") from None
+    except RecursionError:
+        # A recursive schema (`"items": {"$ref": "#"}`) follows the input as deep as it goes.
+        raise errors.InvalidInput("input is nested too deeply for the task schema") from None
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path)
         at = f" at '{where}'" if where else ""

@@ -1,5 +1,10 @@
 """A webhook's `filter`: a JMESPath expression on the parsed body that decides whether the
-delivery runs a job. Pure functions."""
+delivery runs a job. Pure functions.
+
+Evaluation is budgeted (`kriten_common.filter_expressions`): an expression that would
+take more than a few milliseconds on a body refuses that delivery instead of holding up
+the event loop, whatever was stored in the database.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
+
+from kriten_common.filter_expressions import (
+    InvalidExpression,
+    OverBudget,
+    compile_expression,
+    search,
+)
+
+FILTER_OVER_BUDGET = "filter over budget"
 
 
 @dataclass(frozen=True)
@@ -18,12 +31,24 @@ class Filter:
     compiled: ParsedResult | None  # None: the stored expression does not compile
 
 
+class FilterRefused(Exception):
+    """The filter could not be evaluated on this body within its budget.
+
+    Unlike a filter that does not match, this refuses the delivery: nothing says whether
+    the sender meant it to run.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def compile_filter(expression: str | None) -> Filter | None:
     if not expression:
         return None
     try:
-        return Filter(expression, jmespath.compile(expression))
-    except JMESPathError:
+        return Filter(expression, compile_expression(expression))
+    except InvalidExpression:
         # The api refuses invalid expressions; one that got into the database anyway
         # must not run jobs the user meant to filter out, so it filters everything.
         return Filter(expression, None)
@@ -39,7 +64,10 @@ def is_truthy(value: Any) -> bool:
 
 
 def filter_rejection(flt: Filter | None, body: bytes) -> str | None:
-    """None when the delivery passes the filter, else the reason for the delivery log."""
+    """None when the delivery passes the filter, else the reason for the delivery log.
+
+    Raises `FilterRefused` when the expression is over its budget on this body.
+    """
     if flt is None:
         return None
     if flt.compiled is None:
@@ -47,9 +75,12 @@ def filter_rejection(flt: Filter | None, body: bytes) -> str | None:
     try:
         document = json.loads(body) if body.strip() else None
     except (ValueError, RecursionError):
+        # ValueError covers bad JSON, bad UTF-8 and integers over Python's 4300 digits.
         return "body is not JSON (the webhook has a filter)"
     try:
-        result = flt.compiled.search(document)
+        result = search(flt.compiled, document)
+    except OverBudget:
+        raise FilterRefused(FILTER_OVER_BUDGET) from None
     except JMESPathError as problem:
         # A type error in a function call, say: the expression cannot hold.
         return f"filter failed: {problem}"[:200]

@@ -1,22 +1,41 @@
 """The ingress's Prometheus metrics.
 
-Deliveries are labelled by webhook id only for known webhooks (a finite set); requests
+Deliveries are labelled per webhook only for known webhooks (a finite set); requests
 for unknown ids are counted under `webhook=""` so a scan of random ids cannot blow up the
-number of series. The cache hit ratio is
+number of series. The label is `webhook_label(id)`, never the id itself: the id is the
+only thing a sender needs besides the secret to reach the run endpoint, and `/metrics`
+answers anyone who can reach it. The cache hit ratio is
 `rate(kriten_ingress_config_cache_total{result="hit"}[5m]) /
 rate(kriten_ingress_config_cache_total[5m])`.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+WEBHOOK_LABEL_LENGTH = 12
+
+
+def webhook_label(webhook_id: str) -> str:
+    """The first 12 hex digits of the id's SHA-256, or "" for no webhook.
+
+    Webhook ids are random UUIDs (122 random bits), so the hash cannot be reversed by
+    guessing, yet whoever knows an id can compute its label
+    (`printf %s "$ID" | sha256sum | cut -c1-12`). 48 bits keep labels distinct for any
+    realistic number of webhooks.
+    """
+    if not webhook_id:
+        return ""
+    return hashlib.sha256(webhook_id.encode()).hexdigest()[:WEBHOOK_LABEL_LENGTH]
 
 
 class IngressMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.deliveries = Counter(
             "kriten_ingress_deliveries",
-            "Webhook deliveries by webhook, scheme and outcome",
+            "Webhook deliveries by webhook (a hash of its id), scheme and outcome",
             ["webhook", "scheme", "outcome"],
             registry=registry,
         )

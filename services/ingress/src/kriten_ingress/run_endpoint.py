@@ -1,11 +1,12 @@
 """`POST /api/v1/webhooks/run/{id}`: the front door for senders.
 
 In order: a body declared over the hard ceiling (413) → webhook lookup, cached (404) →
-source allow-list (403) → the webhook's body cap (413) → signature and replay window
-(401) → the webhook's rate limit (429) → filter (202 `filtered`) → owner and task still
-there (403) → duplicate of a known job (202 `duplicate`) → admission: owner's permission
-(403), input schema (400), job id from the idempotency key → publish with confirm (503 if
-the broker is down) → 202 `accepted`.
+source allow-list (403) → the webhook's body cap (413, counted after any
+`Content-Encoding` is undone) → signature and replay window (401) → the webhook's rate
+limit (429) → filter (202 `filtered`; 400 when it is over its budget on this body) →
+owner and task still there (403) → duplicate of a known job (202 `duplicate`) →
+admission: owner's permission (403), input schema (400), job id from the idempotency
+key → publish with confirm (503 if the broker is down) → 202 `accepted`.
 
 Every delivery to a known webhook is recorded in the delivery log (`WebhookDelivered`)
 with its precise outcome; the sender only ever sees the uniform answers above.
@@ -31,15 +32,16 @@ from kriten_common.messages import WebhookDelivered, utcnow
 from kriten_common.rbac import is_allowed
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog, recorded_headers
-from kriten_ingress.filters import filter_rejection
+from kriten_ingress.filters import FilterRefused, filter_rejection
 from kriten_ingress.limits import Buckets, replica_rate, retry_after_seconds, source_allowed
-from kriten_ingress.metrics import IngressMetrics
+from kriten_ingress.metrics import IngressMetrics, webhook_label
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.signatures import SecretMatch, VerificationFailed, verify
 from kriten_ingress.webhook_config import WebhookConfig, WebhookConfigs
 
 log = get_logger(__name__)
 AUTHENTICATION_FAILED = "webhook authentication failed."
+FILTER_REFUSED = "the webhook's filter cannot be evaluated on this body."
 # No webhook may raise its cap above this, so a larger declared body is refused before
 # the webhook is even looked up.
 HARD_MAX_BODY_BYTES = 64 * 1024 * 1024
@@ -47,7 +49,13 @@ Outcome = Literal["accepted", "duplicate", "filtered", "rejected"]
 
 
 async def read_capped_body(request: web.Request, cap: int) -> bytes:
-    """The body, refusing (413) as soon as it is known to exceed `cap` bytes."""
+    """The body, refusing (413) as soon as it is known to exceed `cap` bytes.
+
+    aiohttp undoes a `Content-Encoding` (gzip, deflate, br) while the body streams in,
+    a bounded chunk at a time, so the cap counts decompressed bytes and a compression
+    bomb is refused after inflating just past the cap. A declared length is the
+    compressed size: refusing on it early is only ever stricter.
+    """
     declared = request.content_length
     if declared is not None and declared > cap:
         raise errors.PayloadTooLarge(f"request body exceeds {cap} bytes")
@@ -156,7 +164,10 @@ class Intake:
         # sender's allowance.
         self._check_rate(config)
 
-        rejection = filter_rejection(config.filter, body)
+        try:
+            rejection = filter_rejection(config.filter, body)
+        except FilterRefused as refused:
+            raise _Refused(errors.InvalidInput(FILTER_REFUSED), refused.reason) from None
         if rejection is not None:
             self._record(delivery, "filtered", reason=rejection)
             return web.json_response(
@@ -254,7 +265,9 @@ class Intake:
         job_id: str | None = None,
         body: str | None = None,
     ) -> bool:
-        self.metrics.deliveries.labels(delivery.webhook_id, delivery.scheme, outcome).inc()
+        self.metrics.deliveries.labels(
+            webhook_label(delivery.webhook_id), delivery.scheme, outcome
+        ).inc()
         return self.delivery_log.record(
             WebhookDelivered(
                 delivery_id=delivery.delivery_id,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from kriten_common.webhook_signing import GITHUB_PREFIX, plain_key, standard_key, standard_mac
+from kriten_ingress.json_depth import nesting_exceeds
 
 __all__ = [
     "Scheme",
@@ -35,7 +36,6 @@ _WEBHOOK_TIMESTAMP = "webhook-timestamp"
 _WEBHOOK_SIGNATURE = "webhook-signature"
 _NETBOX_SIGNATURE = "x-hook-signature"
 _GITHUB_SIGNATURE = "x-hub-signature-256"
-_GITHUB_DELIVERY = "x-github-delivery"
 _WANTED_HEADERS = frozenset(
     {
         _WEBHOOK_ID,
@@ -43,7 +43,6 @@ _WANTED_HEADERS = frozenset(
         _WEBHOOK_SIGNATURE,
         _NETBOX_SIGNATURE,
         _GITHUB_SIGNATURE,
-        _GITHUB_DELIVERY,
     }
 )
 
@@ -61,6 +60,12 @@ _CONFIGURED_SCHEMES: dict[str, Scheme | None] = {
     "netbox": "netbox",
     "github": "github",
 }
+
+# Infrahub's events are a few kilobytes and a few levels deep. Bodies beyond these bounds
+# are checked as sent and never re-serialised: that work is done before the signature
+# is known to be good, so it must stay cheap whatever an anonymous client sends.
+INFRAHUB_FALLBACK_MAX_BYTES = 64 * 1024
+INFRAHUB_FALLBACK_MAX_DEPTH = 64
 
 _SHA256_SIZE = hashlib.sha256().digest_size
 _SHA512_SIZE = hashlib.sha512().digest_size
@@ -189,34 +194,54 @@ def _verify_standard(
     # Checked before any HMAC or JSON work so stale or junk requests cost almost nothing.
     _check_window(_parse_unix_seconds(timestamp), now, window)
     given = _standard_signatures(found[_WEBHOOK_SIGNATURE])
+    if not given:
+        # No entry can match, so neither HMAC nor the re-serialisations are worth doing.
+        raise VerificationFailed("bad signature")
     keys = _usable_keys(secrets, standard_key)
     # The id.timestamp. prefix is hashed once per key and the state copied per body.
     macs = [(standard_mac(key, webhook_id, timestamp), which) for key, which in keys]
 
+    # The raw bytes first: that is what every sender but an affected Infrahub signs, and
+    # a refusal then costs one HMAC per secret, with no parsing.
     matched = _match_standard(macs, body, given)
-    parsed: object = None
     if matched is None:
-        # Only a re-serialisable object can be one of Infrahub's double-serialised
-        # bodies; the `{` test skips a pointless parse of anything else.
-        if body[:1] == b"{":
-            parsed = _load_json(body)
-        if isinstance(parsed, dict):
-            for candidate in _infrahub_reserialisations(body, parsed):
-                matched = _match_standard(macs, candidate, given)
-                if matched is not None:
-                    break
-        if matched is None:
-            raise VerificationFailed("bad signature")
-    else:
-        parsed = _load_json(body)
+        matched = _match_infrahub_rendering(macs, body, given)
+    if matched is None:
+        raise VerificationFailed("bad signature")
 
-    # Infrahub gives every retry a new webhook-id but keeps the event id in the body.
+    # Authenticated from here on. Infrahub gives every retry a new webhook-id but keeps
+    # the event id in the body.
+    parsed = _load_json(body)
     key = parsed.get("id") if isinstance(parsed, dict) else None
     return Verified(
         scheme="standard",
         idempotency_key=key if isinstance(key, str) and key else webhook_id,
         secret_matched=matched,
     )
+
+
+def _match_infrahub_rendering(
+    macs: Sequence[tuple[hmac.HMAC, SecretMatch]], body: bytes, given: Sequence[bytes]
+) -> SecretMatch | None:
+    """The secret that signed one of Infrahub's re-serialisations of `body`, if any.
+
+    This runs before anything is authenticated and parses and renders the body several
+    times, so it is kept to what Infrahub can send: a JSON object (the `{` test skips the
+    parse of anything else), small, and shallow. The byte scan for depth costs far less
+    than the parse it saves.
+    """
+    if body[:1] != b"{" or len(body) > INFRAHUB_FALLBACK_MAX_BYTES:
+        return None
+    if nesting_exceeds(body, INFRAHUB_FALLBACK_MAX_DEPTH):
+        return None
+    parsed = _load_json(body)
+    if not isinstance(parsed, dict):
+        return None
+    for candidate in _infrahub_reserialisations(body, parsed):
+        matched = _match_standard(macs, candidate, given)
+        if matched is not None:
+            return matched
+    return None
 
 
 def _parse_unix_seconds(value: str) -> int:
@@ -359,11 +384,13 @@ def _verify_github(
     given = _hex_digest(header[len(GITHUB_PREFIX) :], _SHA256_SIZE)
     keys = _usable_keys(secrets, plain_key)
     matched = _match_hex(keys, body, given, "sha256")
-    # GitHub has no signed timestamp; replays are caught by the delivery id instead.
-    delivery = found.get(_GITHUB_DELIVERY)
+    # GitHub signs neither a timestamp nor X-GitHub-Delivery, so a captured delivery can
+    # be resent with any delivery id: only the signed body can key it. A resend then maps
+    # to the job it already made. Two distinct events never share a body (each carries
+    # its own commits, ids or timestamps), and GitHub's own redelivery resends the body.
     return Verified(
         scheme="github",
-        idempotency_key=delivery if delivery else hashlib.sha256(body).hexdigest(),
+        idempotency_key=hashlib.sha256(body).hexdigest(),
         secret_matched=matched,
     )
 
