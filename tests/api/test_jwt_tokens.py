@@ -84,7 +84,18 @@ def test_the_token_carries_exactly_the_documented_claims() -> None:
     token, _ = issue()
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     body = jwt.decode(token, options={"verify_signature": False})
-    assert set(body) == {"username", "user_id", "provider", "exp", "iat", "jti"}
+    assert set(body) == {"username", "user_id", "provider", "exp", "iat", "jti", "epoch"}
+
+
+def test_a_token_without_an_epoch_is_epoch_zero_and_a_bad_epoch_is_invalid() -> None:
+    token, claims = issue()
+    body = jwt.decode(token, options={"verify_signature": False})
+    legacy = {k: v for k, v in body.items() if k != "epoch"}
+    assert decode_token(jwt.encode(legacy, KEY, algorithm="HS256"), key=KEY, now=NOW) == claims
+    for bad in ("1", 1.5, True, None):
+        token = jwt.encode({**body, "epoch": bad}, KEY, algorithm="HS256")
+        with pytest.raises(NotAuthenticated):
+            decode_token(token, key=KEY, now=NOW)
 
 
 def test_now_may_be_seconds_since_the_epoch() -> None:

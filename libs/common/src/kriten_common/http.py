@@ -1,4 +1,5 @@
-"""HTTP pieces every service shares: the error middleware, health, readiness, metrics.
+"""HTTP pieces every service shares: the error middleware, health, readiness, metrics,
+the one JSON body reader, and the refusal of control characters in URLs.
 
 Domain errors (`kriten_common.errors`) become `{"error": ...}` with the right status;
 aiohttp's own HTTP errors get the same JSON shape; anything else is logged and answered
@@ -8,6 +9,8 @@ aiohttp's own HTTP errors get the same JSON shape; anything else is logged and a
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -71,6 +74,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal error")
 
 
+# C0 controls, DEL, and the surrogates (which no UTF-8 decodes to, and no database stores).
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+@web.middleware
+async def url_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses a path or query parameter holding a control character (`%00`, ...).
+
+    No route takes one, and a NUL reaching a query is an error from PostgreSQL (it
+    refuses NUL in text), which would be a 500; refusing here covers every handler.
+    """
+    url = request.rel_url
+    texts = [url.path, *url.query.keys(), *url.query.values()]
+    if any(_CONTROL.search(text) for text in texts):
+        raise errors.InvalidInput("the URL must not contain control characters")
+    return await handler(request)
+
+
 def _kept_headers(http_error: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in http_error.headers.items() if k in ("Allow", "Retry-After")}
 
@@ -92,10 +113,74 @@ async def read_json(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
         raise errors.InvalidInput("request body must be a JSON object")
+    return parse_json(raw)
+
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects a request body may have. Kriten's bodies are a
+few levels deep; a task's input a few more. Deeper values would reach code that recurses
+(validation, `json.dumps`, the database driver) with no bound of its own."""
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """`raw` as JSON, or `InvalidInput`: never another exception, whatever the bytes.
+
+    `json.loads` alone raises `RecursionError` for deep nesting (100000 `[`) and a bare
+    `ValueError` for an integer of more than 4300 digits, both of which would be a 500;
+    it also accepts `NaN`, `Infinity` and `1e999`, which are not JSON and which
+    PostgreSQL's JSON columns refuse later, and `\\u0000`, which PostgreSQL refuses in
+    text.
+    """
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as problem:
         raise errors.InvalidInput(f"malformed JSON: {problem}") from None
+    except RecursionError:
+        raise errors.InvalidInput(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except _NotJsonNumber as problem:
+        raise errors.InvalidInput(f"malformed JSON: {problem}") from None
+    except ValueError:
+        # Python's cap on the digits of an integer (sys.int_max_str_digits, 4300).
+        raise errors.InvalidInput("malformed JSON: an integer has too many digits") from None
+    _check_tree(value)
+    return value
+
+
+class _NotJsonNumber(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJsonNumber(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotJsonNumber(f"number out of range: {text[:20]}")
+    return number
+
+
+def _check_tree(value: Any) -> None:
+    """Refuses nesting deeper than `MAX_JSON_DEPTH`, and NUL in any string or key, which
+    PostgreSQL refuses in text (a 500 there, wherever the string ends up). Iterative, so
+    no recursion limit applies."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise errors.InvalidInput("JSON strings must not contain NUL (\\u0000)")
+            continue
+        if isinstance(item, dict):
+            children: list[Any] = [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise errors.InvalidInput(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in children)
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -136,7 +221,9 @@ def create_service_app(
     *, registry: CollectorRegistry, client_max_size: int = 1024**2
 ) -> web.Application:
     """An aiohttp app with the error middleware and `/healthz`, `/readyz`, `/metrics`."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=client_max_size)
+    app = web.Application(
+        middlewares=[error_middleware, url_middleware], client_max_size=client_max_size
+    )
     app[READINESS_CHECKS] = {}
     app[METRICS_REGISTRY] = registry
     app.router.add_get("/healthz", healthz)

@@ -66,7 +66,12 @@ def parse_expires(value: Any) -> datetime | None:
     if expires.tzinfo is None:
         # A zone-less time would be read in the server's zone, which the client cannot know.
         raise errors.InvalidInput("expires must include a UTC offset (e.g. 2030-01-01T00:00:00Z)")
-    return expires.astimezone(UTC)
+    try:
+        return expires.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-14:00 is a valid timestamp whose UTC time is in year 10000,
+        # past what `datetime` can hold (and 0001-01-01T00:00:00+01:00 is before year 1).
+        raise errors.InvalidInput("expires must fall within the years 1 to 9999 in UTC") from None
 
 
 def _apply(token: ApiToken, body: dict[str, Any], *, now: datetime) -> None:

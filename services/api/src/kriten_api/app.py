@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -14,6 +17,7 @@ from kriten_api import (
     deliveries,
     groups,
     jobs,
+    jwt_tokens,
     login,
     openapi,
     role_bindings,
@@ -34,6 +38,7 @@ from kriten_common.service import CleanupContext, broker_context, database_conte
 
 log = get_logger(__name__)
 BASE = "/api/v1"
+MAINTENANCE_INTERVAL_SECONDS = 3600.0
 
 
 def create_app(settings: ApiSettings) -> web.Application:
@@ -46,6 +51,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(_migrations(settings))
     app.cleanup_ctx.append(database_context(settings, SESSIONS))
     app.cleanup_ctx.append(_builtins)
+    app.cleanup_ctx.append(_maintenance)
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     for module in (
         login,
@@ -84,3 +90,31 @@ async def _builtins(app: web.Application) -> AsyncIterator[None]:
         log.warning("development_root_password", message="root's password is 'root'")
     await ensure_builtins(app[SESSIONS], root_password=settings.root_password.get_secret_value())
     yield
+
+
+async def _maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Deletes what no longer matters, at start and then hourly: audit rows past their
+    retention, and revocations of tokens that have expired anyway. Every replica does
+    it; the deletes are idempotent, so they need no coordination."""
+    task = asyncio.create_task(_maintain(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _maintain(app: web.Application) -> None:
+    retention_days = app[SETTINGS].audit_retention_days
+    while True:
+        now = datetime.now(UTC)
+        try:
+            async with app[SESSIONS]() as session:
+                cutoff = audit.retention_cutoff(retention_days, now)
+                audit_rows = await audit.purge_old(session, before=cutoff)
+                revocations = await jwt_tokens.purge_expired(session, now)
+            if audit_rows or revocations:
+                log.info("purged", audit_rows=audit_rows, revocations=revocations)
+        except Exception:
+            # A database briefly away: the next round catches up.
+            log.exception("purge_failed")
+        await asyncio.sleep(MAINTENANCE_INTERVAL_SECONDS)

@@ -16,20 +16,33 @@ delivery log of its own and must stay fast. The category is the path segment aft
 `/api/v1/` and the target the one after it (for a create, the new item's id or name).
 Writing the record happens after the handler and never changes its answer: a failure
 is logged and the response goes out as it was.
+
+Bounds: anyone can send requests that fail before they are authenticated, so rows of
+unidentified callers (401s, failed logins) are sampled like the ingress's rejected
+deliveries: a token bucket per category, `KRITEN_AUDIT_ANONYMOUS_PER_MINUTE` with a
+burst of as many, in memory per replica. What is left out is counted, and the count is
+written on the next row of that category that is kept. Requests by authenticated callers
+and successful logins are always recorded. Rows older than `KRITEN_AUDIT_RETENTION_DAYS`
+are deleted by `purge_old` (the api runs it periodically).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import delete
 from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api.access import count, list_response, readable_ids, require
 from kriten_api.authentication import PRINCIPAL, authenticate
-from kriten_api.keys import SESSIONS
+from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.openapi import Query, route
 from kriten_api.schemas import AuditLogOut, dump
 from kriten_common import errors
@@ -47,6 +60,55 @@ CATEGORY_ALIASES = {"api_tokens": "apitokens"}
 ANONYMOUS = "anonymous"
 DEFAULT_MAX = 100
 MAX_FIELD = 255
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+    skipped: int = 0
+
+
+class AnonymousSampler:
+    """Token buckets, one per category, for the rows of unidentified callers.
+
+    The categories are the first path segments of real routes, a fixed set, so the
+    buckets are too.
+    """
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_minute = per_minute
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def admit(self, category: str) -> int | None:
+        """None to leave this row out; else how many rows of the category were left out
+        since the last one kept (written on this one)."""
+        now = self.clock()
+        burst = max(1.0, self.per_minute)
+        bucket = self._buckets.setdefault(category, _Bucket(tokens=burst, updated=now))
+        bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated) * self.per_minute / 60)
+        bucket.updated = now
+        if bucket.tokens < 1:
+            bucket.skipped += 1
+            return None
+        bucket.tokens -= 1
+        skipped, bucket.skipped = bucket.skipped, 0
+        return skipped
+
+
+SAMPLER = web.AppKey("audit_anonymous_sampler", AnonymousSampler)
+
+
+async def purge_old(session: AsyncSession, *, before: datetime) -> int:
+    """Deletes the rows created before `before`; commits; the count."""
+    result = await session.exec(delete(AuditLog).where(col(AuditLog.created_at) < before))
+    await session.commit()
+    return result.rowcount
+
+
+def retention_cutoff(retention_days: int, now: datetime) -> datetime:
+    return now - timedelta(days=retention_days)
 
 
 @dataclass(frozen=True)
@@ -107,6 +169,13 @@ async def _record(
 ) -> None:
     try:
         row = await _row(request, event, status, response)
+        if row.user_id is None and not (event.event_type == "login" and row.status == "success"):
+            # Nobody identified: anyone can send these, as many as they like.
+            skipped = request.app[SAMPLER].admit(event.category)
+            if skipped is None:
+                return
+            if skipped:
+                row.detail = f"{row.detail} ({skipped} similar not recorded before this one)"
         async with request.app[SESSIONS]() as session:
             session.add(row)
             await session.commit()
@@ -238,6 +307,7 @@ async def get_audit_log(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, base: str) -> None:
+    app[SAMPLER] = AnonymousSampler(per_minute=app[SETTINGS].audit_anonymous_per_minute)
     number = {"type": "integer", "minimum": 0}
     route(
         app,

@@ -11,7 +11,7 @@ from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api.access import list_response, pagination, readable_ids, require, require_owner_or
-from kriten_api.authentication import authenticate
+from kriten_api.authentication import authenticate, still_authenticated
 from kriten_api.keys import PUBLISHER, SESSIONS, SETTINGS
 from kriten_api.openapi import ANY_CONTENT, TEXT, Query, route
 from kriten_api.schemas import (
@@ -84,6 +84,10 @@ async def create_job(request: web.Request) -> web.Response:
     name = request.match_info["task"]
     require(principal, "jobs", name, "write")
     raw_input = await request.read()
+    if b"\x00" in raw_input:
+        # The input becomes the job's EXTRA_VARS and a text column: an environment
+        # variable cannot hold NUL, nor can PostgreSQL text.
+        raise errors.InvalidInput("the job input must not contain NUL bytes")
     async with request.app[SESSIONS]() as session:
         task = await session.get(Task, name)
     if task is None:
@@ -157,10 +161,23 @@ async def get_job_log(request: web.Request) -> web.StreamResponse:
         if job.status in FINAL_JOB_STATUSES:
             break
         await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        # A stream may run for hours: it stops, like any request would be refused, once
+        # its credential is revoked (logout, a new password, a deleted API token), has
+        # expired, or its user is gone or may no longer read the job.
+        if not await _may_still_follow(request, job):
+            break
         async with request.app[SESSIONS]() as session:
             job = await session.get(Job, job.id) or job
     await response.write_eof()
     return response
+
+
+async def _may_still_follow(request: web.Request, job: Job) -> bool:
+    try:
+        principal = await still_authenticated(request)
+    except errors.KritenError:
+        return False
+    return may_read(principal, job)
 
 
 async def cancel_job(request: web.Request) -> web.Response:

@@ -1,10 +1,15 @@
 """Session tokens: HS256 JWTs issued at login, and their revocation at logout.
 
-A token carries `username`, `user_id`, `provider`, `exp`, `iat` and `jti`. Only
-HS256 is accepted and `exp` is required. Every failure to decode is the same
-`NotAuthenticated("invalid token.")`, so a caller learns nothing about why.
-Logout stores the token's `jti` in `revoked_tokens` until the token would have
-expired anyway; `purge_expired` removes the rows that no longer matter.
+A token carries `username`, `user_id`, `provider`, `exp`, `iat`, `jti` and `epoch`
+(the user's session epoch when it was issued). Only HS256 is accepted and `exp` is
+required. Every failure to decode is the same `NotAuthenticated("invalid token.")`, so
+a caller learns nothing about why. Logout stores the token's `jti` in `revoked_tokens`
+until the token would have expired anyway; `purge_expired` removes the rows that no
+longer matter. Raising a user's epoch (`end_sessions`) revokes all their tokens at once.
+
+Tokens issued before epochs existed carry no `epoch` claim: they are read as epoch 0,
+every user's epoch until it is first raised, so an upgrade logs nobody out, and the
+first "log out everywhere" or password change ends them like any other.
 """
 
 from __future__ import annotations
@@ -16,12 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_common.db.models import RevokedToken
+from kriten_common.db.models import RevokedToken, User
 from kriten_common.errors import NotAuthenticated
 
 ALGORITHM = "HS256"
@@ -29,6 +34,7 @@ INVALID_TOKEN = "invalid token."  # noqa: S105 (a message, not a credential)
 CLOCK_SKEW = timedelta(minutes=5)
 """How far apart the replicas' clocks may be; revocations outlive their tokens by this."""
 _REQUIRED_CLAIMS = ("username", "user_id", "provider", "exp", "iat", "jti")
+EPOCH_CLAIM = "epoch"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Claims:
     exp: int
     iat: int
     jti: str
+    epoch: int = 0
 
     @property
     def expires_at(self) -> datetime:
@@ -67,6 +74,7 @@ def issue_token(
     provider: str,
     ttl_seconds: int,
     now: Instant,
+    epoch: int = 0,
 ) -> tuple[str, Claims]:
     """A signed token for the user, valid for `ttl_seconds` from `now`."""
     iat = _epoch(now)
@@ -77,6 +85,7 @@ def issue_token(
         exp=iat + ttl_seconds,
         iat=iat,
         jti=uuid.uuid4().hex,
+        epoch=epoch,
     )
     return jwt.encode(dataclasses.asdict(claims), key, algorithm=ALGORITHM), claims
 
@@ -103,6 +112,9 @@ def decode_token(token: str, *, key: str, now: Instant) -> Claims:
         raise NotAuthenticated(INVALID_TOKEN)
     if _epoch(now) >= exp:
         raise NotAuthenticated(INVALID_TOKEN)
+    session_epoch = payload.get(EPOCH_CLAIM, 0)
+    if not _is_int(session_epoch):
+        raise NotAuthenticated(INVALID_TOKEN)
     return Claims(
         username=payload["username"],
         user_id=payload["user_id"],
@@ -110,6 +122,19 @@ def decode_token(token: str, *, key: str, now: Instant) -> Claims:
         exp=exp,
         iat=iat,
         jti=payload["jti"],
+        epoch=session_epoch,
+    )
+
+
+async def end_sessions(session: AsyncSession, user_id: str) -> None:
+    """Revokes every login token of the user, on every replica; the caller commits.
+
+    One UPDATE adding 1, not a read and a write: two concurrent ends both count.
+    """
+    await session.exec(
+        update(User)
+        .where(col(User.id) == user_id)
+        .values(session_epoch=col(User.session_epoch) + 1)
     )
 
 

@@ -1,5 +1,9 @@
 """`POST /login`, `GET /refresh`, `POST /logout`: JWTs in a cookie and in the body.
 
+`/refresh` renews a login token only, never an API token: a session minted from an API
+token would outlive the API token's deletion. `POST /logout?all=true` ends every session
+of the caller (raises their session epoch, see `jwt_tokens`).
+
 Login providers: `local` (argon2id hashes in the database) and `active_directory`
 (LDAP, see `ldap_auth`) when `KRITEN_LDAP_URL` is set. Every attempt first passes the
 rate limiter (`login_limits`), before any password work.
@@ -14,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from kriten_api import jwt_tokens, ldap_auth, passwords
-from kriten_api.authentication import authenticate, presented_claims
+from kriten_api.authentication import presented_claims, verified_claims
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.login_limits import LoginLimiter
-from kriten_api.openapi import route
+from kriten_api.openapi import Query, route
 from kriten_api.schemas import LoginIn, MessageOut, TokenOut, dump
 from kriten_common import errors
 from kriten_common.client_address import client_address, forwarded_hops
@@ -29,6 +33,7 @@ log = get_logger(__name__)
 INVALID_CREDENTIALS = "invalid credentials."
 DIRECTORY_UNAVAILABLE = "the directory is unavailable; try again later."
 LOCAL = "local"
+REFRESH_NEEDS_LOGIN = "only a login token can be refreshed, not an API token"
 
 LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
 LDAP_CONFIG = web.AppKey("ldap_config", ldap_auth.LdapConfig)
@@ -59,6 +64,7 @@ def _issue(request: web.Request, user: User) -> str:
         provider=user.provider,
         ttl_seconds=settings.jwt_ttl_seconds,
         now=time.time(),
+        epoch=user.session_epoch,
     )
     return token
 
@@ -152,19 +158,37 @@ async def _directory_user(request: web.Request, username: str) -> User:
 
 
 async def refresh(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
+    if request.headers.get("Token"):
+        # The Token header wins over any JWT (see authentication), so this request is
+        # an API token's; a JWT made from it would not end when the API token is deleted.
+        raise errors.Forbidden(REFRESH_NEEDS_LOGIN)
     async with request.app[SESSIONS]() as session:
-        user = await session.get(User, principal.user_id)
+        claims = await verified_claims(request, session)
+        user = await session.get(User, claims.user_id)
     if user is None:
         raise errors.NotAuthenticated("not authenticated.")
     return _token_response(request, _issue(request, user))
 
 
+def _everywhere(request: web.Request) -> bool:
+    value = request.query.get("all", "false").lower()
+    if value not in ("true", "1", "false", "0"):
+        raise errors.InvalidInput("all must be true or false")
+    return value in ("true", "1")
+
+
 async def logout(request: web.Request) -> web.Response:
+    everywhere = _everywhere(request)
     claims = await presented_claims(request)
     async with request.app[SESSIONS]() as session:
+        if everywhere:
+            await jwt_tokens.end_sessions(session, claims.user_id)
+        # Commits the epoch too, in one transaction.
         await jwt_tokens.revoke(session, claims)
-    response = web.json_response(dump(MessageOut(msg="logged out")))
+    if everywhere:
+        log.info("logged_out_everywhere", user_id=claims.user_id, username=claims.username)
+    message = "logged out everywhere" if everywhere else "logged out"
+    response = web.json_response(dump(MessageOut(msg=message)))
     response.del_cookie("token", path="/")
     return response
 
@@ -192,7 +216,7 @@ def add_routes(app: web.Application, base: str) -> None:
         "GET",
         f"{base}/refresh",
         refresh,
-        summary="A fresh JWT for the current session",
+        summary="A fresh JWT for the current session (from a login token only)",
         response=TokenOut,
     )
     route(
@@ -200,6 +224,13 @@ def add_routes(app: web.Application, base: str) -> None:
         "POST",
         f"{base}/logout",
         logout,
-        summary="Revoke the session's JWT",
+        summary="Revoke the session's JWT; with all=true, every session of the user",
         response=MessageOut,
+        query=[
+            Query(
+                "all",
+                {"enum": ["true", "false", "1", "0"]},
+                "Log out everywhere: revoke every login token of the user, on every device",
+            )
+        ],
     )

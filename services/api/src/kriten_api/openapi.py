@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+import swagger_ui_bundle  # type: ignore[import-untyped]  # (ships no py.typed)
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -176,7 +178,8 @@ def _error_statuses(operation: Operation) -> set[int]:
     if operation.request is not None:
         statuses |= {400, 413, 415}
     if path_parameters(operation.path):
-        statuses.add(404)
+        # 400 too: a control character in the URL is refused before any handler runs.
+        statuses |= {400, 404}
     if operation.query or operation.listing:
         statuses.add(400)
     return statuses
@@ -270,22 +273,44 @@ def openapi_document(app: web.Application) -> dict[str, Any]:
     }
 
 
-DOCS_HTML = """<!doctype html>
+# Swagger UI from the swagger-ui-bundle-v2 wheel, served by the api itself: the page
+# works offline and behind egress filters, and runs only code of the version locked in
+# uv.lock, rather than whatever a CDN serves today.
+SWAGGER_UI_DIR = Path(str(swagger_ui_bundle.swagger_ui_path))
+SWAGGER_UI_VERSION = SWAGGER_UI_DIR.name.removeprefix("swagger-ui-")
+# The files the page uses, and their content types; nothing else of the package is served.
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+    "favicon-16x16.png": "image/png",
+}
+# The version is in each asset's URL (`?v=`), so a day's caching is safe across upgrades.
+ASSET_CACHE_CONTROL = "public, max-age=86400"
+
+DOCS_HTML = f"""<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <title>Kriten API</title>
-  <link rel="stylesheet" href="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css">
+  <link rel="stylesheet" href="docs/swagger-ui.css?v={SWAGGER_UI_VERSION}">
+  <link rel="icon" type="image/png" href="docs/favicon-32x32.png?v={SWAGGER_UI_VERSION}"
+    sizes="32x32">
+  <link rel="icon" type="image/png" href="docs/favicon-16x16.png?v={SWAGGER_UI_VERSION}"
+    sizes="16x16">
 </head>
 <body>
   <div id="ui"><p>Loading Swagger UI; the document itself is at
     <a href="openapi.json">openapi.json</a>.</p></div>
-  <script src="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-  <script>
-    window.ui = SwaggerUIBundle({url: "openapi.json", dom_id: "#ui", withCredentials: true});
-  </script>
+  <script src="docs/swagger-ui-bundle.js?v={SWAGGER_UI_VERSION}"></script>
+  <script src="docs/swagger-initializer.js?v={SWAGGER_UI_VERSION}"></script>
 </body>
 </html>
+"""
+# In a file of its own rather than inline, so the page runs no inline script.
+DOCS_INITIALIZER = """window.ui = SwaggerUIBundle({
+  url: "openapi.json", dom_id: "#ui", withCredentials: true
+});
 """
 
 
@@ -302,5 +327,26 @@ def add_routes(app: web.Application, base: str) -> None:
     async def serve_docs(_request: web.Request) -> web.Response:
         return web.Response(text=DOCS_HTML, content_type="text/html")
 
+    async def serve_initializer(_request: web.Request) -> web.Response:
+        return web.Response(
+            text=DOCS_INITIALIZER,
+            content_type="text/javascript",
+            headers={"Cache-Control": ASSET_CACHE_CONTROL},
+        )
+
     app.router.add_get(f"{base}/openapi.json", serve_document)
     app.router.add_get(f"{base}/docs", serve_docs)
+    app.router.add_get(f"{base}/docs/swagger-initializer.js", serve_initializer)
+    for name, content_type in DOCS_ASSETS.items():
+        app.router.add_get(f"{base}/docs/{name}", _asset(SWAGGER_UI_DIR / name, content_type))
+
+
+def _asset(path: Path, content_type: str) -> Any:
+    async def serve(_request: web.Request) -> web.FileResponse:
+        # FileResponse adds ETag and Last-Modified, and answers conditional requests.
+        return web.FileResponse(
+            path,
+            headers={"Content-Type": content_type, "Cache-Control": ASSET_CACHE_CONTROL},
+        )
+
+    return serve

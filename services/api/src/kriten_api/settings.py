@@ -58,6 +58,12 @@ class ApiSettings(CommonSettings):
     # Most usernames and addresses remembered each; the least recently failed go first.
     login_limit_max_entries: int = Field(default=50_000, ge=1)
 
+    # The audit log (docs/rbac.md): rows older than this many days are deleted, hourly.
+    audit_retention_days: int = Field(default=90, ge=1)
+    # Rows of unidentified callers (401s, failed logins) kept per category and minute,
+    # per replica; the rest are counted, not written, so nobody can fill the table.
+    audit_anonymous_per_minute: float = Field(default=60.0, gt=0)
+
     @field_validator("ldap_url")
     @classmethod
     def _ldap_scheme(cls, value: str | None) -> str | None:

@@ -4,6 +4,10 @@ Passwords are write-only: stored as argon2id hashes, never read back. `users:wri
 user is not enough to take it over: changing another user's password, or deleting them,
 also needs the caller to hold every permission that user holds, and putting a user in a
 group goes through the group's own rules (`membership`).
+
+Setting a password ends the user's login sessions (their tokens are refused from then
+on, see `jwt_tokens.end_sessions`); deleting a user ends them too, since a token whose
+user is gone is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api import membership
+from kriten_api import jwt_tokens, membership
 from kriten_api.access import list_response, page, readable_ids, require
 from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
@@ -160,6 +164,10 @@ async def update_user(request: web.Request) -> web.Response:
         if "password" in body:
             await _require_holds_all_of(session, principal, user)
             user.password_hash = await _password_hash(body, user.provider)
+            if user.password_hash is not None:
+                # A new password ends the user's sessions, the caller's own included if
+                # it is their own: whoever knew the old one must not stay logged in.
+                await jwt_tokens.end_sessions(session, user.id)
         if "groups" in body:
             groups = await membership.resolve_groups(
                 session, body["groups"] or [], provider=user.provider

@@ -54,6 +54,9 @@ class User(SQLModel, table=True):
     provider: str = "local"
     password_hash: str | None = None
     builtin: bool = False
+    # Carried by every login token; a token whose epoch is not this one is refused.
+    # Raised to end all of a user's sessions at once (password change, logout?all=true).
+    session_epoch: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = created_column()
     updated_at: datetime = created_column()
 
