@@ -446,6 +446,20 @@ def _audit() -> dict[tuple[str, str], Case]:
     }
 
 
+def _dead_letters() -> dict[tuple[str, str], Case]:
+    # Admin only: no resource permission reaches them, `*` write on tasks included. The
+    # world has no dead letter, so past the check the item routes answer 404 (for any
+    # id; "delivery" is just a world key); tests/api/test_dead_letters.py has the rest.
+    admin_only = _statuses(401, 403, 403, 403, 403, 200)
+    missing = _statuses(401, 403, 403, 403, 403, 404)
+    item = {"id": "delivery"}
+    return {
+        ("GET", "/dead_letters"): Case(None, admin_only),
+        ("GET", "/dead_letters/{id}"): Case(None, missing, item),
+        ("POST", "/dead_letters/{id}/replay"): Case(None, missing, item),
+    }
+
+
 def _session() -> dict[tuple[str, str], Case]:
     return {
         # Public: valid credentials log in whoever sends them.
@@ -499,6 +513,7 @@ def _matrix() -> dict[tuple[str, str], Case]:
         _api_tokens("api_tokens", "token_alias"),
         _webhooks(),
         _audit(),
+        _dead_letters(),
         _deletes(),
     )
     matrix: dict[tuple[str, str], Case] = {}

@@ -14,6 +14,7 @@ from kriten_api import (
     api_token_routes,
     audit,
     cronjobs,
+    dead_letters,
     deliveries,
     groups,
     jobs,
@@ -53,6 +54,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(_builtins)
     app.cleanup_ctx.append(_maintenance)
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
+    app.cleanup_ctx.append(dead_letters.gauge_context)  # uses the broker's connection
     for module in (
         login,
         openapi,
@@ -68,6 +70,7 @@ def create_app(settings: ApiSettings) -> web.Application:
         role_bindings,
         audit,
         deliveries,
+        dead_letters,
     ):
         module.add_routes(app, BASE)
     # Last: the document covers the routes recorded above.

@@ -1,0 +1,191 @@
+"""Dead letters: list, inspect and replay what the consumers gave up on, and the
+`kriten_dead_letters` gauge.
+
+Admin only (`is_admin`): a dead letter carries any event of the system, whoever's job it
+is, and replaying one runs it again as whoever sent it; no resource permission covers
+that. The dead-letter queue is the store (see `kriten_common.dead_letters`): nothing is
+copied to the database, and reading leaves every message in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import Gauge
+
+from kriten_api.access import is_admin, list_response, pagination
+from kriten_api.authentication import authenticate
+from kriten_api.keys import CONNECTION, SETTINGS
+from kriten_api.openapi import route
+from kriten_api.schemas import DeadLetterOut, dump
+from kriten_common import dead_letters as store
+from kriten_common import errors
+from kriten_common.amqp import Topology
+from kriten_common.dead_letters import DeadLetter
+from kriten_common.http import METRICS_REGISTRY
+from kriten_common.logging import get_logger
+
+log = get_logger(__name__)
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+GAUGE_INTERVAL_SECONDS = 15.0
+GAUGE = web.AppKey("dead_letters_gauge", Gauge)
+# Browses in one replica take turns: messages one browse holds are invisible to another
+# (see kriten_common.dead_letters), so a list would miss what a replay holds, and a
+# replay would not find what a list holds. Across replicas a retry settles it.
+BROWSING = web.AppKey("dead_letters_browsing", asyncio.Lock)
+
+
+def dead_letter_json(record: DeadLetter, *, full: bool = True) -> dict[str, Any]:
+    """The dead letter; `full=False` (lists) leaves out headers, events and body."""
+    model = DeadLetterOut(
+        id=record.id,
+        message_id=record.message_id,
+        routing_key=record.routing_key,
+        queue=record.queue,
+        reason=record.reason,
+        job_id=record.job_id,
+        correlation_id=record.correlation_id,
+        dead_lettered_at=(
+            record.dead_lettered_at.isoformat() if record.dead_lettered_at is not None else None
+        ),
+        size=record.size,
+        replayable=record.replayable,
+    )
+    if full:
+        model.headers = record.headers
+        model.events = record.events
+        model.body = record.body
+        model.decode_error = record.decode_error
+    answer: dict[str, Any] = dump(model)
+    return answer
+
+
+async def _require_admin(request: web.Request) -> None:
+    if not is_admin(await authenticate(request)):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+
+
+def _topology(app: web.Application) -> Topology:
+    return Topology(app[SETTINGS].amqp_prefix)
+
+
+async def list_dead_letters(request: web.Request) -> web.Response:
+    """The oldest first; `Content-Range` is the queue's depth."""
+    await _require_admin(request)
+    limit, offset = pagination(request)
+    limit = min(DEFAULT_LIMIT if limit is None else limit, MAX_LIMIT)
+    offset = min(offset, store.MAX_BROWSE)
+    app = request.app
+    async with app[BROWSING]:
+        total = await store.count(app[CONNECTION], _topology(app))
+        records = await store.browse(app[CONNECTION], _topology(app), limit=offset + limit)
+    # The depth counts only messages ready at that moment: never less than was seen.
+    total = max(total, len(records))
+    return list_response([dead_letter_json(r, full=False) for r in records[offset:]], total)
+
+
+async def get_dead_letter(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    dead_letter_id = request.match_info["id"]
+    app = request.app
+    async with app[BROWSING]:
+        record = await store.find(app[CONNECTION], _topology(app), dead_letter_id)
+    if record is None:
+        raise errors.NotFound(f"dead letter {dead_letter_id!r} not found")
+    return web.json_response(dead_letter_json(record))
+
+
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    """Back to its work queue with fresh attempts; gone from the dead-letter queue."""
+    await _require_admin(request)
+    dead_letter_id = request.match_info["id"]
+    app = request.app
+    async with app[BROWSING]:
+        record = await store.replay(app[CONNECTION], _topology(app), dead_letter_id)
+    if record is None:
+        raise errors.NotFound(f"dead letter {dead_letter_id!r} not found")
+    return web.json_response(dead_letter_json(record))
+
+
+# --- the gauge ---
+
+
+async def refresh_gauge(app: web.Application) -> None:
+    """Sets the gauge to the queue's depth; on a broker error keeps the last value."""
+    try:
+        depth = await store.count(app[CONNECTION], _topology(app))
+    except errors.Unavailable:
+        log.warning("dead_letters_gauge_not_refreshed")  # count() logged the cause
+        return
+    app[GAUGE].set(depth)
+
+
+async def _refresh_forever(app: web.Application) -> None:
+    while True:
+        try:
+            await refresh_gauge(app)
+        except Exception:
+            # Whatever it was, the metric must outlive it; the next round tries again.
+            log.warning("dead_letters_gauge_failed", exc_info=True)
+        await asyncio.sleep(GAUGE_INTERVAL_SECONDS)
+
+
+async def gauge_context(app: web.Application) -> AsyncIterator[None]:
+    """Refreshes `kriten_dead_letters` every 15 s while the app runs (after the broker
+    context, whose connection it uses)."""
+    app[GAUGE] = Gauge(
+        "kriten_dead_letters",
+        "Messages in the dead-letter queue (those a browse holds at that moment excepted)",
+        registry=app[METRICS_REGISTRY],
+    )
+    task = asyncio.create_task(_refresh_forever(app))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    app[BROWSING] = asyncio.Lock()
+    item = f"{base}/dead_letters/{{id}}"
+    route(
+        app,
+        "GET",
+        f"{base}/dead_letters",
+        list_dead_letters,
+        summary="Dead letters, oldest first (admin only)",
+        description=(
+            f"`limit` defaults to {DEFAULT_LIMIT}, at most {MAX_LIMIT}; the list reaches"
+            f" {store.MAX_BROWSE} messages deep. Reading leaves them in the queue."
+        ),
+        response=DeadLetterOut,
+        listing=True,
+        errors=[503],
+    )
+    route(
+        app,
+        "GET",
+        item,
+        get_dead_letter,
+        summary="A dead letter, with its headers and decoded events (admin only)",
+        response=DeadLetterOut,
+        errors=[503],
+    )
+    route(
+        app,
+        "POST",
+        f"{item}/replay",
+        replay_dead_letter,
+        summary="Send a dead letter back to its work queue, with fresh attempts (admin only)",
+        description=(
+            "At-least-once: the event is on its work queue (confirmed) before the dead"
+            " letter is removed. A job event runs once, since the job id travels with it."
+        ),
+        response=DeadLetterOut,
+        errors=[409, 503],
+    )
