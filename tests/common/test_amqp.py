@@ -1,16 +1,27 @@
-"""The broker layer on a real RabbitMQ: confirms, ack, retry with delay, dead-letter."""
+"""The broker layer on a real RabbitMQ: confirms, ack, retry with delay, backoff while a
+dependency is down, dead-letter with the hook."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from kriten_common import errors
-from kriten_common.amqp import BrokerUnreachable, Consumer, Publisher, Topology, connect
+from kriten_common.amqp import (
+    BrokerUnreachable,
+    Consumer,
+    Publisher,
+    Topology,
+    connect,
+    declare_topology,
+)
+from kriten_common.backoff import RETRY_DELAYS_SECONDS
 from kriten_common.messages import Event, JobDispatched, JobRequested, decode
-from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_common.outcomes import PermanentError, RetryableError, TransientError
 
 pytestmark = pytest.mark.integration
 
@@ -285,3 +296,239 @@ async def test_every_waiting_caller_learns_of_a_failed_batch(topology: Topology)
         *(publisher.publish(requested(f"f-{i}")) for i in range(20)), return_exceptions=True
     )
     assert all(isinstance(r, errors.Unavailable) for r in results)
+
+
+class DelayShuttle:
+    """Moves every message out of the test topology's delay queues back to the work queue
+    at once, noting which delay queue it was in and its headers: the retry path is
+    asserted on the queues and headers, without waiting for the TTLs."""
+
+    def __init__(self, amqp_url: str, topology: Topology, consumer: str) -> None:
+        self._amqp_url = amqp_url
+        self._topology = topology
+        self._consumer = consumer
+        self.passed: list[tuple[int, dict[str, object]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def __aenter__(self) -> DelayShuttle:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._task is not None
+        # A flag, not cancel(): aiormq can swallow a cancellation inside basic_get.
+        self._stopping = True
+        await self._task
+
+    async def _run(self) -> None:
+        connection = await aio_pika.connect(self._amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await declare_topology(channel, self._topology)
+            queues = {
+                delay: await channel.get_queue(self._topology.retry_queue(self._consumer, delay))
+                for delay in RETRY_DELAYS_SECONDS
+            }
+            while not self._stopping:
+                moved = False
+                for delay, queue in queues.items():
+                    message = await queue.get(fail=False)
+                    if message is None:
+                        continue
+                    self.passed.append((delay, dict(message.headers or {})))
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(
+                            body=message.body,
+                            type=message.type,
+                            headers=dict(message.headers or {}),
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=self._topology.queue(self._consumer),
+                    )
+                    await message.ack()
+                    moved = True
+                if not moved:
+                    await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def no_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("kriten_common.amqp.jitter_seconds", lambda level: 0.0)
+
+
+def _database_down() -> OperationalError:
+    return OperationalError(
+        "SELECT 1", {}, ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+    )
+
+
+async def _run_consumer(
+    amqp_url: str,
+    topology: Topology,
+    handler: object,
+    event: Event,
+    until: Callable[[], Awaitable[object]],
+    *,
+    on_dead_letter: object = None,
+    max_attempts: int = 10,
+) -> object:
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        consumer = Consumer(
+            connection=connection,
+            topology=topology,
+            consumer="dispatcher.job-requested",
+            handler=handler,  # type: ignore[arg-type]
+            on_dead_letter=on_dead_letter,  # type: ignore[arg-type]
+            max_attempts=max_attempts,
+        )
+        await consumer.start()
+        await publisher.publish(event)
+        try:
+            return await asyncio.wait_for(until(), 30)
+        finally:
+            await consumer.stop()
+
+
+@pytest.mark.usefixtures("no_jitter")
+async def test_a_database_outage_backs_off_without_using_attempts(
+    amqp_url: str, topology: Topology
+) -> None:
+    calls = 0
+    handled = asyncio.Event()
+    dead: list[str] = []
+
+    async def handler(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 15:
+            raise _database_down()
+        handled.set()
+
+    async def on_dead_letter(event: Event, reason: str) -> None:
+        dead.append(reason)
+
+    async with DelayShuttle(amqp_url, topology, "dispatcher.job-requested") as shuttle:
+        await _run_consumer(
+            amqp_url,
+            topology,
+            handler,
+            requested("o-1"),
+            handled.wait,
+            on_dead_letter=on_dead_letter,
+            max_attempts=3,  # far fewer than the 15 failures: none of them used one
+        )
+    assert calls == 16
+    assert dead == []
+    assert await _queue_depth(amqp_url, topology.dead_letter_queue) == 0
+    delays = [delay for delay, _ in shuttle.passed]
+    assert delays == [1, 5, 30] + [120] * 12
+    assert [h["x-kriten-backoff"] for _, h in shuttle.passed] == list(range(1, 16))
+    assert {h["x-kriten-attempt"] for _, h in shuttle.passed} == {1}
+
+
+@pytest.mark.usefixtures("no_jitter")
+@pytest.mark.parametrize(
+    "failure",
+    [
+        errors.Unavailable("message broker unavailable"),
+        TransientError("create job: HTTP 503"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError(),
+    ],
+    ids=["unavailable", "transient-error", "connection-reset", "timeout"],
+)
+async def test_every_transient_failure_backs_off(
+    amqp_url: str, topology: Topology, failure: Exception
+) -> None:
+    calls = 0
+    handled = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise failure
+        handled.set()
+
+    async with DelayShuttle(amqp_url, topology, "dispatcher.job-requested") as shuttle:
+        await _run_consumer(
+            amqp_url, topology, handler, requested("o-2"), handled.wait, max_attempts=1
+        )
+    assert [(d, h["x-kriten-backoff"]) for d, h in shuttle.passed] == [(1, 1), (5, 2)]
+
+
+async def test_a_permanent_error_is_dead_lettered_once_with_its_job_id(
+    amqp_url: str, topology: Topology
+) -> None:
+    hooked: list[tuple[str, str]] = []
+
+    async def handler(event: Event) -> None:
+        raise PermanentError("task 't' no longer exists")
+
+    async def on_dead_letter(event: Event, reason: str) -> None:
+        assert isinstance(event, JobRequested)
+        hooked.append((event.job_id, reason))
+
+    async def dead_letter() -> aio_pika.abc.AbstractIncomingMessage:
+        return await _get_one(amqp_url, topology.dead_letter_queue)
+
+    message = await _run_consumer(
+        amqp_url, topology, handler, requested("p-2"), dead_letter, on_dead_letter=on_dead_letter
+    )
+    assert isinstance(message, aio_pika.abc.AbstractIncomingMessage)
+    headers = message.headers or {}
+    assert headers["x-kriten-job-id"] == "p-2"
+    assert headers["x-kriten-reason"] == "task 't' no longer exists"
+    assert headers["x-kriten-queue"] == topology.queue("dispatcher.job-requested")
+    assert hooked == [("p-2", "task 't' no longer exists")]
+    assert await _queue_depth(amqp_url, topology.dead_letter_queue) == 0  # only the one
+
+
+@pytest.mark.usefixtures("no_jitter")
+async def test_a_bug_uses_its_attempts_then_is_dead_lettered(
+    amqp_url: str, topology: Topology
+) -> None:
+    calls = 0
+    hooked: list[str] = []
+
+    async def handler(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise _database_down()  # a transient failure first: it uses no attempt
+        raise KeyError("a bug")
+
+    async def on_dead_letter(event: Event, reason: str) -> None:
+        hooked.append(reason)
+
+    async def dead_letter() -> aio_pika.abc.AbstractIncomingMessage:
+        return await _get_one(amqp_url, topology.dead_letter_queue)
+
+    async with DelayShuttle(amqp_url, topology, "dispatcher.job-requested") as shuttle:
+        message = await _run_consumer(
+            amqp_url,
+            topology,
+            handler,
+            requested("b-1"),
+            dead_letter,
+            on_dead_letter=on_dead_letter,
+            max_attempts=3,
+        )
+    assert calls == 4  # one transient failure, then three attempts
+    assert [
+        (d, h.get("x-kriten-attempt"), h.get("x-kriten-backoff")) for d, h in shuttle.passed
+    ] == [
+        (1, 1, 1),
+        (1, 2, None),
+        (1, 3, None),
+    ]
+    assert isinstance(message, aio_pika.abc.AbstractIncomingMessage)
+    headers = message.headers or {}
+    assert headers["x-kriten-job-id"] == "b-1"
+    assert str(headers["x-kriten-reason"]).startswith("gave up after 3 attempts: KeyError")
+    (reason,) = hooked
+    assert reason.startswith("gave up after 3 attempts")

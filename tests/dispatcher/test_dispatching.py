@@ -10,7 +10,13 @@ import pytest
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import Job, Runner, Task
-from kriten_common.messages import Event, JobDispatched, JobDispatchFailed, JobRequested
+from kriten_common.messages import (
+    Event,
+    JobCancelRequested,
+    JobDispatched,
+    JobDispatchFailed,
+    JobRequested,
+)
 from kriten_common.outcomes import PermanentError
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
 from kriten_dispatcher.dispatching import Dispatcher
@@ -97,9 +103,20 @@ async def test_a_queued_job_is_still_launched(world: Any, db_sessions: SessionFa
 
 async def test_a_vanished_task_is_a_permanent_failure_recorded_on_the_job(world: Any) -> None:
     dispatcher, launcher, publisher = world
-    with pytest.raises(PermanentError, match="no longer exists"):
+    with pytest.raises(PermanentError, match="no longer exists") as raised:
         await dispatcher.handle(request(task="gone"))
     assert launcher.launched == []
+    # The handler only raises; the job is recorded failed by the one dead-letter path.
+    assert publisher.events == []
+    await dispatcher.on_dead_letter(request(task="gone"), str(raised.value))
     (failed,) = publisher.events
     assert isinstance(failed, JobDispatchFailed)
     assert failed.job_id == "hello-abc"
+    assert "no longer exists" in failed.error
+
+
+async def test_a_cancellation_given_up_on_publishes_nothing(world: Any) -> None:
+    dispatcher, _, publisher = world
+    cancel = JobCancelRequested(job_id="hello-abc", requested_by="root")
+    await dispatcher.on_dead_letter(cancel, "gave up after 10 attempts")
+    assert publisher.events == []

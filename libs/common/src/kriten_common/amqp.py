@@ -4,9 +4,10 @@ Topology (names start with the configured prefix, `kriten` by default):
 - one durable topic exchange `<prefix>`;
 - a durable quorum queue per consumer (see `WORK_QUEUES`), with a delivery limit so a
   message that keeps crashing its consumer is dead-lettered instead of looping;
-- per work queue, delay queues `<queue>.retry.<n>s` whose expired messages dead-letter
-  straight back to that work queue (not to the exchange, so a retry reaches only the
-  consumer that failed, not every subscriber);
+- per work queue, delay queues `<queue>.retry.<n>s` (1, 5, 30 and 120 s) whose expired
+  messages dead-letter straight back to that work queue (not to the exchange, so a retry
+  reaches only the consumer that failed, not every subscriber); the retry schedule that
+  uses them is in `kriten_common.backoff`;
 - one dead-letter queue `<prefix>.dead-letter` for messages that failed for good;
 - per service instance, for broadcast events such as `config.changed`, an exclusive,
   auto-delete queue `<prefix>.broadcast.<name>.<random>` (see `BroadcastSubscription`):
@@ -36,8 +37,19 @@ from aio_pika.abc import (
 )
 
 from kriten_common import errors, messages
+from kriten_common.backoff import (
+    ATTEMPT_HEADER,
+    BACKOFF_HEADER,
+    RETRY_DELAYS_SECONDS,
+    delay_level,
+    header_count,
+    jitter_seconds,
+    transient_level,
+)
+from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.logging import get_logger
 from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_common.transient import is_transient
 
 log = get_logger(__name__)
 
@@ -52,7 +64,6 @@ WORK_QUEUES: dict[str, tuple[str, ...]] = {
         messages.WebhookDelivered.routing_key,
     ),
 }
-RETRY_DELAYS_SECONDS = (1, 5, 30, 120)
 DELIVERY_LIMIT = 20
 PUBLISH_TIMEOUT_SECONDS = 10.0
 
@@ -259,19 +270,34 @@ class Publisher:
 
 
 EventHandler = Callable[[messages.Event], Awaitable[None]]
+# Called with the event and the reason just before it goes to the dead-letter queue, so
+# the owner can record the end on the job; if it raises, the message is requeued whole.
+DeadLetterHook = Callable[[messages.Event, str], Awaitable[None]]
 
 
-def _attempt(message: AbstractIncomingMessage) -> int:
-    value = (message.headers or {}).get("x-kriten-attempt", 1)
-    return value if isinstance(value, int) else 1
+def _job_id(event: messages.Event) -> str | None:
+    job_id = getattr(event, "job_id", None)
+    return job_id if isinstance(job_id, str) else None
 
 
 class Consumer:
     """Consumes one work queue; a handler's outcome decides ack, retry or dead-letter.
 
     Each event of a message is handled in turn; the message is acked once every event
-    was handled, retried alone, or dead-lettered alone. `stop()` stops consuming first,
-    then waits for in-flight messages, so a shutdown never cancels a half-handled one.
+    was handled, retried alone, or dead-lettered alone. What a failure does:
+
+    - transient (`kriten_common.transient.is_transient`: the database, the broker or the
+      Kubernetes API unavailable): back off through the delay queues, 1 → 5 → 30 → 120 s
+      and 120 s from then on, for as long as it lasts; no attempt is used (see
+      `kriten_common.backoff`);
+    - `PermanentError`: dead-letter at once;
+    - anything else (`RetryableError`, a bug): retry, using one of `max_attempts`, then
+      dead-letter.
+
+    Before dead-lettering an event, `on_dead_letter` is awaited with the reason. Messages
+    waiting in a delay queue are durable there, so a shutdown loses none. `stop()` stops
+    consuming first, then waits for in-flight messages, so a shutdown never cancels a
+    half-handled one.
     """
 
     def __init__(
@@ -283,6 +309,8 @@ class Consumer:
         handler: EventHandler,
         prefetch: int = 32,
         max_attempts: int = 10,
+        on_dead_letter: DeadLetterHook | None = None,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
@@ -290,6 +318,8 @@ class Consumer:
         self._handler = handler
         self._prefetch = prefetch
         self._max_attempts = max_attempts
+        self._on_dead_letter = on_dead_letter
+        self._metrics = metrics
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -319,10 +349,11 @@ class Consumer:
             await self._dead_letter_raw(message, f"undecodable message: {problem}")
             await message.ack()
             return
-        attempt = _attempt(message)
+        attempt = header_count(message.headers, ATTEMPT_HEADER, 1)
+        backoff = header_count(message.headers, BACKOFF_HEADER, 0)
         try:
             for event in events:
-                await self._handle_one(event, attempt)
+                await self._handle_one(event, attempt, backoff)
         except Exception:
             # Could not even retry or dead-letter (broker gone): let it come back.
             log.exception("consumer_message_requeued", queue=self._consumer)
@@ -331,42 +362,88 @@ class Consumer:
             return
         await message.ack()
 
-    async def _handle_one(self, event: messages.Event, attempt: int) -> None:
+    async def _handle_one(self, event: messages.Event, attempt: int, backoff: int) -> None:
         try:
             await self._handler(event)
         except PermanentError as problem:
-            log.warning("event_dead_lettered", queue=self._consumer, reason=str(problem))
-            await self._send_to_queue(
-                self._topology.dead_letter_queue, event, {"x-kriten-reason": str(problem)}
-            )
-        except RetryableError as problem:
-            await self._retry(event, attempt, problem.delay, str(problem))
+            await self._dead_letter(event, str(problem), attempt)
         except Exception as problem:
-            log.exception("event_handler_failed", queue=self._consumer)
-            await self._retry(event, attempt, 1.0, f"{type(problem).__name__}: {problem}")
+            if is_transient(problem):
+                await self._back_off(event, attempt, backoff, problem)
+                return
+            if isinstance(problem, RetryableError):
+                delay, reason = problem.delay, str(problem)
+            else:
+                log.exception("event_handler_failed", queue=self._consumer, job_id=_job_id(event))
+                delay, reason = 1.0, f"{type(problem).__name__}: {problem}"
+            await self._retry(event, attempt, delay, reason)
+
+    async def _back_off(
+        self, event: messages.Event, attempt: int, backoff: int, problem: Exception
+    ) -> None:
+        hint = problem.delay if isinstance(problem, RetryableError) else 0.0
+        level = transient_level(backoff, hint)
+        # No traceback: an outage fails every event the same way, and it is not a bug.
+        log.warning(
+            "event_backoff_scheduled",
+            queue=self._consumer,
+            job_id=_job_id(event),
+            correlation_id=event.correlation_id,
+            delay=level,
+            backoff=backoff + 1,
+            attempt=attempt,
+            error=f"{type(problem).__name__}: {problem}",
+        )
+        await asyncio.sleep(jitter_seconds(level))
+        await self._send_to_queue(
+            self._topology.retry_queue(self._consumer, level),
+            event,
+            {ATTEMPT_HEADER: attempt, BACKOFF_HEADER: backoff + 1},
+        )
+        if self._metrics is not None:
+            self._metrics.retried(self._consumer, "transient")
 
     async def _retry(self, event: messages.Event, attempt: int, delay: float, reason: str) -> None:
         if attempt >= self._max_attempts:
-            log.warning("event_dead_lettered", queue=self._consumer, reason=reason, attempt=attempt)
-            await self._send_to_queue(
-                self._topology.dead_letter_queue,
-                event,
-                {"x-kriten-reason": f"gave up after {attempt} attempts: {reason}"},
-            )
+            await self._dead_letter(event, f"gave up after {attempt} attempts: {reason}", attempt)
             return
-        level = next((d for d in RETRY_DELAYS_SECONDS if d >= delay), RETRY_DELAYS_SECONDS[-1])
+        level = delay_level(delay)
         log.info(
             "event_retry_scheduled",
             queue=self._consumer,
+            job_id=_job_id(event),
             delay=level,
             attempt=attempt,
             reason=reason,
         )
+        # No backoff header: a transient streak after this starts again at the shortest
+        # delay.
         await self._send_to_queue(
             self._topology.retry_queue(self._consumer, level),
             event,
-            {"x-kriten-attempt": attempt + 1},
+            {ATTEMPT_HEADER: attempt + 1},
         )
+        if self._metrics is not None:
+            self._metrics.retried(self._consumer, "attempt")
+
+    async def _dead_letter(self, event: messages.Event, reason: str, attempt: int) -> None:
+        job_id = _job_id(event)
+        log.warning(
+            "event_dead_lettered",
+            queue=self._consumer,
+            job_id=job_id,
+            correlation_id=event.correlation_id,
+            reason=reason,
+            attempt=attempt,
+        )
+        if self._on_dead_letter is not None:
+            await self._on_dead_letter(event, reason)
+        headers: dict[str, Any] = {"x-kriten-reason": reason}
+        if job_id is not None:
+            headers["x-kriten-job-id"] = job_id
+        await self._send_to_queue(self._topology.dead_letter_queue, event, headers)
+        if self._metrics is not None:
+            self._metrics.dead_lettered(self._consumer)
 
     async def _send_to_queue(
         self, queue: str, event: messages.Event, headers: dict[str, Any]
@@ -392,6 +469,8 @@ class Consumer:
             ),
             routing_key=self._topology.dead_letter_queue,
         )
+        if self._metrics is not None:
+            self._metrics.dead_lettered(self._consumer)
 
     async def stop(self, grace_seconds: float = 20.0) -> None:
         if self._queue is not None and self._tag is not None:

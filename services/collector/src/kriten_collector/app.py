@@ -17,8 +17,9 @@ from kriten_collector.job_store import JobStore
 from kriten_collector.ports import JobObserver
 from kriten_collector.settings import CollectorSettings
 from kriten_common.amqp import Consumer, Publisher, Topology
+from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.db.engine import SessionFactory
-from kriten_common.http import create_service_app
+from kriten_common.http import METRICS_REGISTRY, create_service_app
 from kriten_common.service import broker_context, database_context
 
 SETTINGS = web.AppKey("settings", CollectorSettings)
@@ -66,6 +67,7 @@ async def _collecting(app: web.Application) -> AsyncIterator[None]:
         topology=Topology(settings.amqp_prefix),
         consumer="collector.events",
         handler=collector.handle,
+        metrics=ConsumerMetrics(app[METRICS_REGISTRY]),
     )
     await consumer.start()
     watching = asyncio.create_task(collector.observe(), name="collector-observe")

@@ -13,9 +13,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kriten_common.amqp import Consumer, Publisher, Topology
+from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
-from kriten_common.http import create_service_app
+from kriten_common.http import METRICS_REGISTRY, create_service_app
 from kriten_common.service import broker_context, database_context
 from kriten_dispatcher.dispatching import Dispatcher
 from kriten_dispatcher.ports import JobLauncher
@@ -64,6 +65,7 @@ async def _consumers(app: web.Application) -> AsyncIterator[None]:
         executor=settings.executor,
     )
     topology = Topology(settings.amqp_prefix)
+    metrics = ConsumerMetrics(app[METRICS_REGISTRY])
     consumers = [
         Consumer(
             connection=app[CONNECTION],
@@ -71,6 +73,8 @@ async def _consumers(app: web.Application) -> AsyncIterator[None]:
             consumer=queue,
             handler=dispatcher.handle,
             prefetch=settings.prefetch,
+            on_dead_letter=dispatcher.on_dead_letter,
+            metrics=metrics,
         )
         for queue in ("dispatcher.job-requested", "dispatcher.control")
     ]

@@ -14,7 +14,7 @@ from kriten_common.messages import (
     JobDispatchFailed,
     JobRequested,
 )
-from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_common.outcomes import RetryableError
 from kriten_dispatcher.job_specs import build_spec
 from kriten_dispatcher.ports import JobLauncher
 
@@ -56,27 +56,36 @@ class Dispatcher:
         log.info("job_cancelled", job_id=event.job_id, requested_by=event.requested_by)
 
     async def launch(self, event: JobRequested) -> None:
-        """Launches once (idempotent by job id); a permanent failure is recorded on the job
-        through `JobDispatchFailed` before the request is dead-lettered."""
+        """Launches once (idempotent by job id). A `PermanentError` (task or runner gone,
+        a spec that can never run) ends the request: the consumer dead-letters it and
+        `on_dead_letter` records the job failed."""
         if await self._already_finished(event.job_id):
             # A sender's retry after the job ran and its execution was cleaned up (a
             # Kubernetes Job past its TTL): the same job id must not run twice.
             log.info("job_already_finished", job_id=event.job_id)
             return
-        try:
-            spec = await build_spec(event, sessions=self._sessions, box=self._box)
-            await self._launcher.launch(spec)
-        except PermanentError as problem:
-            log.warning("job_dispatch_failed", job_id=event.job_id, error=str(problem))
-            await self._publisher.publish(
-                JobDispatchFailed(
-                    job_id=event.job_id, error=str(problem), correlation_id=event.correlation_id
-                )
-            )
-            raise
+        spec = await build_spec(event, sessions=self._sessions, box=self._box)
+        await self._launcher.launch(spec)
         log.info("job_dispatched", job_id=event.job_id, task=event.task)
         await self._publisher.publish(
             JobDispatched(
                 job_id=event.job_id, executor=self._executor, correlation_id=event.correlation_id
+            )
+        )
+
+    async def on_dead_letter(self, event: Event, reason: str) -> None:
+        """The consumer gave up on `event` (a permanent failure or its attempts spent).
+
+        The one path by which a request that will never launch is recorded on its job:
+        `JobDispatchFailed` lets the collector mark the job failed with the reason, so
+        no job stays `queued` with nothing behind it. A failed publish raises, and the
+        consumer requeues the message to come back here.
+        """
+        if not isinstance(event, JobRequested):
+            return  # a cancellation given up on leaves its job as it is
+        log.warning("job_dispatch_failed", job_id=event.job_id, error=reason)
+        await self._publisher.publish(
+            JobDispatchFailed(
+                job_id=event.job_id, error=reason, correlation_id=event.correlation_id
             )
         )

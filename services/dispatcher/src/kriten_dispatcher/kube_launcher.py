@@ -6,7 +6,8 @@ Every step is idempotent, so a redelivered request walks the same path and succe
 `AlreadyExists` for an object of the same job id counts as created.
 
 Errors: 408, 429, 5xx, a quota that is full, and connection failures are transient
-(`RetryableError`, with a delay that grows per job, or the server's `Retry-After`);
+(`TransientError`, with a delay that grows per job, or the server's `Retry-After`;
+the consumer backs off without using an attempt);
 any other 4xx is permanent (`PermanentError` carrying the API server's message), and the
 Secrets made for a Job that could not be created are then removed.
 
@@ -28,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kriten_common.kube import ANNOTATION_JOB_ID, KubernetesSettings, job_name, load_api_client
 from kriten_common.logging import get_logger
-from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_common.outcomes import PermanentError, RetryableError, TransientError
 from kriten_dispatcher.kube_manifest import (
     build_job_manifest,
     build_job_secrets,
@@ -130,9 +131,9 @@ class KubernetesJobLauncher:
         if isinstance(error, ApiException):
             message = f"{action}: {api_message(error)} (HTTP {error.status})"
             if is_transient(error):
-                return RetryableError(message, delay=self._retry_delay(job_id, error))
+                return TransientError(message, delay=self._retry_delay(job_id, error))
             return PermanentError(message)
-        return RetryableError(f"{action}: {error}", delay=self._retry_delay(job_id))
+        return TransientError(f"{action}: {error}", delay=self._retry_delay(job_id))
 
     async def launch(self, spec: JobSpec) -> None:
         settings = self._settings

@@ -1,0 +1,69 @@
+"""The job store keeps the final state whatever order the job's events arrive in: a
+`JobRequested` retried after its dispatch already failed or finished fills in the job's
+fields but never makes it `queued` again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from kriten_collector.job_store import JobStore
+from kriten_collector.ports import ExecutionUpdate
+from kriten_common.db.engine import SessionFactory
+from kriten_common.db.models import Job
+from kriten_common.messages import JobDispatchFailed, JobRequested
+
+
+def requested(job_id: str = "hello-1") -> JobRequested:
+    return JobRequested(
+        job_id=job_id, task="hello", owner="root", owner_id="u", source="api", input="{}"
+    )
+
+
+async def _job(sessions: SessionFactory, job_id: str = "hello-1") -> Job:
+    async with sessions() as session:
+        job = await session.get(Job, job_id)
+    assert job is not None
+    return job
+
+
+async def test_a_late_request_does_not_reset_a_failed_dispatch(db_sessions: SessionFactory) -> None:
+    store = JobStore(db_sessions)
+    failed = await store.record_dispatch_failed(
+        JobDispatchFailed(job_id="hello-1", error="task 'hello' no longer exists")
+    )
+    assert failed is not None
+    await store.record_requested(requested())
+    job = await _job(db_sessions)
+    assert (job.status, job.error, job.task, job.owner) == (
+        "failed",
+        "task 'hello' no longer exists",
+        "hello",
+        "root",
+    )
+
+
+async def test_a_late_request_does_not_reset_a_finished_job(db_sessions: SessionFactory) -> None:
+    store = JobStore(db_sessions)
+    now = datetime.now(UTC)
+    update = ExecutionUpdate(
+        job_id="hello-1", state="succeeded", start_time=now, completion_time=now, exit_code=0
+    )
+    assert await store.record_update(update) is not None
+    await store.record_requested(requested())
+    await store.record_requested(requested())  # a redelivery changes nothing either
+    job = await _job(db_sessions)
+    assert (job.status, job.exit_code, job.task) == ("succeeded", 0, "hello")
+
+
+async def test_a_failed_dispatch_after_the_job_finished_changes_nothing(
+    db_sessions: SessionFactory,
+) -> None:
+    store = JobStore(db_sessions)
+    await store.record_requested(requested())
+    now = datetime.now(UTC)
+    await store.record_update(
+        ExecutionUpdate(job_id="hello-1", state="succeeded", completion_time=now, exit_code=0)
+    )
+    late = JobDispatchFailed(job_id="hello-1", error="gave up")
+    assert await store.record_dispatch_failed(late) is None
+    assert (await _job(db_sessions)).status == "succeeded"

@@ -1,0 +1,116 @@
+"""A request the dispatcher gives up on ends recorded on its job, on real RabbitMQ and a
+real database: the dispatcher's consumer dead-letters it, its hook publishes
+`JobDispatchFailed`, and the collector marks the job failed with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from kriten_collector.collecting import Collector
+from kriten_collector.job_store import JobStore
+from kriten_collector.local_observer import LocalJobObserver
+from kriten_common.amqp import Consumer, Publisher, Topology, connect
+from kriten_common.crypto import SecretBox
+from kriten_common.db.engine import SessionFactory
+from kriten_common.db.models import Job
+from kriten_common.messages import JobRequested
+from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
+from kriten_dispatcher.dispatching import Dispatcher
+from tests.dispatcher.test_dispatching import CountingLauncher
+
+pytestmark = pytest.mark.integration
+
+
+async def _job(sessions: SessionFactory, job_id: str, timeout: float = 15) -> Job:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with sessions() as session:
+            job = await session.get(Job, job_id)
+        if job is not None and job.status == "failed":
+            return job
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} not failed in {timeout}s")
+
+
+@pytest.fixture
+async def publisher(amqp_url: str, topology: Topology) -> AsyncIterator[Publisher]:
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        yield publisher
+        await publisher.close()
+
+
+async def test_a_request_for_a_vanished_task_ends_failed_on_its_job(
+    amqp_url: str,
+    topology: Topology,
+    db_sessions: SessionFactory,
+    publisher: Publisher,
+    tmp_path: Path,
+) -> None:
+    connection = await connect(amqp_url)
+    async with connection:
+        dispatcher = Dispatcher(
+            launcher=CountingLauncher(),
+            publisher=publisher,
+            sessions=db_sessions,
+            box=SecretBox(DEVELOPMENT_ENCRYPTION_KEY),
+            executor="local",
+        )
+        collector = Collector(
+            store=JobStore(db_sessions),
+            publisher=publisher,
+            observer=LocalJobObserver(jobs_dir=tmp_path, output_cap_bytes=1024),
+        )
+        consumers = [
+            Consumer(
+                connection=connection,
+                topology=topology,
+                consumer="dispatcher.job-requested",
+                handler=dispatcher.handle,
+                on_dead_letter=dispatcher.on_dead_letter,
+            ),
+            Consumer(
+                connection=connection,
+                topology=topology,
+                consumer="collector.events",
+                handler=collector.handle,
+            ),
+        ]
+        for consumer in consumers:
+            await consumer.start()
+        try:
+            await publisher.publish(
+                JobRequested(
+                    job_id="gone-1",
+                    task="gone",
+                    owner="root",
+                    owner_id="u",
+                    source="api",
+                    input="{}",
+                    correlation_id="corr-1",
+                )
+            )
+            job = await _job(db_sessions, "gone-1")
+        finally:
+            for consumer in consumers:
+                await consumer.stop()
+    assert job.error == "task 'gone' no longer exists"
+    assert job.task == "gone"  # the request's own fields are there too, whatever the order
+    reader = await aio_pika.connect(amqp_url)
+    async with reader:
+        channel = await reader.channel()
+        queue = await channel.get_queue(topology.dead_letter_queue)
+        dead = await queue.get(fail=False, no_ack=True)
+        assert dead is not None
+        assert await queue.get(fail=False, no_ack=True) is None  # exactly one
+    headers = dead.headers or {}
+    assert headers["x-kriten-job-id"] == "gone-1"
+    assert headers["x-kriten-reason"] == "task 'gone' no longer exists"
+    assert headers["x-kriten-queue"] == topology.queue("dispatcher.job-requested")
