@@ -61,7 +61,9 @@ def broker_context(
             app[publisher_key] = publisher
 
         async def broker_ready() -> bool:
-            return not connection.is_closed
+            # A robust connection is "not closed" while it reconnects; `connected` is
+            # set only while it really is.
+            return not connection.is_closed and connection.connected.is_set()
 
         if READINESS_CHECKS in app:
             app[READINESS_CHECKS]["broker"] = broker_ready

@@ -6,6 +6,7 @@ development launcher can mount it into the api app; `create_app` is the whole se
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -20,7 +21,7 @@ from kriten_common.http import (
     error_middleware,
 )
 from kriten_common.messages import ConfigChanged
-from kriten_common.service import broker_context, database_context
+from kriten_common.service import CleanupContext, broker_context, database_context
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog
 from kriten_ingress.keys import CONFIGS, CONNECTION, METRICS, PUBLISHER, SESSIONS, SETTINGS
@@ -42,7 +43,7 @@ def create_run_app(
     app[READINESS_CHECKS] = readiness_checks
     app[SETTINGS] = settings
     app[METRICS] = IngressMetrics(registry)
-    app.cleanup_ctx.append(database_context(settings, SESSIONS))
+    app.cleanup_ctx.append(_database_context(settings))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_configs)
     app.cleanup_ctx.append(_intake)
@@ -50,11 +51,41 @@ def create_run_app(
     return app
 
 
+def _database_context(settings: IngressSettings) -> CleanupContext:
+    """The database, without a say in readiness.
+
+    The ingress answers from cached configuration while the database is unreachable
+    (stale-if-error), so an unreachable database must not take the replica out of its
+    Service: that would turn a degraded intake into none. In the development mode the
+    api's own `database` check (the same database) is left as it was.
+    """
+    inner = database_context(settings, SESSIONS)
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        checks = app[READINESS_CHECKS]
+        before = checks.get("database")
+        steps = inner(app)
+        await anext(steps)
+        if before is None:
+            checks.pop("database", None)
+        else:
+            checks["database"] = before
+        yield
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(steps)
+
+    return context
+
+
 async def _configs(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     box = SecretBox(settings.encryption_keys.get_secret_value())
     configs = WebhookConfigs(
-        app[SESSIONS], box, settings.config_cache_seconds, metrics=app[METRICS]
+        app[SESSIONS],
+        box,
+        settings.config_cache_seconds,
+        stale_seconds=settings.config_stale_if_error_seconds,
+        metrics=app[METRICS],
     )
     app[CONFIGS] = configs
     subscription = BroadcastSubscription(
@@ -70,6 +101,7 @@ async def _configs(app: web.Application) -> AsyncIterator[None]:
     yield
     configs.subscribed = lambda: False
     await subscription.stop()
+    await configs.close()
 
 
 async def _intake(app: web.Application) -> AsyncIterator[None]:

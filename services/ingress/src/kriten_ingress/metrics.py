@@ -58,8 +58,15 @@ class IngressMetrics:
         )
         self.config_cache = Counter(
             "kriten_ingress_config_cache",
-            "Webhook configuration lookups by result (hit or miss)",
+            "Webhook configuration lookups by result: hit, miss (read from the database),"
+            " stale (answered from a configuration past its TTL because the database"
+            " could not be read), unavailable (no usable configuration: answered 503)",
             ["result"],
+            registry=registry,
+        )
+        self.config_read_failures = Counter(
+            "kriten_ingress_config_read_failures",
+            "Reads of a webhook's configuration from the database that failed or timed out",
             registry=registry,
         )
         self.delivery_log = Counter(

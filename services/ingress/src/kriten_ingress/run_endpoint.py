@@ -1,6 +1,7 @@
 """`POST /api/v1/webhooks/run/{id}`: the front door for senders.
 
-In order: a body declared over the hard ceiling (413) → webhook lookup, cached (404) →
+In order: a body declared over the hard ceiling (413) → webhook lookup, cached (404; 503
+when it cannot be read and no usable cached copy exists, see `webhook_config`) →
 source allow-list (403) → the webhook's body cap (413, counted after any
 `Content-Encoding` is undone) → signature and replay window (401) → the webhook's rate
 limit (429) → filter (202 `filtered`; 400 when it is over its budget on this body) →
@@ -105,7 +106,12 @@ class Intake:
         if declared is not None and declared > HARD_MAX_BODY_BYTES:
             self._count_unknown("too large")
             raise errors.PayloadTooLarge(f"request body exceeds {HARD_MAX_BODY_BYTES} bytes")
-        config = await self.configs.get(webhook_id)
+        try:
+            config = await self.configs.get(webhook_id)
+        except errors.Unavailable:
+            # Not in the delivery log: whether this webhook exists is what is unknown.
+            self._count_unknown("configuration unavailable")
+            raise
         if config is None:
             # Not logged: rows for ids that do not exist would let anyone fill the table.
             self._count_unknown("unknown webhook")

@@ -17,6 +17,11 @@ class IngressSettings(CommonSettings):
     # broker connection was down, say). While the subscription is down it is capped at
     # one second, so a rotated or deleted secret still stops working within a second.
     config_cache_seconds: float = Field(default=10.0, ge=0)
+    # Stale-if-error: while the database cannot be read, a cached configuration is still
+    # used for this long after it was read, unless `config.changed` invalidated it. Job
+    # requests are durable in RabbitMQ, so a database outage need not stop intake; the
+    # bound limits how long a change whose announcement was lost can go unnoticed.
+    config_stale_if_error_seconds: float = Field(default=900.0, ge=0)
     # How many ingress replicas share each webhook's rate limit: each replica allows the
     # configured rate divided by this.
     ingress_replicas: int = Field(default=1, ge=1)
