@@ -4,6 +4,7 @@ fields but never makes it `queued` again."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from kriten_collector.job_store import JobStore
@@ -67,3 +68,28 @@ async def test_a_failed_dispatch_after_the_job_finished_changes_nothing(
     late = JobDispatchFailed(job_id="hello-1", error="gave up")
     assert await store.record_dispatch_failed(late) is None
     assert (await _job(db_sessions)).status == "succeeded"
+
+
+async def test_a_replayed_request_reopens_a_job_that_failed_before_it_ran(
+    db_sessions: SessionFactory,
+) -> None:
+    store = JobStore(db_sessions)
+    await store.record_requested(requested())
+    await store.record_dispatch_failed(JobDispatchFailed(job_id="hello-1", error="task gone"))
+    now = datetime.now(UTC)
+    # An execution that never started (an image that cannot be pulled, reported twice)
+    # does not reopen it: nothing ran.
+    unstarted = ExecutionUpdate(job_id="hello-1", state="failed", completion_time=now)
+    assert await store.record_update(unstarted) is None
+    # One that started does: the replayed dead letter ran it.
+    running = ExecutionUpdate(job_id="hello-1", state="running", start_time=now)
+    await store.record_update(running)
+    assert (await _job(db_sessions)).status == "running"
+    done = ExecutionUpdate(
+        job_id="hello-1", state="succeeded", start_time=now, completion_time=now, exit_code=0
+    )
+    assert await store.record_update(done) is not None
+    job = await _job(db_sessions)
+    assert (job.status, job.exit_code, job.error) == ("succeeded", 0, None)
+    # And a finished execution is final again.
+    assert await store.record_update(replace(done, state="failed", exit_code=1)) is None

@@ -3,6 +3,7 @@ record permanent failures."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -84,11 +85,32 @@ async def test_a_retry_of_a_finished_job_runs_nothing(
 ) -> None:
     dispatcher, launcher, publisher = world
     async with db_sessions() as session:
-        session.add(Job(id="hello-abc", task="hello", owner="root", owner_id="u", status=status))
+        session.add(
+            Job(
+                id="hello-abc",
+                task="hello",
+                owner="root",
+                owner_id="u",
+                status=status,
+                start_time=datetime.now(UTC),
+            )
+        )
         await session.commit()
     await dispatcher.handle(request())
     assert launcher.launched == []
     assert publisher.events == []
+
+
+async def test_a_job_that_failed_before_launch_is_launched_by_its_replay(
+    world: Any, db_sessions: SessionFactory
+) -> None:
+    dispatcher, launcher, _ = world
+    async with db_sessions() as session:
+        # What the dead-letter hook records: failed, no execution ever started.
+        session.add(Job(id="hello-abc", task="hello", owner="root", owner_id="u", status="failed"))
+        await session.commit()
+    await dispatcher.handle(request())
+    assert [s.job_id for s in launcher.launched] == ["hello-abc"]
 
 
 async def test_a_queued_job_is_still_launched(world: Any, db_sessions: SessionFactory) -> None:

@@ -1,5 +1,8 @@
 """The jobs table, written only here. Transitions are monotonic: queued → running →
-final, and a final job never changes again, whatever order events arrive in.
+final, and a final job never changes again, whatever order events arrive in, with one
+exception: a job recorded failed before it was ever launched (its request was
+dead-lettered) takes the reports of an execution that started after all, which is what
+an operator's replay of that dead letter makes.
 
 Events about one job come from two sources (the broker and the executor's observer) and
 can arrive in either order, so every write is an upsert that fills in what it knows.
@@ -14,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from kriten_collector.json_data import extract_json_data
 from kriten_collector.ports import ExecutionUpdate
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import FINAL_JOB_STATUSES, Job, utcnow
+from kriten_common.db.models import FINAL_JOB_STATUSES, Job, failed_before_launch, utcnow
 from kriten_common.messages import JobDispatchFailed, JobRequested
 
 Change = Callable[[Job], bool]
@@ -73,7 +76,7 @@ class JobStore:
         """Stores what the executor reported; returns the job when this made it final."""
 
         def change(job: Job) -> bool:
-            if job.status in FINAL_JOB_STATUSES:
+            if job.status in FINAL_JOB_STATUSES and not _launched_after_failing(job, update):
                 return False
             job.start_time = job.start_time or update.start_time
             if update.state == "running":
@@ -94,3 +97,9 @@ class JobStore:
 
         job = await self._upsert(update.job_id, change)
         return job if job is not None and job.status in FINAL_JOB_STATUSES else None
+
+
+def _launched_after_failing(job: Job, update: ExecutionUpdate) -> bool:
+    """Whether `update` reports an execution that started for a job that had failed
+    before launch: the dispatch failure is then history, and the execution the truth."""
+    return failed_before_launch(job) and update.start_time is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kriten_common.amqp import Publisher
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import FINAL_JOB_STATUSES, Job
+from kriten_common.db.models import FINAL_JOB_STATUSES, Job, failed_before_launch
 from kriten_common.logging import get_logger
 from kriten_common.messages import (
     Event,
@@ -46,7 +46,10 @@ class Dispatcher:
     async def _already_finished(self, job_id: str) -> bool:
         async with self._sessions() as session:
             job = await session.get(Job, job_id)
-        return job is not None and job.status in FINAL_JOB_STATUSES
+        # A job that failed before launch is the replay of its dead letter: it may run.
+        return (
+            job is not None and job.status in FINAL_JOB_STATUSES and not failed_before_launch(job)
+        )
 
     async def cancel(self, event: JobCancelRequested) -> None:
         """Stops the job; one not launched yet (its request still queued or retrying) is

@@ -204,6 +204,13 @@ class Job(SQLModel, table=True):
 FINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
+def failed_before_launch(job: Job) -> bool:
+    """Whether `job` was recorded failed without any execution ever starting: its request
+    was dead-lettered (an executor sets a start time as soon as it takes a job). Replaying
+    that dead letter may still launch it, and its execution's reports then count."""
+    return job.status == "failed" and job.start_time is None and job.exit_code is None
+
+
 class CronJob(SQLModel, table=True):
     """A schedule that runs a task as its owner (api writes; the scheduler reads)."""
 
