@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 
 import aio_pika
 import pytest
+import structlog
 from sqlalchemy.exc import OperationalError
 
 from kriten_common import errors
 from kriten_common.amqp import (
+    BroadcastSubscription,
     BrokerUnreachable,
     Consumer,
     Publisher,
@@ -20,7 +22,7 @@ from kriten_common.amqp import (
     declare_topology,
 )
 from kriten_common.backoff import RETRY_DELAYS_SECONDS
-from kriten_common.messages import Event, JobDispatched, JobRequested, decode
+from kriten_common.messages import Event, JobDispatched, JobFinished, JobRequested, decode
 from kriten_common.outcomes import PermanentError, RetryableError, TransientError
 
 pytestmark = pytest.mark.integration
@@ -296,6 +298,81 @@ async def test_every_waiting_caller_learns_of_a_failed_batch(topology: Topology)
         *(publisher.publish(requested(f"f-{i}")) for i in range(20)), return_exceptions=True
     )
     assert all(isinstance(r, errors.Unavailable) for r in results)
+
+
+def finished(job_id: str) -> JobFinished:
+    return JobFinished(job_id=job_id, task="t", status="succeeded", exit_code=0)
+
+
+async def test_a_notification_without_listener_is_dropped_quietly(
+    amqp_url: str, topology: Topology
+) -> None:
+    """`job.finished` with no api running: no error, no warning, alone or batched."""
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        with structlog.testing.capture_logs() as logged:
+            await publisher.publish(finished("alone"), mandatory=False)
+            await asyncio.gather(
+                *(publisher.publish(finished(f"n-{i}"), mandatory=False) for i in range(50))
+            )
+            await publisher.close()
+    assert [e for e in logged if e["log_level"] in ("warning", "error", "critical")] == []
+
+
+async def test_a_mandatory_publish_without_queue_still_raises(
+    amqp_url: str, topology: Topology
+) -> None:
+    """No queue for `job.finished` in the topology: mandatory, it is a bug, and says so."""
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        with pytest.raises(errors.Unavailable):
+            await publisher.publish(finished("lost"))
+        # A mandatory batch does not carry the flag over to the non-mandatory key's batch.
+        await publisher.publish(finished("quiet"), mandatory=False)
+        await publisher.close()
+
+
+async def test_job_finished_reaches_every_subscribed_instance(
+    amqp_url: str, topology: Topology
+) -> None:
+    connection = await connect(amqp_url)
+    async with connection:
+        seen: dict[str, list[str]] = {"a": [], "b": []}
+
+        def handler(name: str) -> Callable[[Event], Awaitable[None]]:
+            async def handle(event: Event) -> None:
+                assert isinstance(event, JobFinished)
+                seen[name].append(event.job_id)
+
+            return handle
+
+        subscriptions = [
+            BroadcastSubscription(
+                connection=connection,
+                topology=topology,
+                name=f"api-{name}",
+                routing_keys=(JobFinished.routing_key,),
+                handler=handler(name),
+            )
+            for name in seen
+        ]
+        for subscription in subscriptions:
+            await subscription.start()
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        await publisher.publish(finished("j-1"), mandatory=False)
+        for _ in range(200):
+            if all(seen.values()):
+                break
+            await asyncio.sleep(0.02)
+        await publisher.close()
+        for subscription in subscriptions:
+            await subscription.stop()
+    assert seen == {"a": ["j-1"], "b": ["j-1"]}
 
 
 class DelayShuttle:

@@ -107,6 +107,24 @@ class ServiceProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-20_000:]
 
+    def problems(self) -> list[dict[str, Any]]:
+        """The JSON log lines at level error or above, or naming a failed publish (which
+        is logged as a warning, but on a healthy run means a message was unroutable)."""
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # a library's plain-text line, or the launcher's own output
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("level") in ("error", "critical") or entry.get("event") in (
+                "publish_failed",
+                "broadcast_failed",
+            ):
+                found.append(entry)
+        return found
+
 
 @contextlib.asynccontextmanager
 async def running(services: list[ServiceProcess]) -> AsyncIterator[list[ServiceProcess]]:

@@ -49,6 +49,9 @@ async def test_one_url_serves_api_and_webhooks(kriten: ServiceProcess, tmp_path:
     finally:
         await client.close()
     assert "development_root_password" in kriten.logs()
+    # Every job of the scenario was healthy: none may have logged an error (such as the
+    # unroutable `job.finished` each finished job once did).
+    assert kriten.problems() == []
 
 
 async def test_unreachable_broker_is_one_clear_line(tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ async def test_seed_scenario_on_separate_processes(deployment: Deployment, tmp_p
     await scenario.duplicate_delivery_runs_once(client, url, tmp_path)
     await scenario.failing_command_is_recorded_failed(client)
     await scenario.running_job_can_be_cancelled(client)
+    # A failed or cancelled job is an outcome, not a fault: no service logged an error
+    # (nor, for instance, an unroutable `job.finished` for every finished job).
+    for name, service in deployment.services.items():
+        assert service.problems() == [], name
 
 
 async def test_services_stop_cleanly_on_sigterm(deployment: Deployment) -> None:

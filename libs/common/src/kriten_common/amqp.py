@@ -9,12 +9,15 @@ Topology (names start with the configured prefix, `kriten` by default):
   reaches only the consumer that failed, not every subscriber); the retry schedule that
   uses them is in `kriten_common.backoff`;
 - one dead-letter queue `<prefix>.dead-letter` for messages that failed for good;
-- per service instance, for broadcast events such as `config.changed`, an exclusive,
-  auto-delete queue `<prefix>.broadcast.<name>.<random>` (see `BroadcastSubscription`):
-  every instance gets every event, and nothing piles up for an instance that is gone.
+- per service instance, for broadcast events (`config.changed` for the ingress,
+  `job.finished` for the api), an exclusive, auto-delete queue
+  `<prefix>.broadcast.<name>.<random>` (see `BroadcastSubscription`): every instance
+  gets every event, and nothing piles up for an instance that is gone.
 
 Publishing waits for the broker's confirm of a persistent message on a quorum queue, so a
-returned `publish()` means the event is on disk; an unroutable message raises.
+returned `publish()` means the event is on disk; an unroutable message raises, unless it
+was published with `mandatory=False` (a notification such as `job.finished`, whose only
+listeners are the per-instance queues of `BroadcastSubscription`s and may be none).
 """
 
 from __future__ import annotations
@@ -173,6 +176,14 @@ def _message(
     )
 
 
+@dataclass(frozen=True)
+class _BatchKey:
+    """What the events of one group-commit batch share: their routing key and flag."""
+
+    routing_key: str
+    mandatory: bool
+
+
 class Publisher:
     """Publishes events with publisher confirms; `Unavailable` when the broker is not there.
 
@@ -180,6 +191,12 @@ class Publisher:
     of that key queue up and go together in the next message (at most `max_batch`), and
     every caller waiting on them is released by that one confirm. Under load this turns
     the broker's per-message cost into a per-batch cost; alone, an event goes at once.
+
+    Every publish is mandatory unless told otherwise: an event that must reach a consumer
+    has its queue in the topology, so a return from the broker is a bug and raises. A
+    notification that may have no listener at all (`job.finished` while no api runs) is
+    published with `mandatory=False`; it is batched apart from mandatory events of the
+    same routing key, since one message carries one `mandatory` flag.
     """
 
     def __init__(
@@ -191,8 +208,8 @@ class Publisher:
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._lock = asyncio.Lock()
-        self._waiting: dict[str, list[tuple[messages.Event, asyncio.Future[None]]]] = {}
-        self._senders: dict[str, asyncio.Task[None]] = {}
+        self._waiting: dict[_BatchKey, list[tuple[messages.Event, asyncio.Future[None]]]] = {}
+        self._senders: dict[_BatchKey, asyncio.Task[None]] = {}
 
     async def open(self) -> None:
         # on_return_raises: an unroutable message is an error, never a silent drop.
@@ -209,30 +226,33 @@ class Publisher:
         assert self._exchange is not None
         return self._exchange
 
-    async def publish(self, *events: messages.Event) -> None:
-        """Returns once RabbitMQ confirmed a persistent message carrying `events`."""
+    async def publish(self, *events: messages.Event, mandatory: bool = True) -> None:
+        """Returns once RabbitMQ confirmed a persistent message carrying `events`.
+
+        `mandatory=False` only for an event that may rightly have no listener: the broker
+        then drops it quietly when no queue is bound to its routing key.
+        """
         if not events:
             return
         if len(events) > 1 or self._max_batch == 1:
-            await self._send(list(events))
+            await self._send(list(events), mandatory=mandatory)
             return
         event = events[0]
+        key = _BatchKey(event.routing_key, mandatory)
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(event.routing_key, []).append((event, confirmed))
-        if event.routing_key not in self._senders:
-            self._senders[event.routing_key] = asyncio.create_task(
-                self._send_waiting(event.routing_key)
-            )
+        self._waiting.setdefault(key, []).append((event, confirmed))
+        if key not in self._senders:
+            self._senders[key] = asyncio.create_task(self._send_waiting(key))
         # shield: a caller that gives up must not cancel the batch others wait on.
         await asyncio.shield(confirmed)
 
-    async def _send_waiting(self, routing_key: str) -> None:
+    async def _send_waiting(self, key: _BatchKey) -> None:
         try:
-            while waiting := self._waiting.get(routing_key):
+            while waiting := self._waiting.get(key):
                 batch = waiting[: self._max_batch]
                 del waiting[: self._max_batch]
                 try:
-                    await self._send([event for event, _ in batch])
+                    await self._send([event for event, _ in batch], mandatory=key.mandatory)
                 except errors.Unavailable as problem:
                     outcome: errors.Unavailable | None = problem
                 else:
@@ -245,15 +265,15 @@ class Publisher:
                     else:
                         confirmed.set_exception(errors.Unavailable(outcome.message))
         finally:
-            del self._senders[routing_key]
+            del self._senders[key]
 
-    async def _send(self, events: list[messages.Event]) -> None:
+    async def _send(self, events: list[messages.Event], *, mandatory: bool) -> None:
         try:
             exchange = await self._ready_exchange()
             await exchange.publish(
                 _message(events),
                 routing_key=events[0].routing_key,
-                mandatory=True,
+                mandatory=mandatory,
                 timeout=PUBLISH_TIMEOUT_SECONDS,
             )
         except asyncio.CancelledError:
@@ -566,10 +586,14 @@ class BroadcastSubscription:
                 log.exception("broadcast_handler_failed", queue=self._queue_name)
 
     async def stop(self) -> None:
-        if self._queue is not None and self._tag is not None:
+        tag, self._tag = self._tag, None
+        if self._connection.is_closed:
+            # The exclusive queue went with the connection; a robust channel would wait
+            # for a reconnect that never comes.
+            return
+        if self._queue is not None and tag is not None:
             with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
-        self._tag = None
+                await self._queue.cancel(tag)
         if self._channel is not None and not self._channel.is_closed:
             with contextlib.suppress(Exception):
                 await self._channel.close()

@@ -29,12 +29,15 @@ from kriten_api import (
     webhooks,
 )
 from kriten_api.bootstrap import ensure_builtins
-from kriten_api.keys import CONNECTION, PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
+from kriten_api.job_events import JobEvents
+from kriten_api.keys import CONNECTION, JOB_EVENTS, PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.migrate import upgrade_database
 from kriten_api.settings import ApiSettings
+from kriten_common.amqp import BroadcastSubscription, Topology
 from kriten_common.crypto import SecretBox
 from kriten_common.http import create_service_app
 from kriten_common.logging import get_logger
+from kriten_common.messages import JobFinished
 from kriten_common.service import CleanupContext, broker_context, database_context
 
 log = get_logger(__name__)
@@ -55,6 +58,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(_maintenance)
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(dead_letters.gauge_context)  # uses the broker's connection
+    app.cleanup_ctx.append(_job_events)  # so does this
     for module in (
         login,
         openapi,
@@ -93,6 +97,25 @@ async def _builtins(app: web.Application) -> AsyncIterator[None]:
         log.warning("development_root_password", message="root's password is 'root'")
     await ensure_builtins(app[SESSIONS], root_password=settings.root_password.get_secret_value())
     yield
+
+
+async def _job_events(app: web.Application) -> AsyncIterator[None]:
+    """Subscribes this replica to `job.finished` (its own exclusive, auto-delete queue), so
+    synchronous requests and followed logs wake when their job finishes."""
+    job_events = JobEvents()
+    app[JOB_EVENTS] = job_events
+    subscription = BroadcastSubscription(
+        connection=app[CONNECTION],
+        topology=Topology(app[SETTINGS].amqp_prefix),
+        name="api-jobs",
+        routing_keys=(JobFinished.routing_key,),
+        handler=job_events.on_event,
+        # Events sent while the connection was down are lost: let every waiter re-read.
+        on_restored=job_events.wake_all,
+    )
+    await subscription.start()
+    yield
+    await subscription.stop()
 
 
 async def _maintenance(app: web.Application) -> AsyncIterator[None]:

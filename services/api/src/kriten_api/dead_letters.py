@@ -10,7 +10,6 @@ copied to the database, and reading leaves every message in place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -146,8 +145,9 @@ async def gauge_context(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(_refresh_forever(app))
     yield
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # Bounded: a refresh cancelled half-way through opening a channel on a broken
+    # connection must not hold up the shutdown.
+    await asyncio.wait({task}, timeout=5)
 
 
 def add_routes(app: web.Application, base: str) -> None:

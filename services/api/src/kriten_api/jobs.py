@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -10,9 +9,11 @@ from aiohttp import web
 from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from kriten_api import job_events
 from kriten_api.access import list_response, pagination, readable_ids, require, require_owner_or
 from kriten_api.authentication import authenticate, still_authenticated
-from kriten_api.keys import PUBLISHER, SESSIONS, SETTINGS
+from kriten_api.job_events import wait_woken
+from kriten_api.keys import JOB_EVENTS, PUBLISHER, SESSIONS, SETTINGS
 from kriten_api.openapi import ANY_CONTENT, TEXT, Query, route
 from kriten_api.schemas import (
     CreateJobOut,
@@ -30,8 +31,9 @@ from kriten_common.jobtime import format_unix_date
 from kriten_common.messages import JobCancelRequested
 from kriten_common.rbac import Principal
 
-SYNC_POLL_SECONDS = 0.1
-FOLLOW_POLL_SECONDS = 0.5
+# A followed log re-reads the job this often for new output (and re-checks the caller's
+# credential); the job's end wakes it at once (`job.finished`), without waiting for this.
+FOLLOW_OUTPUT_SECONDS = 1.0
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -95,21 +97,27 @@ async def create_job(request: web.Request) -> web.Response:
     event = admit(principal=principal, task=task, raw_input=raw_input, source="api")
     await request.app[PUBLISHER].publish(event)
     if task.synchronous:
-        finished = await _wait_for_final(request, event.job_id)
+        finished = await _wait_woken_final(request, event.job_id)
         if finished is not None:
             return web.json_response(job_json(finished))
     return web.json_response(dump(JobAcceptedOut(msg="job created successfully", id=event.job_id)))
 
 
-async def _wait_for_final(request: web.Request, job_id: str) -> Job | None:
+async def _wait_woken_final(request: web.Request, job_id: str) -> Job | None:
+    """The job once final, or None after `sync_timeout`: woken by `job.finished`, with a
+    re-read every `FINISH_RECHECK_SECONDS` in case the event was lost."""
     deadline = time.monotonic() + request.app[SETTINGS].sync_timeout
-    while time.monotonic() < deadline:
-        async with request.app[SESSIONS]() as session:
-            job = await session.get(Job, job_id)
-        if job is not None and job.status in FINAL_JOB_STATUSES:
-            return job
-        await asyncio.sleep(SYNC_POLL_SECONDS)
-    return None
+    # Watching before the first read: a finish between the read and the wait still wakes.
+    with request.app[JOB_EVENTS].watch(job_id) as finished:
+        while True:
+            async with request.app[SESSIONS]() as session:
+                job = await session.get(Job, job_id)
+            if job is not None and job.status in FINAL_JOB_STATUSES:
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            await wait_woken(finished, min(remaining, job_events.FINISH_RECHECK_SECONDS))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -153,21 +161,24 @@ async def get_job_log(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     sent = 0
-    while True:
-        text = job.stdout or ""
-        if len(text) > sent:
-            await response.write(text[sent:].encode())
-            sent = len(text)
-        if job.status in FINAL_JOB_STATUSES:
-            break
-        await asyncio.sleep(FOLLOW_POLL_SECONDS)
-        # A stream may run for hours: it stops, like any request would be refused, once
-        # its credential is revoked (logout, a new password, a deleted API token), has
-        # expired, or its user is gone or may no longer read the job.
-        if not await _may_still_follow(request, job):
-            break
-        async with request.app[SESSIONS]() as session:
-            job = await session.get(Job, job.id) or job
+    # A finish just before this watch is seen by the next output refresh, at most one
+    # `FOLLOW_OUTPUT_SECONDS` later; a finish from now on ends the wait at once.
+    with request.app[JOB_EVENTS].watch(job.id) as finished:
+        while True:
+            text = job.stdout or ""
+            if len(text) > sent:
+                await response.write(text[sent:].encode())
+                sent = len(text)
+            if job.status in FINAL_JOB_STATUSES:
+                break
+            await wait_woken(finished, FOLLOW_OUTPUT_SECONDS)
+            # A stream may run for hours: it stops, like any request would be refused,
+            # once its credential is revoked (logout, a new password, a deleted API
+            # token), has expired, or its user is gone or may no longer read the job.
+            if not await _may_still_follow(request, job):
+                break
+            async with request.app[SESSIONS]() as session:
+                job = await session.get(Job, job.id) or job
     await response.write_eof()
     return response
 

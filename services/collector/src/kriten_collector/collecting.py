@@ -92,6 +92,9 @@ class Collector:
 
     async def _finished(self, job: Job) -> None:
         status = FINAL_STATUSES.get(job.status, "failed")
+        # Not mandatory: its only listeners are the api replicas' per-instance queues, and
+        # with no api running a finished job has no one to wake, which is not an error.
         await self._publisher.publish(
-            JobFinished(job_id=job.id, task=job.task, status=status, exit_code=job.exit_code)
+            JobFinished(job_id=job.id, task=job.task, status=status, exit_code=job.exit_code),
+            mandatory=False,
         )
