@@ -11,7 +11,6 @@ back it works with its new configuration.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,6 +37,7 @@ from tests.ingress.test_run_endpoint import (
     world,
 )
 from tests.ingress.test_sender_bodies import netbox_device_update, netbox_wire
+from tests.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 __all__ = ["world"]  # the fixture, imported to be found by pytest
@@ -45,65 +45,16 @@ __all__ = ["world"]  # the fixture, imported to be found by pytest
 ROTATED = "rotated-secret-value"
 
 
-class CuttableProxy:
-    """Forwards 127.0.0.1:<port> to a target; `cut()` refuses and resets, `restore()`
-    listens again on the same port (so the ingress's URL stays valid)."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self._target = (target_host, target_port)
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            writer.close()
-            return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
-        )
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await reader.read(65536):
-                writer.write(chunk)
-                await writer.drain()
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.close()
-
-    async def cut(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            # A reset, as when the database host goes away, not a polite goodbye.
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def restore(self) -> None:
-        await self.start()
-
-
 @pytest.fixture
-async def proxy(postgres_url: str) -> AsyncIterator[CuttableProxy]:
+async def proxy(postgres_url: str) -> AsyncIterator[TcpProxy]:
     url = make_url(postgres_url)
-    proxy = CuttableProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     await proxy.start()
     yield proxy
-    await proxy.cut()
+    await proxy.close()
 
 
-async def _ingress(world: World, proxy: CuttableProxy, **overrides: Any) -> Client:
+async def _ingress(world: World, proxy: TcpProxy, **overrides: Any) -> Client:
     url = make_url(world.database_url).set(host="127.0.0.1", port=proxy.port)
     settings = IngressSettings(
         database_url=SecretStr(url.render_as_string(hide_password=False)),
@@ -148,7 +99,7 @@ async def _rotate(world: World, hook: str) -> None:
 
 
 async def test_stale_configuration_serves_during_a_database_outage(
-    world: World, proxy: CuttableProxy
+    world: World, proxy: TcpProxy
 ) -> None:
     kept, rotated = await world.webhook(), await world.webhook()
     # A short TTL, so every delivery during the outage is past it.
@@ -196,7 +147,7 @@ async def test_stale_configuration_serves_during_a_database_outage(
     assert len(requests(events)) >= 10
 
 
-async def test_stale_configuration_is_bounded(world: World, proxy: CuttableProxy) -> None:
+async def test_stale_configuration_is_bounded(world: World, proxy: TcpProxy) -> None:
     hook = await world.webhook()
     client = await _ingress(
         world, proxy, config_cache_seconds=0.2, config_stale_if_error_seconds=1.0
