@@ -278,3 +278,102 @@ def test_read_output_of_a_small_file_and_of_none(tmp_path: Path) -> None:
 
     assert read_output(path, 100) == "ok \ufffd\n"
     assert read_output(tmp_path / "missing.log", 100) == ""
+
+
+async def watch_in_background(
+    observer: LocalJobObserver, seen: list[ExecutionUpdate]
+) -> asyncio.Task[None]:
+    async def watch() -> None:
+        async with contextlib.aclosing(observer.updates()) as updates:
+            async for update in updates:
+                seen.append(update)
+
+    return asyncio.create_task(watch())
+
+
+async def until(predicate: object, timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_a_launched_job_is_watched_at_once_without_rescanning(
+    jobs_dir: Path, held_locks: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Many jobs collected long ago: a scan of them all on every poll was the old cost.
+    for n in range(50):
+        (job(jobs_dir, f"old-{n}").collected).touch()
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01, discovery_interval=3600)
+    listings: list[str] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: str) -> object:
+        listings.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    seen: list[ExecutionUpdate] = []
+    task = await watch_in_background(observer, seen)
+    try:
+        await until(lambda: len(listings) >= 1)
+        await asyncio.sleep(0.1)
+        paths = job(jobs_dir, "t-new")
+        start(paths, held_locks)
+        observer.launched("t-new")
+
+        await until(lambda: states(seen, "t-new") == ["running"])
+        finish(paths)
+        os.close(held_locks.pop())
+        await until(lambda: states(seen, "t-new") == ["running", "succeeded"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # One listing at start (reconciliation); the new job came by its message.
+    assert listings == [str(jobs_dir)]
+
+
+async def test_a_job_without_its_message_is_found_when_the_directory_changes(
+    jobs_dir: Path, held_locks: list[int]
+) -> None:
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01, discovery_interval=0.05)
+    seen: list[ExecutionUpdate] = []
+    task = await watch_in_background(observer, seen)
+    try:
+        await asyncio.sleep(0.1)
+        start(job(jobs_dir, "t-unannounced"), held_locks)
+        await until(lambda: states(seen, "t-unannounced") == ["running"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "marker", "state", "error"),
+    [
+        ("0\n", None, "succeeded", None),
+        ("2\n", None, "failed", "exit code 2"),
+        ("0\n", "cancel-requested", "succeeded", None),
+        (None, "cancel-requested", "cancelled", "cancelled"),
+        (None, "deadline-exceeded", "failed", "deadline exceeded"),
+        (None, None, "failed", "executor process died"),
+    ],
+)
+async def test_a_job_that_ended_with_no_dispatcher_watching_is_read_from_its_files(
+    jobs_dir: Path, exit_code: str | None, marker: str | None, state: str, error: str | None
+) -> None:
+    paths = job(jobs_dir, "t-alone")
+    start(paths, held_locks=None)
+    if exit_code is not None:
+        paths.exit_code.write_text(exit_code)
+    if marker is not None:
+        (paths.root / marker).touch()
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.01)
+
+    updates = await gather(observer, 2)
+
+    assert [u.state for u in updates] == ["running", state]
+    assert updates[1].error == error

@@ -12,12 +12,10 @@ import pytest
 from kriten_common.local_jobs import (
     JobPaths,
     JobResult,
-    JobSecrets,
     JobStatus,
     LocalJobSpec,
-    decode_secrets,
-    encode_secrets,
     read_record,
+    result_from_exit_code,
     write_record,
 )
 
@@ -81,26 +79,46 @@ def test_a_result_needs_a_known_final_state(tmp_path: Path) -> None:
         read_record(path, JobResult)
 
 
-def test_secrets_round_trip_and_never_show_in_a_repr() -> None:
-    secrets = JobSecrets(secrets={"api_key": "v\nÿ ✓"}, git_token="tok-S3CRET")
-    assert decode_secrets(encode_secrets(secrets)) == secrets
-    assert decode_secrets(b"") == JobSecrets()
-    assert "tok-S3CRET" not in repr(secrets)
-    assert "v\n" not in repr(secrets)
-
-
 @pytest.mark.parametrize(
-    "data",
-    [b"{", b"[]", b'{"secrets": {"k": 1}}', b'{"secrets": []}', b'{"git_token": 5}'],
+    ("content", "state", "exit_code", "error"),
+    [
+        ("0\n", "succeeded", 0, None),
+        ("3\n", "failed", 3, "exit code 3"),
+        ("137\n", "failed", 137, "killed by signal SIGKILL"),
+        (
+            "checkout 1\n",
+            "failed",
+            None,
+            "checkout failed: the copy of the repository exited with 1",
+        ),
+    ],
 )
-def test_malformed_secrets_are_refused(data: bytes) -> None:
-    with pytest.raises(ValueError, match=r"secrets|git_token"):
-        decode_secrets(data)
+def test_the_wrappers_exit_code_is_a_result(
+    tmp_path: Path, content: str, state: str, exit_code: int | None, error: str | None
+) -> None:
+    paths = JobPaths.of(tmp_path, "job-1")
+    paths.root.mkdir()
+    paths.exit_code.write_text(content)
+
+    result = result_from_exit_code(paths, None)
+
+    assert result is not None
+    assert (result.state, result.exit_code, result.error) == (state, exit_code, error)
+
+
+@pytest.mark.parametrize("content", ["", "checkout\n", "x 1\n", "-1\n"])
+def test_a_partial_or_missing_exit_code_is_no_result(tmp_path: Path, content: str) -> None:
+    paths = JobPaths.of(tmp_path, "job-1")
+    paths.root.mkdir()
+    assert result_from_exit_code(paths, None) is None
+    # A wrapper killed while it wrote the file: the job died, it did not succeed.
+    paths.exit_code.write_text(content)
+    assert result_from_exit_code(paths, None) is None
 
 
 def test_the_private_directory_is_outside_the_job_directory(tmp_path: Path) -> None:
     paths = JobPaths.of(tmp_path, "job-1")
     assert paths.private == tmp_path / ".private" / "job-1"
-    for secret_path in (paths.secret_dir, paths.git_token, paths.git_askpass):
-        assert paths.private in secret_path.parents
+    for secret_path in (paths.private, paths.secret_dir):
+        assert paths.root.parent / ".private" in secret_path.parents
         assert paths.root not in secret_path.parents

@@ -90,7 +90,8 @@ def alive() -> Callable[[int], bool]:
 
 @pytest.fixture
 def jobs_dir(tmp_path: Path) -> Iterator[Path]:
-    """A jobs directory; at teardown every supervisor and task still running is killed."""
+    """A jobs directory; at teardown every job still running is killed (its wrapper leads
+    the job's process group)."""
     path = tmp_path / "jobs"
     yield path
     if not path.is_dir():
@@ -98,12 +99,9 @@ def jobs_dir(tmp_path: Path) -> Iterator[Path]:
     for root in path.iterdir():
         paths = JobPaths(root)
         with contextlib.suppress(Exception):
-            pid = int(paths.task_pid.read_text())
-            os.killpg(pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
             status = read_record(paths.status, JobStatus)
-            if status is not None and _alive(status.pid):
-                os.kill(status.pid, signal.SIGKILL)
+            if status is not None and status.pid > 0:
+                os.killpg(status.pid, signal.SIGKILL)
 
 
 @dataclass

@@ -3,7 +3,9 @@ record permanent failures."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import Job, Runner, Task
+from kriten_common.local_jobs import JobPaths
 from kriten_common.messages import (
     Event,
     JobCancelRequested,
@@ -21,6 +24,7 @@ from kriten_common.messages import (
 from kriten_common.outcomes import PermanentError
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
 from kriten_dispatcher.dispatching import Dispatcher
+from kriten_dispatcher.local_executor import LocalJobLauncher, prune
 from kriten_dispatcher.ports import JobSpec
 
 
@@ -30,6 +34,9 @@ class CountingLauncher:
 
     async def launch(self, spec: JobSpec) -> None:
         self.launched.append(spec)
+
+    async def start(self) -> None:
+        pass
 
     async def cancel(self, job_id: str) -> bool:
         return False
@@ -142,3 +149,46 @@ async def test_a_cancellation_given_up_on_publishes_nothing(world: Any) -> None:
     cancel = JobCancelRequested(job_id="hello-abc", requested_by="root")
     await dispatcher.on_dead_letter(cancel, "gave up after 10 attempts")
     assert publisher.events == []
+
+
+async def test_a_pruned_jobs_redelivery_runs_nothing(
+    db_sessions: SessionFactory, jobs_dir: Path, git_repo: Path, tmp_path: Path
+) -> None:
+    """A job directory is the local executor's launch idempotency; once pruned, the jobs
+    table is: a sender's retry of a job that ran days ago must not run it again."""
+    runs = tmp_path / "runs.txt"
+    async with db_sessions() as session:
+        session.add(Runner(name="python", git_url=str(git_repo)))
+        await session.commit()
+        session.add(Task(name="hello", runner="python", command=f"echo run >> {runs}"))
+        await session.commit()
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    dispatcher = Dispatcher(
+        launcher=launcher,
+        publisher=RecordingPublisher(),  # type: ignore[arg-type]
+        sessions=db_sessions,
+        box=SecretBox(DEVELOPMENT_ENCRYPTION_KEY),
+        executor="local",
+    )
+    await dispatcher.handle(request())
+    paths = JobPaths.of(jobs_dir, "hello-abc")
+    await asyncio.wait_for(_until_exists(paths.result), 30)
+    # What the collector does: the final state stored, the directory marked collected.
+    async with db_sessions() as session:
+        session.add(
+            Job(id="hello-abc", task="hello", owner="root", owner_id="u", status="succeeded")
+        )
+        await session.commit()
+    paths.collected.touch()
+    assert prune(jobs_dir, retention=timedelta(0)) == ["hello-abc"]
+
+    await dispatcher.handle(request())
+    await asyncio.sleep(0.5)
+
+    assert not paths.root.exists()
+    assert runs.read_text() == "run\n"
+
+
+async def _until_exists(path: Path) -> None:
+    while not path.exists():
+        await asyncio.sleep(0.02)

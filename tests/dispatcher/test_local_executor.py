@@ -1,5 +1,5 @@
-"""The local executor end to end: LocalJobLauncher starts a real supervisor that clones a
-real git repository and runs the task; LocalJobObserver reports what happened."""
+"""The local executor end to end: LocalJobLauncher checks out a real git repository and
+starts the job's wrapper, which runs the task; LocalJobObserver reports what happened."""
 
 from __future__ import annotations
 
@@ -29,11 +29,13 @@ from kriten_common.local_jobs import (
     JobResult,
     JobStatus,
     read_record,
+    supervisor_alive,
     touch,
     try_lock,
     write_record,
 )
 from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_dispatcher import local_processes
 from kriten_dispatcher.app import make_launcher
 from kriten_dispatcher.local_executor import LocalJobLauncher, prune
 from kriten_dispatcher.ports import JobSpec
@@ -103,6 +105,14 @@ def files_containing(root: Path, secret: str) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for init to reap it is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -129,7 +139,7 @@ async def test_round_trip_runs_the_task_with_kriten_environment(
     assert output is not None
     # The clone section comes first, then the task's stdout and stderr together.
     assert output.index("--- git clone ---\n") == 0
-    assert output.index("Cloning into") < output.index("--- task ---\n")
+    assert output.index("main at ") < output.index("--- task ---\n")
     assert output.index("--- task ---\n") < output.index("hello from the task")
     assert "to stderr" in output
     assert output.rstrip().endswith("after the block")
@@ -200,11 +210,9 @@ async def test_clone_failure_is_a_failed_job_and_hides_the_token(
     assert "no-such-repo" in final.error
     assert final.output is not None
     assert "--- task ---" not in final.output
-    paths = JobPaths.of(jobs_dir, spec.job_id)
     assert token not in final.output
     assert token not in final.error
     assert files_containing(jobs_dir, token) == []
-    assert not paths.git_token.exists()
 
 
 async def test_unknown_branch_is_a_clone_failure(jobs_dir: Path, git_repo: Path) -> None:
@@ -234,10 +242,8 @@ async def test_token_reaches_git_only_through_askpass(
     assert any(a and a.startswith("Basic ") for a in git_http_server.authorizations)
     # ... and no process had it on its command line or in its environment meanwhile.
     assert git_http_server.leaks == []
-    paths = JobPaths.of(jobs_dir, spec.job_id)
     assert git_http_server.token not in final.output
     assert files_containing(jobs_dir, git_http_server.token) == []
-    assert not paths.git_token.exists()
 
 
 async def test_wrong_token_is_a_clone_failure_without_the_token(
@@ -312,23 +318,26 @@ async def test_directory_without_a_supervisor_is_launched_on_redelivery(
     assert updates[-1].state == "succeeded"
 
 
-async def test_supervisor_start_failure_is_retryable_then_recovers(
+async def test_start_failure_is_retryable_then_recovers(
     jobs_dir: Path, git_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs = tmp_path / "runs.txt"
     spec = make_spec(git_repo, command=f"echo run >> {shlex.quote(str(runs))}")
     launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+
+    def cannot_fork(*_args: object, **_kwargs: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
     with monkeypatch.context() as patch:
-        patch.setattr(sys, "executable", "/bin/false")
+        patch.setattr(local_processes.subprocess, "Popen", cannot_fork)
         with pytest.raises(RetryableError):
             await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
-        patch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-        with pytest.raises(RetryableError):
-            await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
-    assert not JobPaths.of(jobs_dir, spec.job_id).status.exists()
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    assert not paths.status.exists()
+    assert not supervisor_alive(paths)
 
     await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
-    await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).result)
+    await wait_for_path(paths.result)
 
     assert runs.read_text() == "run\n"
 
@@ -414,7 +423,9 @@ async def test_cancel_before_the_supervisor_starts(jobs_dir: Path, git_repo: Pat
     assert not paths.repo.exists()
 
 
-async def test_dead_supervisor_is_reported_failed(jobs_dir: Path, git_repo: Path) -> None:
+async def test_killed_wrapper_is_failed_by_the_dispatcher_watching_it(
+    jobs_dir: Path, git_repo: Path
+) -> None:
     spec = make_spec(git_repo, command="echo $$ > main.pid; exec sleep 30")
     launcher = LocalJobLauncher(jobs_dir=jobs_dir)
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
@@ -426,7 +437,30 @@ async def test_dead_supervisor_is_reported_failed(jobs_dir: Path, git_repo: Path
     assert status is not None
 
     os.kill(status.pid, signal.SIGKILL)
-    os.killpg(task_pid, signal.SIGKILL)
+
+    updates = (await collect(observer, {spec.job_id}))[spec.job_id]
+    assert [u.state for u in updates] == ["running", "failed"]
+    assert updates[-1].error == "executor process died"
+    # Its task went with it, as a pod's processes go with its main one.
+    assert not running(task_pid)
+
+
+async def test_dead_job_without_a_dispatcher_is_reported_failed(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    spec = make_spec(git_repo, command="echo $$ > main.pid; exec sleep 30")
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
+    await wait_for_path(paths.repo / "main.pid")
+    status = read_record(paths.status, JobStatus)
+    assert status is not None
+    # The dispatcher goes (the job runs on), then the job dies with its wrapper.
+    await launcher.close()
+    assert supervisor_alive(paths)
+
+    os.killpg(status.pid, signal.SIGKILL)
 
     updates = (await collect(observer, {spec.job_id}))[spec.job_id]
     assert [u.state for u in updates] == ["running", "failed"]
@@ -513,7 +547,7 @@ async def test_secrets_are_seen_by_the_task_and_gone_from_disk_when_it_is_final(
     assert files_containing(jobs_dir, RUNNER_A_SECRET) == []
 
 
-async def test_a_killed_supervisors_secrets_are_removed_before_the_next_job_starts(
+async def test_a_killed_jobs_secrets_are_removed_before_the_next_job_starts(
     jobs_dir: Path, git_repo: Path
 ) -> None:
     spec = make_spec(
@@ -533,13 +567,14 @@ async def test_a_killed_supervisors_secrets_are_removed_before_the_next_job_star
     assert (paths.secret_dir / "token").read_text() == RUNNER_A_SECRET
     assert files_containing(jobs_dir, "ghp_TokenOfTheKilledJob") == []
 
-    # ... and a supervisor killed outright cannot remove them itself.
-    os.kill(status.pid, signal.SIGKILL)
-    os.killpg(int((paths.repo / "main.pid").read_text()), signal.SIGKILL)
+    # ... and a job killed outright while no dispatcher watched cannot remove them.
+    await launcher.close()
+    os.killpg(status.pid, signal.SIGKILL)
     await asyncio.sleep(0.2)
     assert paths.private.exists()
 
-    await asyncio.wait_for(launcher.launch(make_spec(git_repo, job_id="b-next")), TIMEOUT)
+    restarted = LocalJobLauncher(jobs_dir=jobs_dir)
+    await asyncio.wait_for(restarted.launch(make_spec(git_repo, job_id="b-next")), TIMEOUT)
 
     assert not paths.private.exists()
     assert files_containing(jobs_dir, RUNNER_A_SECRET) == []
@@ -600,10 +635,13 @@ def test_prune_removes_secrets_that_older_versions_left_in_finished_jobs(
     assert files_containing(jobs_dir, RUNNER_A_SECRET) == []
 
 
+@pytest.mark.parametrize(
+    "variable", ["KRITEN_JOB_DIR_RETENTION_HOURS", "KRITEN_LOCAL_JOB_RETENTION_HOURS"]
+)
 async def test_the_launcher_prunes_with_the_configured_retention(
-    jobs_dir: Path, git_repo: Path, monkeypatch: pytest.MonkeyPatch
+    jobs_dir: Path, git_repo: Path, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
-    monkeypatch.setenv("KRITEN_LOCAL_JOB_RETENTION_HOURS", "2")
+    monkeypatch.setenv(variable, "2")
     old = make_finished_job(jobs_dir, "old-collected", collected_hours_ago=3)
     recent = make_finished_job(jobs_dir, "recent-collected", collected_hours_ago=1)
     launcher = make_launcher(DispatcherSettings(executor="local", jobs_dir=jobs_dir))
@@ -614,3 +652,45 @@ async def test_the_launcher_prunes_with_the_configured_retention(
     assert not old.root.exists()
     assert recent.root.exists()
     assert JobPaths.of(jobs_dir, "hello-abc").root.exists()
+
+
+async def test_a_restarted_dispatcher_enforces_the_deadline_of_a_job_it_did_not_start(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    spec = make_spec(git_repo, command="echo started; sleep 30; echo finished", timeout_seconds=2)
+    first = LocalJobLauncher(jobs_dir=jobs_dir)
+    await asyncio.wait_for(first.launch(spec), TIMEOUT)
+    # The dispatcher restarts; the job runs on without it.
+    await first.close()
+    restarted = LocalJobLauncher(jobs_dir=jobs_dir)
+    await restarted.start()
+
+    updates = (
+        await collect(LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02), {spec.job_id})
+    )[spec.job_id]
+
+    final = updates[-1]
+    assert final.state == "failed"
+    assert final.error == "deadline exceeded"
+    assert "finished" not in (final.output or "")
+    await restarted.close()
+
+
+async def test_a_restarted_dispatcher_cancels_a_job_it_did_not_start(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    spec = make_spec(git_repo, command="echo $$ > main.pid; exec sleep 30")
+    first = LocalJobLauncher(jobs_dir=jobs_dir)
+    await asyncio.wait_for(first.launch(spec), TIMEOUT)
+    paths = JobPaths.of(jobs_dir, spec.job_id)
+    await wait_for_path(paths.repo / "main.pid")
+    task_pid = int((paths.repo / "main.pid").read_text())
+    await first.close()
+    restarted = LocalJobLauncher(jobs_dir=jobs_dir)
+
+    assert await asyncio.wait_for(restarted.cancel(spec.job_id), TIMEOUT) is True
+
+    result = read_record(paths.result, JobResult)
+    assert result is not None
+    assert result.state == "cancelled"
+    assert not running(task_pid)

@@ -1,43 +1,50 @@
 """The on-disk contract of the local executor, shared by the dispatcher and the collector.
 
 Services never import each other, so the layout of a job directory and the schema of its
-files live here. The dispatcher's launcher creates the directory and its spec, a detached
-supervisor process runs the job and records what happened, and the collector's observer
-reads the records. One directory per job, named by the job id:
+files live here. The dispatcher's launcher creates the directory and its spec, starts the
+job's wrapper process (one `sh`, see `kriten_dispatcher.local_processes`) and watches it
+from its event loop; the collector's observer reads the records. One directory per job,
+named by the job id:
 
     <jobs_dir>/<job_id>/            0700, created with mkdir: its existence means "launched"
-        launch.lock                 flock held by a launcher while it starts the supervisor
+        launch.lock                 flock held by a launcher while it starts the job
         spec.json                   0600, LocalJobSpec: everything but secret values
-        supervisor.lock             flock held (exclusive) by the supervisor while it lives
-        supervisor.log              the supervisor's own stdout/stderr (tracebacks)
-        status.json                 JobStatus: the supervisor started (state running)
-        task.pid                    pid (= process group) of the supervisor's current child
-        repo/                       the clone; the task's working directory
+        supervisor.lock             flock held while the job is supervised: by the
+                                    wrapper (its stdin) and by the dispatcher watching it
+        status.json                 JobStatus: the job started (state running); its pid
+                                    is the wrapper's, which leads the job's process group
+        repo/                       the job's copy of the checkout; its working directory
         output.log                  "--- git clone ---" section, then "--- task ---" and
                                     the task's stdout and stderr interleaved
-        cancel-requested            a cancel was asked for (survives a supervisor not yet up)
-        result.json                 JobResult: the final state, written last and atomically
+        exit-code                   written by the wrapper when the task ended on its own:
+                                    its exit status, or "checkout <status>"
+        cancel-requested            a cancel was asked for
+        deadline-exceeded           a dispatcher that did not start the job stopped it at
+                                    its deadline (one that did records it in result.json)
+        result.json                 JobResult: the final state, written by the dispatcher
+                                    once the wrapper is gone
         collected                   the collector stored the final state durably
 
+When the lock is free the job is over. Its outcome is result.json if there is one, else
+the exit-code file (the dispatcher was not there to write result.json: a restart), else
+the job died with its wrapper.
+
 Secret values never enter the job directory, which outlives the job (the collector reads
-it later, and it is kept until pruned). The launcher hands them to the supervisor on its
-stdin (`encode_secrets`); the supervisor keeps them in memory and, for the task's file
-contract, writes them to a private directory outside the job directory that exists only
-while the job runs:
+it later, and it is kept until pruned). The task gets them in its environment, and as
+files in a private directory outside the job directory that exists only while it runs:
 
     <jobs_dir>/.private/            0700; not a job id, so observers skip it
-        <job_id>/                   0700, made by the supervisor once it holds its lock,
-                                    removed before it writes result.json
-            secret/<name>           0600 each: runner secrets, the task's KRITEN_SECRETS_DIR
+        <job_id>/secret/<name>      0600 each: runner secrets, the task's KRITEN_SECRETS_DIR
                                     (mirrors /etc/secret in Kubernetes)
-            git-token               0600, the runner's git token; deleted after the clone
-            git-askpass             0700, GIT_ASKPASS helper that reads git-token
 
-A supervisor killed outright cannot remove its private directory; the launcher removes
-every one whose supervisor no longer holds its lock before it starts another job.
+The wrapper removes it when the task ends; one left by a wrapper killed outright is
+removed by the launcher before it starts another job.
+
+    <jobs_dir>/.checkouts/          the runners' repositories and a checkout per commit
+                                    (`kriten_dispatcher.checkout_cache`)
 
 Liveness is a lock, not a pid: a pid can be reused and a dead child can linger as a
-zombie, but the kernel drops a flock the moment its holder dies, whatever the cause.
+zombie, but the kernel drops a flock the moment its last holder dies, whatever the cause.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import tempfile
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -62,11 +70,14 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 # Kubernetes secret keys; they also become file names and environment variable names.
 _SECRET_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,253}$")
 
-# Starts with a dot: never a valid job id, so it cannot clash with a job directory.
+# Start with a dot: never a valid job id, so they cannot clash with a job directory.
 PRIVATE_DIR_NAME = ".private"
+CHECKOUTS_DIR_NAME = ".checkouts"
 
 OUTPUT_CLONE_HEADING = "--- git clone ---\n"
 OUTPUT_TASK_HEADING = "--- task ---\n"
+# The outcome of a job whose supervision ended without a word about how it ended.
+DIED_ERROR = "executor process died"
 
 
 def utcnow() -> datetime:
@@ -99,12 +110,15 @@ class LocalJobSpec:
     timeout_seconds: int | None = None
     secret_names: list[str] = field(default_factory=list)
     has_git_token: bool = False
+    # The commit the job's checkout is of.
+    commit: str | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
         _expect(self, str, "job_id", "command", "git_url", "branch", "extra_vars")
         _expect(self, int | None, "timeout_seconds")
         _expect(self, bool, "has_git_token")
+        _expect(self, str | None, "commit")
         if not all(isinstance(name, str) for name in _expect(self, list, "secret_names")):
             raise ValueError("secret_names must be strings")
 
@@ -204,28 +218,12 @@ class JobPaths:
         return self.private / "secret"
 
     @property
-    def git_token(self) -> Path:
-        return self.private / "git-token"
-
-    @property
-    def git_askpass(self) -> Path:
-        return self.private / "git-askpass"
-
-    @property
     def supervisor_lock(self) -> Path:
         return self.root / "supervisor.lock"
 
     @property
-    def supervisor_log(self) -> Path:
-        return self.root / "supervisor.log"
-
-    @property
     def status(self) -> Path:
         return self.root / "status.json"
-
-    @property
-    def task_pid(self) -> Path:
-        return self.root / "task.pid"
 
     @property
     def repo(self) -> Path:
@@ -234,6 +232,14 @@ class JobPaths:
     @property
     def output(self) -> Path:
         return self.root / "output.log"
+
+    @property
+    def exit_code(self) -> Path:
+        return self.root / "exit-code"
+
+    @property
+    def deadline_exceeded(self) -> Path:
+        return self.root / "deadline-exceeded"
 
     @property
     def cancel_requested(self) -> Path:
@@ -248,17 +254,19 @@ class JobPaths:
         return self.root / "collected"
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
     """Replace `path` with `data` so that a reader sees the old file or the new one, never
-    a part; the file is created with `mode` and never exists with looser permissions."""
+    a part; the file is created with `mode` and never exists with looser permissions.
+    `durable` also waits for the disk (what a power cut must not lose)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
-            # A result must survive a power cut once the collector may have seen it.
-            os.fsync(handle.fileno())
+            if durable:
+                # A result must survive a power cut once the collector may have seen it.
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -266,9 +274,9 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         raise
 
 
-def write_record(path: Path, record: Record) -> None:
+def write_record(path: Path, record: Record, *, durable: bool = True) -> None:
     data = {f.name: _to_json(getattr(record, f.name)) for f in fields(record)}
-    write_atomic(path, json.dumps(data).encode())
+    write_atomic(path, json.dumps(data).encode(), durable=durable)
 
 
 _R = TypeVar("_R", LocalJobSpec, JobStatus, JobResult)
@@ -295,41 +303,41 @@ def read_record(path: Path, cls: type[_R]) -> _R | None:
         raise ValueError(f"invalid {path.name}: {exc}") from None
 
 
-@dataclass(frozen=True)
-class JobSecrets:
-    """What the launcher hands the supervisor on its stdin, never through a file."""
-
-    secrets: dict[str, str] = field(default_factory=dict)
-    git_token: str | None = None
-
-    def __repr__(self) -> str:
-        # Tracebacks and logs print reprs; the values must not end up there.
-        token = "***" if self.git_token else None
-        return f"JobSecrets(secrets={sorted(self.secrets)}, git_token={token})"
+def exit_error(code: int) -> str | None:
+    """The error for a task's exit status as a shell reports it: 128+n is signal n (as
+    Kubernetes reports a container's exit code too)."""
+    if code > 128:
+        with contextlib.suppress(ValueError):
+            return f"killed by signal {signal.Signals(code - 128).name}"
+    return f"exit code {code}" if code else None
 
 
-def encode_secrets(secrets: JobSecrets) -> bytes:
-    return json.dumps({"secrets": secrets.secrets, "git_token": secrets.git_token}).encode()
-
-
-def decode_secrets(data: bytes) -> JobSecrets:
-    """Raises ValueError for anything but what `encode_secrets` writes."""
-    if not data.strip():
-        return JobSecrets()
+def result_from_exit_code(paths: JobPaths, start_time: datetime | None) -> JobResult | None:
+    """The result recorded by the wrapper's exit-code file, None when there is none (or a
+    partial one: the wrapper died while writing it)."""
     try:
-        loaded = json.loads(data)
-    except ValueError:
-        raise ValueError("secrets are not JSON") from None
-    if not isinstance(loaded, dict):
-        raise ValueError("secrets are not an object")
-    values, token = loaded.get("secrets", {}), loaded.get("git_token")
-    if not isinstance(values, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in values.items()
-    ):
-        raise ValueError("secrets must map names to strings")
-    if token is not None and not isinstance(token, str):
-        raise ValueError("git_token must be a string")
-    return JobSecrets(secrets=values, git_token=token)
+        text = paths.exit_code.read_text()
+        completed = datetime.fromtimestamp(paths.exit_code.stat().st_mtime, UTC)
+    except FileNotFoundError:
+        return None
+    words = text.split()
+    if len(words) == 2 and words[0] == "checkout" and words[1].isdigit():
+        return JobResult(
+            state="failed",
+            start_time=start_time,
+            completion_time=completed,
+            error=f"checkout failed: the copy of the repository exited with {words[1]}",
+        )
+    if len(words) != 1 or not words[0].isdigit():
+        return None
+    code = int(words[0])
+    return JobResult(
+        state="succeeded" if code == 0 else "failed",
+        start_time=start_time,
+        completion_time=completed,
+        exit_code=code,
+        error=exit_error(code),
+    )
 
 
 def touch(path: Path) -> None:

@@ -1,18 +1,24 @@
-"""The local executor's `JobObserver`: polls the job directories the supervisors write.
+"""The local executor's `JobObserver`: reads the job directories the launcher writes.
 
-The job-directory contract is in `kriten_common.local_jobs`. Each poll scans `jobs_dir`
-in a worker thread. Per job and per observer, updates come in order: `running` once (made
-up from the result's start time when the job ran between two polls, so a consumer always
-sees a start), then the final update with the capped output. Jobs whose directory carries
-the `collected` marker are skipped; that marker, written by `forget`, is the durable
-state, so memory holds only jobs that are running or finished-and-not-yet-forgotten, and
-a new observer reports every finished job that was never forgotten (reconciliation).
+The job-directory contract is in `kriten_common.local_jobs`. The observer does not rescan
+every directory: it lists `jobs_dir` once at start (reconciliation: every job not yet
+collected, finished while nobody watched or still running) and then watches only the jobs
+it knows are unfinished, learning of new ones from `launched` (the collector calls it for
+each `job.dispatched`, the dispatcher's own message that it started the job). A listing
+of `jobs_dir` when it changed, at most every `discovery_interval`, is the safety net for
+a job whose message this observer never saw.
 
-A job whose supervisor is gone (its lock released) without a result is reported failed
-with "executor process died". Pruning old collected directories is not done here but by
-the dispatcher, after `KRITEN_LOCAL_JOB_RETENTION_HOURS`: the directory is also what keeps
-a redelivered request from running a job twice, which is the dispatcher's concern; the
-`collected` marker written here is what allows it.
+Per job and per observer, updates come in order: `running` once (made up from the
+result's start time when the job ran between two looks, so a consumer always sees a
+start), then the final update with the capped output. A job whose lock is free has ended:
+its result is `result.json`, else its wrapper's `exit-code`, else (a job that died with
+its wrapper) failed with "executor process died", or cancelled when a cancel was asked
+for. The `collected` marker, written by `forget`, is the durable state, so memory holds
+only jobs that are running or finished-and-not-yet-forgotten.
+
+Pruning old collected directories is not done here but by the dispatcher, after
+`KRITEN_JOB_DIR_RETENTION_HOURS`: the directory is also what keeps a redelivered request
+from running a job twice, which is the dispatcher's concern.
 """
 
 from __future__ import annotations
@@ -30,19 +36,19 @@ import structlog
 from kriten_collector.output import cap_ends, cap_output
 from kriten_collector.ports import ExecutionUpdate
 from kriten_common.local_jobs import (
+    DIED_ERROR,
     JobPaths,
     JobResult,
     JobStatus,
     is_valid_job_id,
     read_record,
+    result_from_exit_code,
     supervisor_alive,
     touch,
     utcnow,
 )
 
 log = structlog.get_logger(__name__)
-
-DIED_ERROR = "executor process died"
 
 
 def read_output(path: Path, cap_bytes: int) -> str:
@@ -80,11 +86,19 @@ class LocalJobObserver:
         poll_interval: float = 0.1,
         output_cap_bytes: int = 1_048_576,
         progress_interval: float = 1.0,
+        discovery_interval: float = 5.0,
     ) -> None:
         self._jobs_dir = jobs_dir
         self._poll_interval = poll_interval
         self._output_cap_bytes = output_cap_bytes
         self._progress_interval = progress_interval
+        self._discovery_interval = discovery_interval
+        # Jobs known and not yet final: the only directories looked at on each tick.
+        self._watching: set[str] = set()
+        # From `launched`, taken in on the next tick.
+        self._hinted: set[str] = set()
+        self._listed_at = 0.0
+        self._listed_mtime: int | None = None
         # Jobs whose `running` went out in this session, until their final update does,
         # with the output size last reported and when (for `log?follow=true`).
         self._running: dict[str, tuple[int, float]] = {}
@@ -93,16 +107,23 @@ class LocalJobObserver:
         self._closed = asyncio.Event()
 
     async def updates(self) -> AsyncGenerator[ExecutionUpdate, None]:
+        full = True
         while not self._closed.is_set():
-            for update in await asyncio.to_thread(self._scan):
+            for update in await asyncio.to_thread(self._tick, full):
                 yield update
+            full = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self._poll_interval)
+
+    def launched(self, job_id: str) -> None:
+        if is_valid_job_id(job_id):
+            self._hinted.add(job_id)
 
     async def forget(self, job_id: str) -> None:
         await asyncio.to_thread(self._mark_collected, job_id)
         self._finished.discard(job_id)
         self._running.pop(job_id, None)
+        self._watching.discard(job_id)
 
     async def close(self) -> None:
         self._closed.set()
@@ -113,34 +134,64 @@ class LocalJobObserver:
         with contextlib.suppress(FileNotFoundError):
             touch(JobPaths.of(self._jobs_dir, job_id).collected)
 
-    def _scan(self) -> list[ExecutionUpdate]:
+    def _tick(self, full: bool) -> list[ExecutionUpdate]:
+        hinted, self._hinted = self._hinted, set()
+        self._watching |= hinted
+        if full or self._listing_due():
+            self._watching |= self._list()
         updates: list[ExecutionUpdate] = []
-        try:
-            entries = sorted(os.scandir(self._jobs_dir), key=lambda entry: entry.name)
-        except FileNotFoundError:
-            return updates
-        present: set[str] = set()
-        for entry in entries:
-            job_id = entry.name
-            if not is_valid_job_id(job_id) or not entry.is_dir(follow_symlinks=False):
-                continue
-            present.add(job_id)
+        for job_id in sorted(self._watching):
             if job_id in self._finished:
                 continue
+            paths = JobPaths.of(self._jobs_dir, job_id)
             try:
-                updates.extend(self._check(JobPaths(Path(entry.path))))
+                updates.extend(self._check(paths))
+            except FileNotFoundError:
+                # Removed by hand (or pruned): nothing more will be said about it.
+                self._forget_in_memory(job_id)
             except (OSError, ValueError) as exc:
                 # One unreadable job must not stop the others being observed.
                 log.warning("local_job_unreadable", job_id=job_id, error=str(exc))
-        # Directories removed by hand must not pin memory.
-        self._running = {job: seen for job, seen in self._running.items() if job in present}
-        self._finished &= present
         return updates
+
+    def _listing_due(self) -> bool:
+        """Whether the safety-net listing is due: `jobs_dir` changed since the last one and
+        `discovery_interval` passed."""
+        if time.monotonic() - self._listed_at < self._discovery_interval:
+            return False
+        try:
+            mtime = os.stat(self._jobs_dir).st_mtime_ns
+        except FileNotFoundError:
+            return False
+        return mtime != self._listed_mtime
+
+    def _list(self) -> set[str]:
+        """The jobs in `jobs_dir` not yet collected."""
+        self._listed_at = time.monotonic()
+        found: set[str] = set()
+        try:
+            self._listed_mtime = os.stat(self._jobs_dir).st_mtime_ns
+            entries = list(os.scandir(self._jobs_dir))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            if not is_valid_job_id(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            if not os.path.exists(os.path.join(entry.path, "collected")):
+                found.add(entry.name)
+        return found
+
+    def _forget_in_memory(self, job_id: str) -> None:
+        self._watching.discard(job_id)
+        self._running.pop(job_id, None)
+        self._finished.discard(job_id)
 
     def _check(self, paths: JobPaths) -> list[ExecutionUpdate]:
         job_id = paths.job_id
+        if not paths.root.is_dir():
+            raise FileNotFoundError(job_id)
         if paths.collected.exists():
-            self._running.pop(job_id, None)
+            self._forget_in_memory(job_id)
             return []
         result = read_record(paths.result, JobResult)
         if result is None:
@@ -156,15 +207,8 @@ class LocalJobObserver:
                 )
             if supervisor_alive(paths):
                 return [*updates, *self._progress(paths, status)]
-            # The supervisor writes its result before it exits: read again to be sure.
-            result = read_record(paths.result, JobResult)
-            if result is None:
-                result = JobResult(
-                    state="failed",
-                    start_time=status.start_time,
-                    completion_time=utcnow(),
-                    error=DIED_ERROR,
-                )
+            # The lock is free: whoever held it wrote what it knew before letting it go.
+            result = read_record(paths.result, JobResult) or _ended_unwatched(paths, status)
             return [*updates, *self._final(paths, result)]
         return self._final(paths, result)
 
@@ -209,3 +253,28 @@ class LocalJobObserver:
         self._running.pop(job_id, None)
         self._finished.add(job_id)
         return updates
+
+
+def _ended_unwatched(paths: JobPaths, status: JobStatus) -> JobResult:
+    """The outcome of a job whose wrapper ended with no dispatcher watching it."""
+    recorded = result_from_exit_code(paths, status.start_time)
+    if recorded is not None:
+        return recorded
+    # Stopped by a dispatcher that did not start it, which is about to write the same.
+    if paths.cancel_requested.exists():
+        return JobResult(
+            state="cancelled",
+            start_time=status.start_time,
+            completion_time=utcnow(),
+            error="cancelled",
+        )
+    if paths.deadline_exceeded.exists():
+        return JobResult(
+            state="failed",
+            start_time=status.start_time,
+            completion_time=utcnow(),
+            error="deadline exceeded",
+        )
+    return JobResult(
+        state="failed", start_time=status.start_time, completion_time=utcnow(), error=DIED_ERROR
+    )

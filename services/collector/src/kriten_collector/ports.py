@@ -30,6 +30,11 @@ class JobObserver(Protocol):
         execution that finished while nobody watched (reconciliation)."""
         ...
 
+    def launched(self, job_id: str) -> None:
+        """A hint that `job_id` was just launched (its `job.dispatched` event), so an
+        observer that watches only what it knows of can start watching it at once."""
+        ...
+
     async def forget(self, job_id: str) -> None:
         """The final update of `job_id` is stored durably; it need not be reported again."""
         ...

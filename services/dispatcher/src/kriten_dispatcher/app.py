@@ -35,12 +35,13 @@ def make_launcher(settings: DispatcherSettings) -> JobLauncher:
         from kriten_common.kube import KubernetesSettings
         from kriten_dispatcher.kube_launcher import KubernetesJobLauncher
 
-        return KubernetesJobLauncher(settings=KubernetesSettings())
+        return KubernetesJobLauncher(settings=KubernetesSettings(), concurrency=settings.prefetch)
     from kriten_dispatcher.local_executor import LocalJobLauncher
 
     return LocalJobLauncher(
         jobs_dir=settings.jobs_dir,
-        retention=timedelta(hours=settings.local_job_retention_hours),
+        retention=timedelta(hours=settings.job_dir_retention_hours),
+        checkout_refresh_seconds=settings.checkout_refresh_seconds,
     )
 
 
@@ -78,6 +79,7 @@ async def _consumers(app: web.Application) -> AsyncIterator[None]:
         )
         for queue in ("dispatcher.job-requested", "dispatcher.control")
     ]
+    await launcher.start()
     for consumer in consumers:
         await consumer.start()
     yield

@@ -1,22 +1,24 @@
 """The local executor: `JobLauncher` that runs each job as a detached local process.
 
 The embedded default for development and single machines. Each job gets a directory under
-`jobs_dir` (layout in `kriten_common.local_jobs`) and a supervisor process
-(`kriten_dispatcher.local_supervisor`) that clones the runner's repository and runs the
-task's command in it, outside the dispatcher, so a dispatcher restart does not stop it.
-No container isolation and no image: trusted tasks only.
+`jobs_dir` (layout in `kriten_common.local_jobs`), a copy of its runner's checkout from
+the checkout cache (`kriten_dispatcher.checkout_cache`: fetched once per commit, not
+cloned per job) and one `sh` wrapper process that runs the task's command in it
+(`kriten_dispatcher.local_processes`), outside the dispatcher, so a dispatcher restart
+does not stop it. No container isolation and no image: trusted tasks only.
 
 `mkdir` of the job directory is what makes launching idempotent: a redelivered request
-finds the directory and does nothing, unless the first attempt died before its supervisor
-took charge of the job, in which case it finishes that attempt.
+finds the directory and does nothing, unless the first attempt died before the job
+started, in which case it finishes that attempt.
 
-Runner secrets and the git token go to the supervisor on its stdin, never into the job
-directory, which is kept after the job (see `kriten_common.local_jobs`). Before starting a
-supervisor the launcher removes the private directories of supervisors that died without
-removing their own, so a job never starts while a dead job's secrets are still on disk.
-It also prunes job directories once they have been collected for longer than the
-retention (`KRITEN_LOCAL_JOB_RETENTION_HOURS`): the dispatcher made them and their
+Runner secrets reach the task in its environment and as files in the job's private
+directory (outside the job directory, which is kept after the job), removed when the task
+ends. Before starting a job the launcher removes the private directories of jobs that
+died without removing their own, so a job never starts while a dead job's secrets are
+still on disk. It also prunes job directories once they have been collected for longer
+than the retention (`KRITEN_JOB_DIR_RETENTION_HOURS`): the dispatcher made them and their
 existence is its launch idempotency, as a Kubernetes Job's TTL is set by the dispatcher.
+The jobs table keeps a pruned job from running again (see `Dispatcher.launch`).
 """
 
 from __future__ import annotations
@@ -26,21 +28,17 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 from kriten_common.local_jobs import (
+    OUTPUT_CLONE_HEADING,
     PRIVATE_DIR_NAME,
     JobPaths,
     JobResult,
-    JobSecrets,
     JobStatus,
     LocalJobSpec,
-    encode_secrets,
     is_valid_job_id,
     is_valid_secret_name,
     read_record,
@@ -48,17 +46,20 @@ from kriten_common.local_jobs import (
     touch,
     try_lock,
     utcnow,
+    write_atomic,
     write_record,
 )
+from kriten_common.logging import get_logger
 from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_dispatcher.checkout_cache import Checkout, CheckoutCache, CheckoutFailed
+from kriten_dispatcher.local_processes import JobProcesses, adopted_status, stop_group
 from kriten_dispatcher.ports import JobSpec
 
-# From spawning the supervisor to its status record: a Python start-up and a lock.
-START_TIMEOUT_SECONDS = 15.0
-# Another launcher of the same job (a concurrent redelivery) holds the launch lock at
-# most for START_TIMEOUT_SECONDS.
-LAUNCH_LOCK_TIMEOUT_SECONDS = START_TIMEOUT_SECONDS + 5.0
-# The supervisor itself gives its child KILL_GRACE_SECONDS after SIGTERM.
+log = get_logger(__name__)
+
+# Another launcher of the same job (a concurrent redelivery) holds the launch lock while
+# it fetches the checkout, which a slow remote can make long.
+LAUNCH_LOCK_TIMEOUT_SECONDS = 60.0
 CANCEL_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 0.02
 # Pruning scans every job directory, so it runs at most this often (on a launch).
@@ -68,6 +69,9 @@ PRUNE_INTERVAL_SECONDS = 600.0
 _PRUNING_PREFIX = ".pruning-"
 # What older versions left in job directories; removed from finished ones.
 _LEGACY_SECRET_FILES = ("secret", "git-token", "git-askpass")
+# The environment a task may see from the host: enough to run a shell, nothing more.
+_SAFE_ENV_KEYS = ("PATH", "HOME", "LANG")
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def validate(spec: JobSpec) -> None:
@@ -98,7 +102,7 @@ def validate(spec: JobSpec) -> None:
         raise PermanentError("timeout_seconds must be positive")
 
 
-def _write_spec(paths: JobPaths, spec: JobSpec) -> None:
+def _write_spec(paths: JobPaths, spec: JobSpec, commit: str | None) -> None:
     record = LocalJobSpec(
         job_id=spec.job_id,
         command=spec.command,
@@ -108,46 +112,13 @@ def _write_spec(paths: JobPaths, spec: JobSpec) -> None:
         timeout_seconds=spec.timeout_seconds,
         secret_names=sorted(spec.secrets),
         has_git_token=bool(spec.git_token),
+        commit=commit,
     )
-    write_record(paths.spec, record)
+    write_record(paths.spec, record, durable=False)
 
 
 def _taken_charge(paths: JobPaths) -> bool:
     return paths.status.exists() or paths.result.exists()
-
-
-def _start_supervisor(paths: JobPaths, spec: JobSpec) -> None:
-    log_fd = os.open(paths.supervisor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kriten_dispatcher.local_supervisor", str(paths.root)],
-            cwd=paths.root,
-            # The secrets, through a pipe: no file to remove, and not in the environment
-            # or argv, which other processes of the same user can read in /proc.
-            stdin=subprocess.PIPE,
-            stdout=log_fd,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        os.close(log_fd)
-    payload = encode_secrets(JobSecrets(secrets=dict(spec.secrets), git_token=spec.git_token))
-    # The supervisor reads its stdin, forks and its parent exits at once, so this wait is
-    # short and leaves no zombie; the job itself runs on as an orphan.
-    try:
-        proc.communicate(payload, timeout=START_TIMEOUT_SECONDS)
-        code = proc.returncode
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise RetryableError("the job supervisor did not start in time") from None
-    if code != 0:
-        raise RetryableError(f"the job supervisor exited with code {code}")
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while not _taken_charge(paths):
-        if time.monotonic() >= deadline:
-            raise RetryableError("the job supervisor did not take charge of the job in time")
-        time.sleep(_POLL_SECONDS)
 
 
 def _acquire(path: Path, timeout: float) -> int:
@@ -161,15 +132,41 @@ def _acquire(path: Path, timeout: float) -> int:
         time.sleep(_POLL_SECONDS)
 
 
+def task_env(spec: JobSpec, paths: JobPaths) -> dict[str, str]:
+    """The task's environment: Kriten's contract over the runner's secrets, so a secret can
+    never shadow EXTRA_VARS or the job id."""
+    env = {key: os.environ[key] for key in _SAFE_ENV_KEYS if key in os.environ}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    env.update(spec.secrets)
+    env["EXTRA_VARS"] = spec.extra_vars
+    env["KRITEN_SECRETS_DIR"] = str(paths.secret_dir)
+    env["KRITEN_JOB_ID"] = spec.job_id
+    return env
+
+
+def _make_private(paths: JobPaths, values: dict[str, str]) -> None:
+    """The job's private directory with the secret files (0700 dirs, 0600 files)."""
+    paths.private.parent.mkdir(mode=0o700, exist_ok=True)
+    # Left by an attempt of this job that died before the job started: the launch lock
+    # is ours now, so nothing else uses it.
+    shutil.rmtree(paths.private, ignore_errors=True)
+    os.mkdir(paths.private, 0o700)
+    os.mkdir(paths.secret_dir, 0o700)
+    for name, value in values.items():
+        write_atomic(paths.secret_dir / name, value.encode(), durable=False)
+
+
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def sweep_private(jobs_dir: Path) -> list[str]:
-    """Remove the private directories (secrets) of supervisors that are gone; the job ids.
+def sweep_private(jobs_dir: Path, running: JobProcesses | None = None) -> list[str]:
+    """Remove the private directories (secrets) of jobs that are gone; the job ids.
 
-    A supervisor makes its private directory only once it holds its lock, and removes it
-    before it exits, so a directory whose lock is free was left by one killed outright.
+    A launcher makes a job's private directory only while it holds the job's supervisor
+    lock, which then passes to the wrapper, which removes the directory before it exits;
+    so a directory whose lock is free was left by a job killed outright. The jobs in
+    `running` are known alive, without a probe.
     """
     removed: list[str] = []
     try:
@@ -177,6 +174,8 @@ def sweep_private(jobs_dir: Path) -> list[str]:
     except FileNotFoundError:
         return removed
     for entry in entries:
+        if running is not None and entry.name in running:
+            continue
         if is_valid_job_id(entry.name) and supervisor_alive(JobPaths.of(jobs_dir, entry.name)):
             continue
         _remove_tree(Path(entry.path))
@@ -233,128 +232,241 @@ def prune(jobs_dir: Path, *, retention: timedelta, now: float | None = None) -> 
     return pruned
 
 
-def _launch(jobs_dir: Path, spec: JobSpec) -> None:
-    paths = JobPaths.of(jobs_dir, spec.job_id)
+def _claim(jobs_dir: Path, paths: JobPaths) -> int | None:
+    """The launch lock of a job to start, or None when it started already (a redelivery).
+    Blocks only while another launcher of the same job holds the lock."""
+    jobs_dir.mkdir(parents=True, exist_ok=True)
     try:
-        jobs_dir.mkdir(parents=True, exist_ok=True)
-        # Before any job starts: no job may find another's secrets left on disk.
-        sweep_private(jobs_dir)
-        try:
-            os.mkdir(paths.root, 0o700)
-        except FileExistsError:
-            # A redelivery: done already, unless the first attempt died half-way.
-            if _taken_charge(paths):
-                return
-        lock_fd = _acquire(paths.launch_lock, LAUNCH_LOCK_TIMEOUT_SECONDS)
-        try:
-            # Decided under the lock: a concurrent launcher may have finished meanwhile.
-            if _taken_charge(paths) or supervisor_alive(paths):
-                return
-            _write_spec(paths, spec)
-            _start_supervisor(paths, spec)
-        finally:
-            os.close(lock_fd)
-    except OSError as exc:
-        raise RetryableError(f"local executor: {type(exc).__name__}: {exc.strerror}") from None
+        os.mkdir(paths.root, 0o700)
+    except FileExistsError:
+        # A redelivery: done already, unless the first attempt died half-way.
+        if _taken_charge(paths):
+            return None
+    lock_fd = _acquire(paths.launch_lock, LAUNCH_LOCK_TIMEOUT_SECONDS)
+    # Decided under the lock: a concurrent launcher may have finished meanwhile.
+    if _taken_charge(paths) or supervisor_alive(paths):
+        os.close(lock_fd)
+        return None
+    return lock_fd
 
 
-def _signal_group(pid_file: Path) -> None:
-    try:
-        pid = int(pid_file.read_text())
-    except (FileNotFoundError, ValueError):
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def _record_checkout_failure(paths: JobPaths, spec: JobSpec, failure: CheckoutFailed) -> None:
+    """A job whose branch cannot be checked out is over before it starts: failed, with
+    git's output (scrubbed) as its output, as a pod whose init container failed."""
+    _write_spec(paths, spec, None)
+    output = (
+        failure.output
+        if failure.output.endswith("\n") or not failure.output
+        else failure.output + "\n"
+    )
+    write_atomic(paths.output, (OUTPUT_CLONE_HEADING + output).encode(), durable=False)
+    now = utcnow()
+    write_record(paths.status, JobStatus(start_time=now, pid=0), durable=False)
+    write_record(
+        paths.result,
+        JobResult(
+            state="failed",
+            start_time=now,
+            completion_time=utcnow(),
+            error=f"git clone failed: {failure.message}",
+        ),
+    )
 
 
-def _wait_for(predicate_path: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate_path.exists():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_SECONDS)
-    return True
-
-
-def _cancel(jobs_dir: Path, job_id: str) -> bool:
-    if not is_valid_job_id(job_id):
-        return False
-    paths = JobPaths.of(jobs_dir, job_id)
-    if not paths.root.is_dir():
-        return False
-    if paths.result.exists():
-        return True
-    # The marker reaches a supervisor that is starting and not yet signalable; a running
-    # one also polls it.
-    touch(paths.cancel_requested)
-    status = read_record(paths.status, JobStatus)
-    if status is not None and supervisor_alive(paths):
-        # Checked alive just above, so the pid is still the supervisor's, not a reuse.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(status.pid, signal.SIGTERM)
-        if _wait_for(paths.result, CANCEL_TIMEOUT_SECONDS):
-            return True
-        # The supervisor does not answer: end it and its child ourselves.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(status.pid, signal.SIGKILL)
-        _signal_group(paths.task_pid)
-        # It can no longer remove its secrets itself.
-        _remove_tree(paths.private)
-    elif (
-        status is None
-        and supervisor_alive(paths)
-        # A supervisor is starting; it will see the marker and record the cancel itself.
-        and _wait_for(paths.result, CANCEL_TIMEOUT_SECONDS)
-    ):
-        return True
-    # Wait for the kernel to release the dead supervisor's lock, so no one else writes.
-    deadline = time.monotonic() + CANCEL_TIMEOUT_SECONDS
-    while supervisor_alive(paths) and time.monotonic() < deadline:
-        time.sleep(_POLL_SECONDS)
-    if not paths.result.exists():
-        write_record(
-            paths.result,
-            JobResult(
-                state="cancelled",
-                start_time=status.start_time if status else None,
-                completion_time=utcnow(),
-                error="cancelled",
-            ),
-        )
-    return True
+def _cancel_marked(paths: JobPaths) -> bool:
+    return paths.cancel_requested.exists()
 
 
 class LocalJobLauncher:
     """Runs jobs as detached local processes, one directory per job under `jobs_dir`.
 
-    Stateless: everything it knows is in `jobs_dir`, so several launchers (or a restarted
-    one) may share it.
+    Everything durable it knows is in `jobs_dir`, so several launchers (or a restarted
+    one) may share it; what it holds in memory is the watch of the jobs it started.
     """
 
-    def __init__(self, *, jobs_dir: Path, retention: timedelta = timedelta(hours=24)) -> None:
-        # The supervisor runs in the job directory, so a relative path would mean
-        # something else to it.
+    def __init__(
+        self,
+        *,
+        jobs_dir: Path,
+        retention: timedelta = timedelta(hours=24),
+        checkout_refresh_seconds: float = 2.0,
+    ) -> None:
+        # Job paths are given to processes that run elsewhere than the dispatcher's cwd.
         self._jobs_dir = jobs_dir.absolute()
         self._retention = retention
         self._next_prune = 0.0
+        self._checkouts = CheckoutCache(self._jobs_dir, refresh_seconds=checkout_refresh_seconds)
+        self._processes = JobProcesses()
+        self._adopted: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Takes charge of the deadlines of jobs an earlier dispatcher started that still
+        run; removes what dead jobs left behind."""
+        adopted = await asyncio.to_thread(self._scan_running)
+        for paths, status, timeout in adopted:
+            if timeout is None:
+                continue
+            remaining = status.start_time.timestamp() + timeout - time.time()
+            task = asyncio.create_task(self._deadline_of_adopted(paths, status.pid, remaining))
+            self._adopted.add(task)
+            task.add_done_callback(self._adopted.discard)
+
+    def _scan_running(self) -> list[tuple[JobPaths, JobStatus, int | None]]:
+        found: list[tuple[JobPaths, JobStatus, int | None]] = []
+        sweep_private(self._jobs_dir)
+        try:
+            entries = list(os.scandir(self._jobs_dir))
+        except FileNotFoundError:
+            return found
+        for entry in entries:
+            if not is_valid_job_id(entry.name):
+                continue
+            paths = JobPaths(Path(entry.path))
+            with contextlib.suppress(OSError, ValueError):
+                status = adopted_status(paths)
+                spec = read_record(paths.spec, LocalJobSpec)
+                if status is not None and status.pid > 0:
+                    found.append((paths, status, spec.timeout_seconds if spec else None))
+        return found
+
+    async def _deadline_of_adopted(self, paths: JobPaths, pgid: int, remaining: float) -> None:
+        await asyncio.sleep(max(remaining, 0.0))
+        if supervisor_alive(paths) and not paths.result.exists():
+            # Before the stop: an observer that sees the job gone must know why.
+            touch(paths.deadline_exceeded)
+            await stop_group(pgid)
+            await asyncio.to_thread(self._record_stopped, paths, "deadline")
 
     async def launch(self, spec: JobSpec) -> None:
         validate(spec)
-        await asyncio.to_thread(_launch, self._jobs_dir, spec)
-        if time.monotonic() >= self._next_prune:
-            # On launches, not on a timer of its own: directories only accumulate through
-            # launches, and a launcher has no lifecycle hook to run a timer from.
-            self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
-            # Housekeeping: the launch itself succeeded, and the next prune retries.
-            with contextlib.suppress(OSError):
-                await asyncio.to_thread(prune, self._jobs_dir, retention=self._retention)
-
-    async def cancel(self, job_id: str) -> bool:
+        paths = JobPaths.of(self._jobs_dir, spec.job_id)
         try:
-            return await asyncio.to_thread(_cancel, self._jobs_dir, job_id)
+            lock_fd = await asyncio.to_thread(_claim, self._jobs_dir, paths)
+        except RetryableError:
+            raise
         except OSError as exc:
             raise RetryableError(f"local executor: {type(exc).__name__}: {exc.strerror}") from None
+        if lock_fd is None:
+            return
+        try:
+            await self._start(paths, spec)
+        except OSError as exc:
+            raise RetryableError(f"local executor: {type(exc).__name__}: {exc.strerror}") from None
+        finally:
+            os.close(lock_fd)
+        await self._housekeeping()
+
+    async def _start(self, paths: JobPaths, spec: JobSpec) -> None:
+        try:
+            checkout: Checkout = await self._checkouts.checkout(
+                spec.git_url, spec.branch, spec.git_token
+            )
+        except CheckoutFailed as failure:
+            _record_checkout_failure(paths, spec, failure)
+            return
+        supervisor_lock = try_lock(paths.supervisor_lock)
+        if supervisor_lock is None:
+            return  # started by an earlier attempt that is still alive
+        try:
+            if _cancel_marked(paths):
+                # Cancelled before it could start: it never will.
+                self._record_stopped(paths, "cancelled")
+                os.close(supervisor_lock)
+                return
+            # Before any job starts: no job may find another's secrets left on disk.
+            sweep_private(self._jobs_dir, running=self._processes)
+            _write_spec(paths, spec, checkout.commit)
+            if spec.secrets:
+                _make_private(paths, spec.secrets)
+            write_atomic(
+                paths.output,
+                f"{OUTPUT_CLONE_HEADING}{spec.branch} at {checkout.commit}\n".encode(),
+                durable=False,
+            )
+            self._processes.start(
+                paths,
+                lock_fd=supervisor_lock,
+                template=checkout.template,
+                command=spec.command,
+                env=task_env(spec, paths),
+                timeout_seconds=spec.timeout_seconds,
+            )
+        except BaseException:
+            os.close(supervisor_lock)
+            _remove_tree(paths.private)
+            raise
+
+    async def _housekeeping(self) -> None:
+        if time.monotonic() < self._next_prune:
+            return
+        # On launches, not on a timer of its own: directories only accumulate through
+        # launches.
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+        # Housekeeping: the launch itself succeeded, and the next prune retries.
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(prune, self._jobs_dir, retention=self._retention)
+            await asyncio.to_thread(
+                self._checkouts.prune_templates,
+                older_than_seconds=max(self._retention.total_seconds(), 3600.0),
+            )
+
+    def _record_stopped(self, paths: JobPaths, reason: str) -> None:
+        """The result of a job stopped by this launcher without watching its wrapper."""
+        if paths.result.exists() or paths.exit_code.exists():
+            return
+        status = read_record(paths.status, JobStatus)
+        start = status.start_time if status else None
+        if reason == "cancelled":
+            result = JobResult(
+                state="cancelled", start_time=start, completion_time=utcnow(), error="cancelled"
+            )
+        else:
+            result = JobResult(
+                state="failed",
+                start_time=start,
+                completion_time=utcnow(),
+                error="deadline exceeded",
+            )
+        write_record(paths.result, result)
+
+    async def cancel(self, job_id: str) -> bool:
+        if not is_valid_job_id(job_id):
+            return False
+        paths = JobPaths.of(self._jobs_dir, job_id)
+        try:
+            if not paths.root.is_dir():
+                return False
+            if paths.result.exists():
+                return True
+            # Reaches a launch still fetching its checkout, and tells the observer why a
+            # job whose wrapper is gone without a result ended.
+            touch(paths.cancel_requested)
+            stopping = self._processes.request_stop(job_id, "cancelled")
+            if stopping is not None:
+                await asyncio.wait_for(asyncio.shield(stopping), CANCEL_TIMEOUT_SECONDS)
+                return True
+            status = read_record(paths.status, JobStatus)
+            if status is not None and status.pid > 0 and supervisor_alive(paths):
+                # Started by an earlier dispatcher: its wrapper leads the job's group.
+                await stop_group(status.pid)
+            elif status is None and (await asyncio.to_thread(_launching, paths)):
+                # Being launched right now by another launcher: it sees the marker.
+                return True
+            await asyncio.to_thread(self._record_stopped, paths, "cancelled")
+            return True
+        except (OSError, TimeoutError) as exc:
+            raise RetryableError(f"local executor: could not cancel: {exc}") from None
 
     async def close(self) -> None:
-        # Jobs outlive the launcher by design; there is nothing to release.
-        return None
+        for task in list(self._adopted):
+            task.cancel()
+        await self._processes.close()
+
+
+def _launching(paths: JobPaths) -> bool:
+    """Whether another launcher holds the job's launch lock now."""
+    fd = try_lock(paths.launch_lock)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False

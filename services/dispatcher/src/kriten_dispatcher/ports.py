@@ -25,6 +25,10 @@ class JobSpec:
 
 
 class JobLauncher(Protocol):
+    async def start(self) -> None:
+        """Take charge of what an earlier launcher left running (deadlines, reaping)."""
+        ...
+
     async def launch(self, spec: JobSpec) -> None:
         """Start the job. Idempotent by `spec.job_id`: a job already launched is success.
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from kriten_common.settings import CommonSettings
 
@@ -13,4 +13,14 @@ class DispatcherSettings(CommonSettings):
     prefetch: int = Field(default=32, gt=0)
     # Hours a local job's directory is kept after the collector stored the job's final
     # state; its output and records are in the database by then.
-    local_job_retention_hours: float = Field(default=24.0, ge=0)
+    # (KRITEN_LOCAL_JOB_RETENTION_HOURS is its earlier name, still accepted.)
+    job_dir_retention_hours: float = Field(
+        default=24.0,
+        ge=0,
+        validation_alias=AliasChoices(
+            "KRITEN_JOB_DIR_RETENTION_HOURS", "KRITEN_LOCAL_JOB_RETENTION_HOURS"
+        ),
+    )
+    # Local executor: how old the last fetch of a runner's branch may be for a job to use
+    # its checkout; 0 fetches for every job.
+    checkout_refresh_seconds: float = Field(default=2.0, ge=0)

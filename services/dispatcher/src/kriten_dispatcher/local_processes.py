@@ -1,0 +1,291 @@
+"""The local executor's running jobs: one `sh` wrapper process per job, supervised from the
+dispatcher's event loop (no interpreter started per job).
+
+The wrapper (`WRAPPER`) copies the checkout template into the job's `repo/`, runs the
+task's command there with `sh -c`, records the exit status in `exit-code`, removes the
+job's private directory and kills what is left of its process group. It leads a session
+of its own, so a dispatcher restart does not touch it, and it holds the job's supervisor
+lock on its stdin, so the lock is free exactly when it is gone.
+
+The dispatcher keeps its own copy of the lock while it watches the wrapper (a pidfd in
+the event loop; a short poll where the platform has none) and, when the wrapper is gone,
+writes `result.json` before letting the lock go: whoever sees the lock free sees the
+result. A dispatcher that is gone leaves the `exit-code` file as the record, which the
+collector's observer reads instead. Deadlines and cancellations stop the job as
+Kubernetes stops a pod: SIGTERM to the whole group, a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from kriten_common.local_jobs import (
+    DIED_ERROR,
+    OUTPUT_TASK_HEADING,
+    JobPaths,
+    JobResult,
+    JobStatus,
+    read_record,
+    result_from_exit_code,
+    supervisor_alive,
+    utcnow,
+    write_record,
+)
+from kriten_common.logging import get_logger
+
+log = get_logger(__name__)
+
+# $1 template, $2 private directory ("" for none), $3 command, $4 task heading. The task
+# gets /dev/null as stdin, so it never holds the lock (the wrapper's stdin).
+WRAPPER = """\
+root=$PWD
+if cp -a -- "$1" repo </dev/null; then
+  printf '%s' "$4"
+  cd repo && sh -c "$3" </dev/null
+  code=$?
+else
+  code="checkout $?"
+fi
+[ -z "$2" ] || rm -rf -- "$2"
+printf '%s\\n' "$code" >"$root/exit-code"
+kill -KILL 0
+"""
+# How long a task may take to exit after SIGTERM before it gets SIGKILL.
+KILL_GRACE_SECONDS = 2.0
+# A wrapper that outlives SIGKILL (uninterruptible I/O) is waited for this long at most.
+_KILL_WAIT_SECONDS = 10.0
+_POLL_SECONDS = 0.05
+StopReason = Literal["cancelled", "deadline"]
+
+
+@dataclass
+class _Running:
+    paths: JobPaths
+    proc: subprocess.Popen[bytes]
+    lock_fd: int
+    start_time: datetime
+    has_private: bool
+    done: asyncio.Future[None]
+    stop: StopReason | None = None
+    pidfd: int | None = None
+    deadline: asyncio.TimerHandle | None = None
+    stopping: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def stop_group(pgid: int) -> None:
+    """SIGTERM to the job's process group, SIGKILL after the grace period; returns when
+    the group is gone (or after a bounded wait). The wrapper, a zombie until it is reaped,
+    counts as in the group: whoever watches it reaps it meanwhile."""
+    signal_group(pgid, signal.SIGTERM)
+    for sig, wait in ((signal.SIGKILL, KILL_GRACE_SECONDS), (None, _KILL_WAIT_SECONDS)):
+        deadline = time.monotonic() + wait
+        # A poll: the kernel tells nobody when the last process of a group is gone.
+        while group_alive(pgid) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_POLL_SECONDS)
+        if sig is not None:
+            signal_group(pgid, sig)
+
+
+def final_result(
+    paths: JobPaths, start_time: datetime | None, stop: StopReason | None
+) -> JobResult:
+    """How a job ended, once its wrapper is gone: its own exit status wins over a stop
+    that came too late to matter."""
+    result = result_from_exit_code(paths, start_time)
+    if result is not None:
+        return result
+    if stop == "cancelled":
+        return JobResult(
+            state="cancelled", start_time=start_time, completion_time=utcnow(), error="cancelled"
+        )
+    if stop == "deadline":
+        return JobResult(
+            state="failed",
+            start_time=start_time,
+            completion_time=utcnow(),
+            error="deadline exceeded",
+        )
+    return JobResult(
+        state="failed", start_time=start_time, completion_time=utcnow(), error=DIED_ERROR
+    )
+
+
+class JobProcesses:
+    """The wrappers this dispatcher started, watched until they are gone."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, _Running] = {}
+        self._poller: asyncio.Task[None] | None = None
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._running
+
+    def start(
+        self,
+        paths: JobPaths,
+        *,
+        lock_fd: int,
+        template: Path,
+        command: str,
+        env: dict[str, str],
+        timeout_seconds: int | None,
+    ) -> None:
+        """Starts the wrapper (the caller holds `lock_fd`, the supervisor lock, and gives
+        it to the job) and watches it."""
+        has_private = paths.private.exists()
+        out_fd = os.open(paths.output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = subprocess.Popen(
+                [
+                    "sh",
+                    "-c",
+                    WRAPPER,
+                    "kriten-job",
+                    str(template),
+                    str(paths.private) if has_private else "",
+                    command,
+                    OUTPUT_TASK_HEADING,
+                ],
+                cwd=paths.root,
+                env=env,
+                stdin=lock_fd,
+                stdout=out_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(out_fd)
+        start_time = utcnow()
+        # Not fsynced: a power cut ends the job anyway, and then the observer finds the
+        # lock free and no exit code: the job died, which is the truth.
+        write_record(paths.status, JobStatus(start_time=start_time, pid=proc.pid), durable=False)
+        loop = asyncio.get_running_loop()
+        running = _Running(
+            paths=paths,
+            proc=proc,
+            lock_fd=lock_fd,
+            start_time=start_time,
+            has_private=has_private,
+            done=loop.create_future(),
+        )
+        self._running[paths.job_id] = running
+        try:
+            running.pidfd = os.pidfd_open(proc.pid)
+            loop.add_reader(running.pidfd, self._exited, paths.job_id)
+        except (AttributeError, OSError):
+            # No pidfd (not Linux, or an old kernel): one poll for every job.
+            running.pidfd = None
+            if self._poller is None or self._poller.done():
+                self._poller = asyncio.create_task(self._poll(), name="local-jobs-poll")
+        if timeout_seconds is not None:
+            running.deadline = loop.call_later(
+                timeout_seconds, self.request_stop, paths.job_id, "deadline"
+            )
+
+    def request_stop(self, job_id: str, reason: StopReason) -> asyncio.Future[None] | None:
+        """Stops a job this dispatcher watches; the future is done when it is final."""
+        running = self._running.get(job_id)
+        if running is None:
+            return None
+        if running.stop is None:
+            running.stop = reason
+            running.stopping = asyncio.create_task(
+                stop_group(running.proc.pid), name=f"stop-{job_id}"
+            )
+        return running.done
+
+    async def _poll(self) -> None:
+        while any(r.pidfd is None for r in self._running.values()):
+            for job_id, running in list(self._running.items()):
+                if running.pidfd is None and running.proc.poll() is not None:
+                    self._exited(job_id)
+            await asyncio.sleep(_POLL_SECONDS)
+
+    def _exited(self, job_id: str) -> None:
+        running = self._running.get(job_id)
+        if running is None or running.proc.poll() is None:
+            return
+        if running.pidfd is not None:
+            asyncio.get_running_loop().remove_reader(running.pidfd)
+            os.close(running.pidfd)
+            running.pidfd = None
+        if running.deadline is not None:
+            running.deadline.cancel()
+        if running.stop is not None:
+            # The group may still be in its grace period: finish once it is gone.
+            if running.stopping is not None and not running.stopping.done():
+                running.stopping.add_done_callback(lambda _: self._finish(job_id))
+                return
+        elif not running.paths.exit_code.exists():
+            # The wrapper was killed from outside while its task may run on: a job whose
+            # supervision is gone ends, as a pod's processes end with its main one.
+            signal_group(running.proc.pid, signal.SIGKILL)
+        self._finish(job_id)
+
+    def _finish(self, job_id: str) -> None:
+        running = self._running.pop(job_id, None)
+        if running is None:
+            return
+        try:
+            if running.has_private:
+                # The wrapper removes it, unless it was killed first.
+                shutil.rmtree(running.paths.private, ignore_errors=True)
+            if not running.paths.result.exists():
+                write_record(
+                    running.paths.result,
+                    final_result(running.paths, running.start_time, running.stop),
+                    durable=False,
+                )
+        except OSError as exc:
+            # The observer derives the outcome itself once the lock is free.
+            log.warning("local_job_result_unwritten", job_id=job_id, error=str(exc))
+        finally:
+            os.close(running.lock_fd)
+            if not running.done.done():
+                running.done.set_result(None)
+
+    async def close(self) -> None:
+        """Stops watching (jobs run on: their wrappers record their exit themselves)."""
+        loop = asyncio.get_running_loop()
+        for running in self._running.values():
+            if running.pidfd is not None:
+                loop.remove_reader(running.pidfd)
+                os.close(running.pidfd)
+            if running.deadline is not None:
+                running.deadline.cancel()
+            os.close(running.lock_fd)
+        self._running.clear()
+        if self._poller is not None:
+            self._poller.cancel()
+
+
+def adopted_status(paths: JobPaths) -> JobStatus | None:
+    """The status of a job started by an earlier dispatcher that still runs, else None."""
+    if paths.result.exists() or not supervisor_alive(paths):
+        return None
+    return read_record(paths.status, JobStatus)
