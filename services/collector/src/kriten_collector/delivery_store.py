@@ -1,14 +1,16 @@
 """The webhook delivery log (`webhook_deliveries`), written only here.
 
 Each `WebhookDelivered` becomes one row keyed by its delivery id, so a redelivered
-message changes nothing. Rows older than the retention are purged, at most once per
-`purge_interval_seconds`, by the same consumer that writes them (no extra loop to run).
+message changes nothing. Writes are group-committed (`WriteBatcher`): a batch reads what
+it needs in two selects and inserts its new rows in one transaction. Rows older than the
+retention are purged, at most once per `purge_interval_seconds`, by the same writer (no
+extra loop to run).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
@@ -16,12 +18,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from kriten_collector.write_batcher import DEFAULT_MAX_BATCH, WriteBatcher
 from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import WebhookDelivery, utcnow
 from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered
 
 log = get_logger(__name__)
+# Another replica storing the same delivery between a batch's read and its insert is
+# retried with a fresh read; this many times in a row means something else is wrong.
+INSERT_ATTEMPTS = 3
+# Outcomes that mean "this delivery's job was run": a later one for the same job is a retry.
+_DELIVERED = ("accepted", "duplicate")
 
 
 def delivery_row(event: WebhookDelivered) -> WebhookDelivery:
@@ -43,13 +51,28 @@ def delivery_row(event: WebhookDelivered) -> WebhookDelivery:
     )
 
 
-async def _job_already_delivered(session: AsyncSession, row: WebhookDelivery) -> bool:
-    earlier = select(WebhookDelivery.id).where(
-        WebhookDelivery.job_id == row.job_id,
-        col(WebhookDelivery.outcome).in_(("accepted", "duplicate")),
-        WebhookDelivery.id != row.id,
+async def _stored_ids(session: AsyncSession, ids: set[str]) -> set[str]:
+    found = await session.exec(
+        select(WebhookDelivery.id).where(col(WebhookDelivery.id).in_(sorted(ids)))
     )
-    return (await session.exec(earlier.limit(1))).first() is not None
+    return set(found.all())
+
+
+async def _delivered_jobs(session: AsyncSession, job_ids: set[str]) -> dict[str, set[str]]:
+    """For each of `job_ids` already delivered, the ids of the deliveries that ran it."""
+    if not job_ids:
+        return {}
+    found = await session.exec(
+        select(WebhookDelivery.job_id, WebhookDelivery.id).where(
+            col(WebhookDelivery.job_id).in_(sorted(job_ids)),
+            col(WebhookDelivery.outcome).in_(_DELIVERED),
+        )
+    )
+    delivered: dict[str, set[str]] = {}
+    for job_id, delivery_id in found.all():
+        if job_id is not None:
+            delivered.setdefault(job_id, set()).add(delivery_id)
+    return delivered
 
 
 class DeliveryStore:
@@ -60,12 +83,16 @@ class DeliveryStore:
         retention: timedelta,
         purge_interval_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self._sessions = sessions
         self._retention = retention
         self._purge_interval = purge_interval_seconds
         self._clock = clock
         self._last_purge: float | None = None
+        self._batcher: WriteBatcher[WebhookDelivered, bool] = WriteBatcher(
+            self._commit, max_batch=max_batch
+        )
 
     async def record(self, event: WebhookDelivered) -> bool:
         """Stores the delivery; False when it was already stored (a redelivery).
@@ -74,21 +101,50 @@ class DeliveryStore:
         `duplicate`: a sender's retry that reached another ingress replica (or came after
         a restart) was answered `accepted`, with the same job id, since the ingress keeps
         the database off its request path; this is where the log learns the truth."""
+        return await self._batcher.write(event)
+
+    async def _commit(self, events: Sequence[WebhookDelivered]) -> list[bool]:
+        conflict: IntegrityError | None = None
+        for _attempt in range(INSERT_ATTEMPTS):
+            try:
+                stored = await self._insert_new(events)
+            except IntegrityError as problem:
+                conflict = problem  # stored concurrently by another replica: read again
+                continue
+            # Before the callers are released, as when each record purged in its turn.
+            await self._maybe_purge()
+            return stored
+        raise RuntimeError(f"could not record a batch of {len(events)} deliveries") from conflict
+
+    async def _insert_new(self, events: Sequence[WebhookDelivered]) -> list[bool]:
         async with self._sessions() as session:
-            if await session.get(WebhookDelivery, event.delivery_id) is not None:
-                stored = False
-            else:
+            known = await _stored_ids(session, {event.delivery_id for event in events})
+            delivered = await _delivered_jobs(
+                session,
+                {e.job_id for e in events if e.outcome == "accepted" and e.job_id is not None},
+            )
+            rows: list[WebhookDelivery] = []
+            stored: list[bool] = []
+            for event in events:
+                if event.delivery_id in known:
+                    stored.append(False)  # a redelivery, maybe of one earlier in this batch
+                    continue
+                known.add(event.delivery_id)
                 row = delivery_row(event)
-                if row.outcome == "accepted" and await _job_already_delivered(session, row):
+                if (
+                    row.job_id is not None
+                    and row.outcome == "accepted"
+                    and delivered.get(row.job_id)
+                ):
                     row.outcome, row.body = "duplicate", None
-                session.add(row)
-                try:
-                    await session.commit()
-                    stored = True
-                except IntegrityError:
-                    stored = False  # the same message handled concurrently
-        await self._maybe_purge()
-        return stored
+                if row.job_id is not None and row.outcome in _DELIVERED:
+                    delivered.setdefault(row.job_id, set()).add(row.id)
+                rows.append(row)
+                stored.append(True)
+            if rows:
+                session.add_all(rows)  # one batched insert
+                await session.commit()
+            return stored
 
     async def _maybe_purge(self) -> None:
         now = self._clock()

@@ -6,97 +6,177 @@ an operator's replay of that dead letter makes.
 
 Events about one job come from two sources (the broker and the executor's observer) and
 can arrive in either order, so every write is an upsert that fills in what it knows.
+
+Writes are group-committed (`WriteBatcher`): a batch reads all its jobs in one select,
+applies each write's change in memory in arrival order (several writes of one job see
+each other), then inserts and updates what changed in one transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_collector.json_data import extract_json_data
 from kriten_collector.ports import ExecutionUpdate
+from kriten_collector.write_batcher import DEFAULT_MAX_BATCH, WriteBatcher
 from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, failed_before_launch, utcnow
 from kriten_common.messages import JobDispatchFailed, JobRequested
 
+# Changes the job in place and says whether it did; returns False before changing
+# anything, since an unchanged job may still be written by another write of the batch.
 Change = Callable[[Job], bool]
+# Another replica creating a job between a batch's read and its insert is retried with a
+# fresh read; this many times in a row means something else is wrong.
+INSERT_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job as a write made it final: what its `JobFinished` announces."""
+
+    id: str
+    task: str
+    status: str
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
+class JobWrite:
+    job_id: str
+    change: Change
+    # Whether the write reports the job it made final (a request only fills fields in).
+    reports_final: bool
 
 
 class JobStore:
-    def __init__(self, sessions: SessionFactory) -> None:
+    def __init__(self, sessions: SessionFactory, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self._sessions = sessions
-
-    async def _upsert(self, job_id: str, change: Change) -> Job | None:
-        """Applies `change` to the job (a new row if none); returns the job if it changed."""
-        for _attempt in range(3):
-            async with self._sessions() as session:
-                job = await session.get(Job, job_id)
-                if job is None:
-                    job = Job(id=job_id, task="", owner="", owner_id="")
-                if not change(job):
-                    return None
-                job.updated_at = utcnow()
-                session.add(job)
-                try:
-                    await session.commit()
-                except IntegrityError:
-                    continue  # created concurrently by the other source: apply again
-                return job
-        raise RuntimeError(f"could not record job {job_id}")
+        self._batcher: WriteBatcher[JobWrite, FinishedJob | None] = WriteBatcher(
+            self._commit, max_batch=max_batch
+        )
 
     async def record_requested(self, event: JobRequested) -> None:
-        def change(job: Job) -> bool:
-            if job.task:
-                return False  # a redelivery
-            job.task = event.task
-            job.owner = event.owner
-            job.owner_id = event.owner_id
-            job.source = event.source
-            job.input = event.input
-            job.webhook_id = event.webhook_id
-            job.delivery_id = event.delivery_id
-            job.created_at = event.occurred_at
-            return True
+        await self._batcher.write(JobWrite(event.job_id, requested_change(event), False))
 
-        await self._upsert(event.job_id, change)
+    async def record_dispatch_failed(self, event: JobDispatchFailed) -> FinishedJob | None:
+        """Stores the failure; returns the job when this made it final."""
+        return await self._batcher.write(
+            JobWrite(event.job_id, dispatch_failed_change(event), True)
+        )
 
-    async def record_dispatch_failed(self, event: JobDispatchFailed) -> Job | None:
-        def change(job: Job) -> bool:
-            if job.status in FINAL_JOB_STATUSES:
-                return False
-            job.status = "failed"
-            job.error = event.error
-            job.completion_time = event.occurred_at
-            return True
-
-        return await self._upsert(event.job_id, change)
-
-    async def record_update(self, update: ExecutionUpdate) -> Job | None:
+    async def record_update(self, update: ExecutionUpdate) -> FinishedJob | None:
         """Stores what the executor reported; returns the job when this made it final."""
+        (finished,) = await self.record_updates([update])
+        return finished
 
-        def change(job: Job) -> bool:
-            if job.status in FINAL_JOB_STATUSES and not _launched_after_failing(job, update):
+    async def record_updates(self, updates: Sequence[ExecutionUpdate]) -> list[FinishedJob | None]:
+        """Stores `updates` in order and all in one transaction (all or none stored);
+        for each, the job when that update made it final."""
+        return await self._batcher.write_all(
+            [JobWrite(update.job_id, update_change(update), True) for update in updates]
+        )
+
+    async def _commit(self, writes: Sequence[JobWrite]) -> list[FinishedJob | None]:
+        conflict: IntegrityError | None = None
+        for _attempt in range(INSERT_ATTEMPTS):
+            try:
+                return await self._commit_once(writes)
+            except IntegrityError as problem:
+                conflict = problem  # a job created concurrently by another replica: read again
+        raise RuntimeError(f"could not record a batch of {len(writes)} job writes") from conflict
+
+    async def _commit_once(self, writes: Sequence[JobWrite]) -> list[FinishedJob | None]:
+        async with self._sessions() as session:
+            jobs = await _load(session, {write.job_id for write in writes})
+            results: list[FinishedJob | None] = []
+            changed = False
+            for write in writes:
+                job = jobs.get(write.job_id)
+                if job is None:
+                    job = jobs[write.job_id] = Job(id=write.job_id, task="", owner="", owner_id="")
+                if not write.change(job):
+                    results.append(None)
+                    continue
+                changed = True
+                job.updated_at = utcnow()
+                session.add(job)  # a new row joins the session only once it has content
+                final = write.reports_final and job.status in FINAL_JOB_STATUSES
+                # A copy: a later write of the batch may still change the job.
+                results.append(_finished(job) if final else None)
+            if changed:
+                await session.commit()
+            return results
+
+
+async def _load(session: AsyncSession, job_ids: set[str]) -> dict[str, Job]:
+    """The stored jobs among `job_ids`, in one select."""
+    found = await session.exec(select(Job).where(col(Job.id).in_(sorted(job_ids))))
+    return {job.id: job for job in found.all()}
+
+
+def _finished(job: Job) -> FinishedJob:
+    return FinishedJob(id=job.id, task=job.task, status=job.status, exit_code=job.exit_code)
+
+
+def requested_change(event: JobRequested) -> Change:
+    def change(job: Job) -> bool:
+        if job.task:
+            return False  # a redelivery
+        job.task = event.task
+        job.owner = event.owner
+        job.owner_id = event.owner_id
+        job.source = event.source
+        job.input = event.input
+        job.webhook_id = event.webhook_id
+        job.delivery_id = event.delivery_id
+        job.created_at = event.occurred_at
+        return True
+
+    return change
+
+
+def dispatch_failed_change(event: JobDispatchFailed) -> Change:
+    def change(job: Job) -> bool:
+        if job.status in FINAL_JOB_STATUSES:
+            return False
+        job.status = "failed"
+        job.error = event.error
+        job.completion_time = event.occurred_at
+        return True
+
+    return change
+
+
+def update_change(update: ExecutionUpdate) -> Change:
+    def change(job: Job) -> bool:
+        if job.status in FINAL_JOB_STATUSES and not _launched_after_failing(job, update):
+            return False
+        if update.state == "running":
+            # Output so far, for `log?follow=true`; json_data waits for the end.
+            new_output = update.output is not None and update.output != job.stdout
+            if job.status == "running" and not new_output:
                 return False
             job.start_time = job.start_time or update.start_time
-            if update.state == "running":
-                changed = job.status != "running"
-                job.status = "running"
-                # Output so far, for `log?follow=true`; json_data waits for the end.
-                if update.output is not None and update.output != job.stdout:
-                    job.stdout = update.output
-                    changed = True
-                return changed
-            job.status = update.state
-            job.completion_time = update.completion_time or utcnow()
-            job.exit_code = update.exit_code
-            job.error = update.error
-            job.stdout = update.output or ""
-            job.json_data = extract_json_data(job.stdout)
+            job.status = "running"
+            if new_output:
+                job.stdout = update.output
             return True
+        job.start_time = job.start_time or update.start_time
+        job.status = update.state
+        job.completion_time = update.completion_time or utcnow()
+        job.exit_code = update.exit_code
+        job.error = update.error
+        job.stdout = update.output or ""
+        job.json_data = extract_json_data(job.stdout)
+        return True
 
-        job = await self._upsert(update.job_id, change)
-        return job if job is not None and job.status in FINAL_JOB_STATUSES else None
+    return change
 
 
 def _launched_after_failing(job: Job, update: ExecutionUpdate) -> bool:
