@@ -4,7 +4,8 @@ It speaks the REST protocol for what Kriten uses, with the API server's own shap
 `Status` bodies for errors (`AlreadyExists` 409, `NotFound` 404, `Invalid` 422,
 `Expired` 410), resource versions, label selectors, chunked newline-delimited watch
 streams with `ADDED`/`MODIFIED`/`DELETED`/`BOOKMARK`/`ERROR` events, list pagination
-(`limit`/`continue`), pod logs with `limitBytes`, merge patches, and bearer tokens.
+(`limit`/`continue`), pod logs with `limitBytes` and `follow` (a chunked stream that
+carries what the container prints until it stops), merge patches, and bearer tokens.
 
 - Jobs: create (validated against the vendored `batch/v1` Job schema, as the API server
   validates), get, list, delete (with `propagationPolicy`; dependents go with the Job,
@@ -16,8 +17,11 @@ It also plays the Job controller and the kubelet: creating a Job creates its pod
 (`Pending`), and the test drives the pod with methods of `FakeKube` (`run_init`,
 `start_task`, `finish_pod`, `image_pull_error`, `deadline_exceeded`, ...). And it
 misbehaves on demand: `set_unavailable()` (503 for everything, watches dropped),
-`compact()` (older resource versions get 410), `drop_watches()`, `fail()` (one-off
-errors on matching requests).
+`compact()` (older resource versions get 410), `drop_watches()`, `drop_log_streams()`,
+`fail()` (one-off errors on matching requests). It counts what a test may assert on:
+Job creations and log streams in flight at once (`max_concurrent_job_creates`,
+`max_concurrent_log_follows`), and `hold_job_creates(n)` keeps creations waiting until
+`n` are in flight together.
 
 Everything runs on the test's event loop: call the kubelet methods from the test body,
 never the blocking client itself (that would block the server too).
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import json
 import random
@@ -172,6 +177,24 @@ class _Watcher:
         self.dropped = False
 
 
+class _Gauge:
+    """How many of something are in flight, and the most there ever were."""
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.max = 0
+        self.changed = asyncio.Event()
+
+    def __enter__(self) -> None:
+        self.current += 1
+        self.max = max(self.max, self.current)
+        self.changed.set()
+
+    def __exit__(self, *_: object) -> None:
+        self.current -= 1
+        self.changed.set()
+
+
 @dataclass
 class RecordedRequest:
     method: str
@@ -207,6 +230,11 @@ class FakeKube:
         self._rv = 100
         self._compacted_before = 0
         self._watchers: set[_Watcher] = set()
+        # Log streams (follow=true): woken whenever a log or a pod changes.
+        self._log_followers: set[_Watcher] = set()
+        self._job_creates = _Gauge()
+        self._log_follows = _Gauge()
+        self._create_hold: tuple[int, float] | None = None
         self._faults: list[_Fault] = []
         self._unavailable = False
         self._runner: web.AppRunner | None = None
@@ -269,6 +297,31 @@ class FakeKube:
         for watcher in list(self._watchers):
             watcher.dropped = True
             watcher.wake.set()
+        self.drop_log_streams()
+
+    def drop_log_streams(self) -> None:
+        """Cuts every open log stream (`follow=true`) mid-way, as a dying proxy does."""
+        for follower in list(self._log_followers):
+            follower.dropped = True
+            follower.wake.set()
+
+    def hold_job_creates(self, count: int, *, at_most: float = 10.0) -> None:
+        """Job creations wait until `count` of them are in flight at once (or `at_most`
+        seconds, so that a client that never gets there fails its assertion instead of
+        hanging), then all go on."""
+        self._create_hold = (count, at_most)
+
+    @property
+    def max_concurrent_job_creates(self) -> int:
+        return self._job_creates.max
+
+    @property
+    def max_concurrent_log_follows(self) -> int:
+        return self._log_follows.max
+
+    @property
+    def log_follows_in_flight(self) -> int:
+        return self._log_follows.current
 
     def compact(self) -> None:
         """Forgets the event history: a watch from an older version now gets 410 Gone."""
@@ -367,6 +420,22 @@ class FakeKube:
     ) -> None:
         _, name = self.pod_key(job, namespace)
         self.logs[(namespace, name, container)] = text.encode() if isinstance(text, str) else text
+        self._wake_log_followers()
+
+    def append_logs(
+        self, job: str, container: str, text: str | bytes, namespace: str = "kriten"
+    ) -> None:
+        """The container prints `text` (seen at once by the streams following its log)."""
+        _, name = self.pod_key(job, namespace)
+        key = (namespace, name, container)
+        self.logs[key] = self.logs.get(key, b"") + (
+            text.encode() if isinstance(text, str) else text
+        )
+        self._wake_log_followers()
+
+    def _wake_log_followers(self) -> None:
+        for follower in self._log_followers:
+            follower.wake.set()
 
     def run_init(
         self, job: str, *, logs: str = "", exit_code: int = 0, namespace: str = "kriten"
@@ -620,6 +689,7 @@ class FakeKube:
         )
         for watcher in self._watchers:
             watcher.wake.set()
+        self._wake_log_followers()
 
     def _new_meta(self, body: Json, namespace: str) -> Json:
         meta: Json = body.setdefault("metadata", {})
@@ -805,6 +875,25 @@ class FakeKube:
     # Jobs
 
     async def _create_job(self, request: web.Request) -> web.Response:
+        with self._job_creates:
+            await self._wait_for_create_hold()
+            return await self._do_create_job(request)
+
+    async def _wait_for_create_hold(self) -> None:
+        if self._create_hold is None:
+            return
+        count, at_most = self._create_hold
+        gauge = self._job_creates
+        deadline = asyncio.get_running_loop().time() + at_most
+        while gauge.max < count:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            gauge.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gauge.changed.wait(), remaining)
+
+    async def _do_create_job(self, request: web.Request) -> web.Response:
         namespace = request.match_info["ns"]
         body = await self._json_body(request)
         name = str(body.get("metadata", {}).get("name", ""))
@@ -1094,7 +1183,7 @@ class FakeKube:
         self._delete_pod_now(key, graceful=True)
         return web.json_response(pod)
 
-    async def _pod_log(self, request: web.Request) -> web.Response:
+    async def _pod_log(self, request: web.Request) -> web.StreamResponse:
         namespace, name = request.match_info["ns"], request.match_info["name"]
         pod = self.pods.get((namespace, name))
         if pod is None:
@@ -1127,11 +1216,57 @@ class FakeKube:
                 "BadRequest",
                 f'container "{container}" in pod "{name}" is waiting to start: {reason}',
             )
+        limit = int(request.query.get("limitBytes") or 0) or None
+        if request.query.get("follow") in ("true", "1") and "running" in state:
+            return await self._follow_log(request, (namespace, name, container), limit)
         data = self.logs.get((namespace, name, container), b"")
-        limit = request.query.get("limitBytes")
         if limit:
-            data = data[: int(limit)]
+            data = data[:limit]
         return web.Response(body=data, content_type="text/plain")
+
+    def _container_running(self, key: tuple[str, str, str]) -> bool:
+        pod = self.pods.get(key[:2])
+        if pod is None:
+            return False
+        statuses = pod["status"].get("initContainerStatuses", []) + pod["status"].get(
+            "containerStatuses", []
+        )
+        return any(s["name"] == key[2] and "running" in s.get("state", {}) for s in statuses)
+
+    async def _follow_log(
+        self, request: web.Request, key: tuple[str, str, str], limit: int | None
+    ) -> web.StreamResponse:
+        """What the kubelet does for `follow=true`: the log so far, then each new piece as
+        it is printed, until the container stops (or `limitBytes` is reached)."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        follower = _Watcher()
+        self._log_followers.add(follower)
+        sent = 0
+        try:
+            with self._log_follows:
+                while not follower.dropped:
+                    follower.wake.clear()
+                    data = self.logs.get(key, b"")
+                    end = len(data) if limit is None else min(len(data), limit)
+                    if end > sent:
+                        await response.write(data[sent:end])
+                        sent = end
+                    if (limit is not None and sent >= limit) or not self._container_running(key):
+                        break
+                    # aiohttp does not cancel a handler whose client went away: look.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(follower.wake.wait(), 0.05)
+                    if request.transport is None or request.transport.is_closing():
+                        break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self._log_followers.discard(follower)
+        if follower.dropped and request.transport is not None:
+            request.transport.close()
+        return response
 
 
 def _watch_kind(event: PodEvent, selector: str | None) -> str | None:

@@ -165,7 +165,8 @@ async def test_running_then_succeeded_with_init_logs_first(
     assert running.state == "running"
     assert running.start_time is not None
     fake.finish_pod(spec.job_id, exit_code=0, logs={"task": 'hello\n^JSON\n{"a": 1}\n^JSON\n'})
-    final = await updates.next()
+    # (Live output of the running pod may come first.)
+    final = await updates.final_for(spec.job_id)
     assert final.job_id == spec.job_id
     assert final.state == "succeeded"
     assert final.exit_code == 0

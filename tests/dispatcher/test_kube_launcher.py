@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -383,3 +384,42 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.memory_limit == "1Gi"
     assert settings.run_as_non_root is False
     assert settings.git_image == "alpine/git:2.45.2"
+
+
+@fake_only
+async def test_launches_run_concurrently_up_to_the_configured_concurrency(
+    kube: KubeTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    # More than asyncio's default thread pool (min(32, cpus + 4)) and the client's
+    # default connection pool (cpus * 5) on a small machine.
+    count = 40
+    caplog.set_level(logging.WARNING, logger="urllib3.connectionpool")
+    fake = kube.require_fake
+    fake.hold_job_creates(count)
+    launcher = KubernetesJobLauncher(settings=kube.settings(), concurrency=count)
+    try:
+        await asyncio.gather(*(launcher.launch(make_spec()) for _ in range(count)))
+    finally:
+        await launcher.close()
+    assert fake.max_concurrent_job_creates == count
+    assert len(fake.jobs) == count
+    # The connection pool is as large: no connection was opened only to be thrown away.
+    assert "Connection pool is full" not in caplog.text
+
+
+@fake_only
+async def test_concurrency_bounds_the_launches_in_flight(kube: KubeTarget) -> None:
+    fake = kube.require_fake
+    launcher = KubernetesJobLauncher(settings=kube.settings(), concurrency=3)
+    fake.hold_job_creates(3)
+    try:
+        await asyncio.gather(*(launcher.launch(make_spec()) for _ in range(12)))
+    finally:
+        await launcher.close()
+    assert fake.max_concurrent_job_creates == 3
+    assert len(fake.jobs) == 12
+
+
+def test_concurrency_must_be_positive() -> None:
+    with client.ApiClient() as api_client, pytest.raises(ValueError, match="concurrency"):
+        KubernetesJobLauncher(settings=KubernetesSettings(), api_client=api_client, concurrency=0)

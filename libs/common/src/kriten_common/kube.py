@@ -78,11 +78,20 @@ class KubernetesSettings(BaseSettings):
     backoff_initial_seconds: float = Field(default=0.5, gt=0)
     backoff_max_seconds: float = Field(default=30.0, gt=0)
     list_page_size: int = Field(default=500, gt=0)
+    # Running pods whose log the collector follows at once for live output (each holds a
+    # thread and a connection); 0 turns live output off. Beyond it, output appears at the end.
+    live_log_max_pods: int = Field(default=64, ge=0)
 
 
-def load_api_client(settings: KubernetesSettings) -> ApiClient:
+def load_api_client(
+    settings: KubernetesSettings, *, connection_pool_maxsize: int | None = None
+) -> ApiClient:
     """A client of its own (never the library's global configuration): the configured
-    kubeconfig, else in-cluster, else the default kubeconfig."""
+    kubeconfig, else in-cluster, else the default kubeconfig.
+
+    `connection_pool_maxsize`: connections kept per host, at least the client's default
+    (cpus * 5). A caller with more calls in flight than that asks for more, else urllib3
+    opens the extra connections and throws them away after each call."""
     from kubernetes import client, config
 
     configuration = client.Configuration()
@@ -106,6 +115,10 @@ def load_api_client(settings: KubernetesSettings) -> ApiClient:
             )
     # Watches sit idle for minutes; keepalive stops middleboxes from dropping them silently.
     configuration.keep_alive = True
+    if connection_pool_maxsize is not None:
+        configuration.connection_pool_maxsize = max(
+            configuration.connection_pool_maxsize, connection_pool_maxsize
+        )
     return client.ApiClient(configuration=configuration)
 
 

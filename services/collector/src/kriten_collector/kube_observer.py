@@ -17,6 +17,12 @@ How it keeps up:
 - Memory stays bounded: pods are read as plain JSON one page or one event at a time and
   never kept; only job ids (and pod names) of pods not yet final, or reported but not yet
   forgotten, are remembered. Logs are read with a byte limit.
+- Live output: while a pod runs, its log is followed (`kube_log_follower`) and its output
+  so far is reported as a `running` update with `output`, at most once per
+  `progress_interval` and only when it grew, so `log?follow=true` shows it live. At most
+  `max_followed_pods` pods are followed at once (a thread and a connection each); the
+  others are followed as slots free up. A follow ends when its pod ends (the final
+  update then reads the logs as before) or the job is forgotten.
 
 The official client blocks; list, log and patch calls run in worker threads, and the
 watch stream is read line by line on a dedicated thread (the loop awaits each line), so
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +49,7 @@ import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kriten_collector.kube_log_follower import PodLogFollower
 from kriten_collector.kube_pod_status import (
     PodView,
     assemble_output,
@@ -134,10 +142,24 @@ class KubernetesJobObserver:
         settings: KubernetesSettings,
         api_client: client.ApiClient | None = None,
         output_cap_bytes: int = 1_048_576,
+        progress_interval: float = 1.0,
+        max_followed_pods: int | None = None,
     ) -> None:
+        """`max_followed_pods`: running pods whose log is followed at once (default
+        `settings.live_log_max_pods`; 0: no live output)."""
         self._settings = settings
+        self._max_followed = (
+            settings.live_log_max_pods if max_followed_pods is None else max_followed_pods
+        )
         self._owns_client = api_client is None
-        self._api_client = api_client if api_client is not None else load_api_client(settings)
+        # Every follow holds a connection; the rest is asyncio's default thread pool
+        # (min(32, cpus + 4)) and the watch.
+        pool = self._max_followed + min(32, (os.cpu_count() or 1) + 4) + 1
+        self._api_client = (
+            api_client
+            if api_client is not None
+            else load_api_client(settings, connection_pool_maxsize=pool)
+        )
         self._core = client.CoreV1Api(self._api_client)
         self._output_cap = output_cap_bytes
         self._resource_version: str | None = None
@@ -152,6 +174,15 @@ class KubernetesJobObserver:
             max_workers=1, thread_name_prefix="kriten-kube-watch"
         )
         self._response: Any = None
+        self._progress_interval = progress_interval
+        self._next_progress = 0.0
+        # job id -> its running pod, for live output (a subset of _running).
+        self._live: dict[str, PodView] = {}
+        # job id -> its follower and the thread's future (done: it stopped by itself).
+        self._followers: dict[str, tuple[PodLogFollower, asyncio.Future[None]]] = {}
+        self._follow_threads = ThreadPoolExecutor(
+            max_workers=max(self._max_followed, 1), thread_name_prefix="kriten-kube-log"
+        )
 
     # -- the port ---------------------------------------------------------------------
 
@@ -203,6 +234,7 @@ class KubernetesJobObserver:
         name = self._reported.pop(job_id, None) or self._active.get(job_id)
         self._active.pop(job_id, None)
         self._running.discard(job_id)
+        self._unfollow(job_id)
         if name is not None:
             names = [name]
         else:
@@ -215,9 +247,15 @@ class KubernetesJobObserver:
         for pod in names:
             await self._mark_collected(job_id, pod)
 
+    def launched(self, job_id: str) -> None:
+        # The watch sees every Job of the namespace already.
+        return None
+
     async def close(self) -> None:
         self._closed.set()
         self._abort_stream()
+        for job_id in list(self._live):
+            self._unfollow(job_id)
         # The read it was blocked in has been cut; wait for the thread to be gone. Bounded:
         # at worst it is opening a watch, which the request timeout limits.
         try:
@@ -227,6 +265,13 @@ class KubernetesJobObserver:
             )
         except TimeoutError:
             log.warning("pod_watch_thread_not_stopped")
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self._follow_threads.shutdown, wait=True),
+                self._settings.request_timeout_seconds,
+            )
+        except TimeoutError:
+            log.warning("pod_log_threads_not_stopped")
         if self._owns_client:
             await asyncio.to_thread(self._api_client.close)
 
@@ -276,6 +321,7 @@ class KubernetesJobObserver:
         for job_id in [j for j in self._active if j not in seen]:
             name = self._active.pop(job_id)
             self._running.discard(job_id)
+            self._unfollow(job_id)
             yield self._final_update(vanished(name, job_id), output=None)
             self._reported[job_id] = name
         self._resource_version = version
@@ -309,8 +355,13 @@ class KubernetesJobObserver:
         try:
             while not self._closed.is_set():
                 read = self._watch_thread.submit(_next_event, lines)
+                waiting = asyncio.wrap_future(read)
                 try:
-                    event = await asyncio.wrap_future(read)
+                    # Live output goes out between events, however quiet the watch is.
+                    while not (await asyncio.wait({waiting}, timeout=self._until_progress()))[0]:
+                        for progress in self._progress():
+                            yield progress, 0
+                    event = waiting.result()
                 except asyncio.CancelledError:
                     task = asyncio.current_task()
                     # The read itself was dropped by close(), not this task cancelled.
@@ -366,6 +417,8 @@ class KubernetesJobObserver:
             image_pull_grace_seconds=self._settings.image_pull_grace_seconds,
         )
         if view.final:
+            # Stopped first: what it held is not needed, the final read is complete.
+            self._unfollow(job_id)
             output = await self._read_output(view)
             self._active.pop(job_id, None)
             self._running.discard(job_id)
@@ -376,6 +429,8 @@ class KubernetesJobObserver:
         if view.state == "running" and job_id not in self._running:
             self._running.add(job_id)
             yield ExecutionUpdate(job_id=job_id, state="running", start_time=view.start_time)
+            if self._max_followed > 0:
+                self._live[job_id] = view
 
     def _on_deleted(self, pod: dict[str, Any]) -> ExecutionUpdate | None:
         job_id = pod_job_id(pod)
@@ -383,6 +438,7 @@ class KubernetesJobObserver:
             return None
         name = self._active.pop(job_id, None)
         self._running.discard(job_id)
+        self._unfollow(job_id)
         if name is None or is_collected(pod) or job_id in self._reported:
             # Ours already, or it left the selector because it was collected.
             return None
@@ -393,6 +449,62 @@ class KubernetesJobObserver:
             return None
         self._reported[job_id] = name
         return self._final_update(vanished(name, job_id), output=None)
+
+    # -- live output ------------------------------------------------------------------
+
+    def _until_progress(self) -> float | None:
+        """Seconds until live output is due; None while no pod runs (wait for events)."""
+        if not self._live:
+            return None
+        return max(0.0, self._next_progress - time.monotonic())
+
+    def _progress(self) -> list[ExecutionUpdate]:
+        """Starts follows for running pods while there is room, and reports the output
+        of those that printed something since the last time."""
+        self._next_progress = time.monotonic() + self._progress_interval
+        self._start_follows()
+        updates: list[ExecutionUpdate] = []
+        for job_id, (follower, _) in self._followers.items():
+            output = follower.take()
+            if output is not None:
+                updates.append(
+                    ExecutionUpdate(
+                        job_id=job_id,
+                        state="running",
+                        start_time=follower.view.start_time,
+                        output=output,
+                    )
+                )
+        return updates
+
+    def _start_follows(self) -> None:
+        busy = sum(1 for _, thread in self._followers.values() if not thread.done())
+        loop = asyncio.get_running_loop()
+        for job_id, view in self._live.items():
+            if busy >= self._max_followed:
+                return
+            if job_id in self._followers:
+                continue
+            settings = self._settings
+            follower = PodLogFollower(
+                core=self._core,
+                namespace=settings.namespace,
+                view=view,
+                cap_bytes=self._output_cap,
+                request_timeout=settings.request_timeout_seconds,
+                read_timeout=settings.watch_timeout_seconds + settings.request_timeout_seconds,
+                backoff_initial=settings.backoff_initial_seconds,
+                backoff_max=settings.backoff_max_seconds,
+            )
+            thread = loop.run_in_executor(self._follow_threads, follower.run)
+            self._followers[job_id] = (follower, thread)
+            busy += 1
+
+    def _unfollow(self, job_id: str) -> None:
+        self._live.pop(job_id, None)
+        followed = self._followers.pop(job_id, None)
+        if followed is not None:
+            followed[0].stop()
 
     def _final_update(self, view: PodView, *, output: str | None) -> ExecutionUpdate:
         assert view.job_id is not None

@@ -11,16 +11,22 @@ the consumer backs off without using an attempt);
 any other 4xx is permanent (`PermanentError` carrying the API server's message), and the
 Secrets made for a Job that could not be created are then removed.
 
-The official client blocks, so every call runs in a worker thread.
+The official client blocks, so every call runs in a worker thread: a pool of the
+launcher's own, `concurrency` threads (the dispatcher's prefetch), since asyncio's default
+pool (min(32, cpus + 4) threads) would cap how many launches are in flight. The client's
+connection pool is made as large, so no call waits for a connection or opens one that is
+thrown away afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import urllib3.exceptions
@@ -45,6 +51,8 @@ log = get_logger(__name__)
 _MAX_TRACKED_ATTEMPTS = 10_000
 _TRANSIENT_4XX = frozenset({408, 429})
 _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
+# The dispatcher's default prefetch: how many launches it has in flight at most.
+DEFAULT_CONCURRENCY = 32
 
 
 def api_message(error: ApiException) -> str:
@@ -99,18 +107,37 @@ class KubernetesJobLauncher:
     """Runs each job as a Kubernetes Job in `settings.namespace`."""
 
     def __init__(
-        self, *, settings: KubernetesSettings, api_client: client.ApiClient | None = None
+        self,
+        *,
+        settings: KubernetesSettings,
+        api_client: client.ApiClient | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
+        """`concurrency`: API calls in flight at once; the consumer's prefetch, so that
+        every message it holds can be launched without waiting for a thread. A given
+        `api_client` is used as it is (its connection pool is the caller's choice)."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self._settings = settings
         self._owns_client = api_client is None
-        self._api_client = api_client if api_client is not None else load_api_client(settings)
+        self._api_client = (
+            api_client
+            if api_client is not None
+            else load_api_client(settings, connection_pool_maxsize=concurrency)
+        )
+        self._threads = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="kriten-kube-launch"
+        )
         self._batch = client.BatchV1Api(self._api_client)
         self._core = client.CoreV1Api(self._api_client)
         self._attempts: OrderedDict[str, int] = OrderedDict()
 
     async def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("_request_timeout", self._settings.request_timeout_seconds)
-        return await asyncio.to_thread(function, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._threads, functools.partial(function, *args, **kwargs)
+        )
 
     def _retry_delay(self, job_id: str, error: ApiException | None = None) -> float:
         attempt = self._attempts.pop(job_id, 0) + 1
@@ -244,6 +271,12 @@ class KubernetesJobLauncher:
         log.info("kubernetes_job_deleted", job_id=job_id, job=name)
         return True
 
+    async def start(self) -> None:
+        # Kubernetes supervises its Jobs itself: nothing to take charge of.
+        return None
+
     async def close(self) -> None:
+        # Calls still running end within their request timeout; nothing waits for them.
+        self._threads.shutdown(wait=False, cancel_futures=True)
         if self._owns_client:
             await asyncio.to_thread(self._api_client.close)
