@@ -5,6 +5,9 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 # Trust the system's certificate store, as pip and git do (corporate proxies included).
 export UV_SYSTEM_CERTS ?= 1
+# Installed packages come with their bytecode: where Python may not write it (read-only
+# trees, PYTHONDONTWRITEBYTECODE) every service start would compile SQLAlchemy & co. again.
+export UV_COMPILE_BYTECODE ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: help run test lint bench sync test-deps

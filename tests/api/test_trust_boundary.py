@@ -300,7 +300,8 @@ async def test_the_dispatcher_hands_the_token_to_https_clones_only(
     event = JobRequested(
         job_id="t-1", task="t", owner="root", owner_id="x", source="api", input="{}"
     )
-    spec = await build_spec(event, sessions=api.app[SESSIONS], box=api.app[SECRET_BOX])
+    async with api.app[SESSIONS]() as session:
+        spec = await build_spec(event, session=session, box=api.app[SECRET_BOX])
     assert spec.git_token == (TOKEN if sent else None)
 
 

@@ -52,11 +52,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import itertools
 import json
 import os
 import re
 import signal
-import tempfile
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -254,19 +254,29 @@ class JobPaths:
         return self.root / "collected"
 
 
+_temporary_names = itertools.count()
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
     """Replace `path` with `data` so that a reader sees the old file or the new one, never
     a part; the file is created with `mode` and never exists with looser permissions.
     `durable` also waits for the disk (what a power cut must not lose)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    # Unique per process and call, without mkstemp's random names and retries (a launch
+    # writes several files); O_EXCL still refuses a name that is somehow taken.
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{next(_temporary_names)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(data)
-            handle.flush()
+        try:
+            # The creation mode is filtered by the umask; this is exact.
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
                 # A result must survive a power cut once the collector may have seen it.
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -16,7 +16,7 @@ from kriten_common.messages import (
 )
 from kriten_common.outcomes import RetryableError
 from kriten_dispatcher.job_specs import build_spec
-from kriten_dispatcher.ports import JobLauncher
+from kriten_dispatcher.ports import JobLauncher, JobSpec
 
 log = get_logger(__name__)
 
@@ -43,13 +43,19 @@ class Dispatcher:
         elif isinstance(event, JobCancelRequested):
             await self.cancel(event)
 
-    async def _already_finished(self, job_id: str) -> bool:
+    async def _spec_to_launch(self, event: JobRequested) -> JobSpec | None:
+        """The job's spec, None when the job already ran (one session for both: a job's
+        launch costs one connection checkout)."""
         async with self._sessions() as session:
-            job = await session.get(Job, job_id)
-        # A job that failed before launch is the replay of its dead letter: it may run.
-        return (
-            job is not None and job.status in FINAL_JOB_STATUSES and not failed_before_launch(job)
-        )
+            job = await session.get(Job, event.job_id)
+            # A job that failed before launch is the replay of its dead letter: it may run.
+            if (
+                job is not None
+                and job.status in FINAL_JOB_STATUSES
+                and not failed_before_launch(job)
+            ):
+                return None
+            return await build_spec(event, session=session, box=self._box)
 
     async def cancel(self, event: JobCancelRequested) -> None:
         """Stops the job; one not launched yet (its request still queued or retrying) is
@@ -62,12 +68,13 @@ class Dispatcher:
         """Launches once (idempotent by job id). A `PermanentError` (task or runner gone,
         a spec that can never run) ends the request: the consumer dead-letters it and
         `on_dead_letter` records the job failed."""
-        if await self._already_finished(event.job_id):
+        spec = await self._spec_to_launch(event)
+        if spec is None:
             # A sender's retry after the job ran and its execution was cleaned up (a
-            # Kubernetes Job past its TTL): the same job id must not run twice.
+            # Kubernetes Job past its TTL, a pruned local job directory): the same job id
+            # must not run twice.
             log.info("job_already_finished", job_id=event.job_id)
             return
-        spec = await build_spec(event, sessions=self._sessions, box=self._box)
         await self._launcher.launch(spec)
         log.info("job_dispatched", job_id=event.job_id, task=event.task)
         await self._publisher.publish(

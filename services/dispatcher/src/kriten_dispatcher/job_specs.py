@@ -6,8 +6,9 @@ This is the one place that decides whether a job's clone gets the runner's git t
 
 from __future__ import annotations
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
 from kriten_common.crypto import SecretBox
-from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import Runner, Task
 from kriten_common.logging import get_logger
 from kriten_common.messages import JobRequested
@@ -34,15 +35,14 @@ def git_token_for(runner: Runner, box: SecretBox) -> str | None:
     return box.decrypt(runner.token_encrypted)
 
 
-async def build_spec(event: JobRequested, *, sessions: SessionFactory, box: SecretBox) -> JobSpec:
+async def build_spec(event: JobRequested, *, session: AsyncSession, box: SecretBox) -> JobSpec:
     """Raises `PermanentError` when the task or its runner no longer exists."""
-    async with sessions() as session:
-        task = await session.get(Task, event.task)
-        if task is None:
-            raise PermanentError(f"task {event.task!r} no longer exists")
-        runner = await session.get(Runner, task.runner)
-        if runner is None:
-            raise PermanentError(f"runner {task.runner!r} no longer exists")
+    task = await session.get(Task, event.task)
+    if task is None:
+        raise PermanentError(f"task {event.task!r} no longer exists")
+    runner = await session.get(Runner, task.runner)
+    if runner is None:
+        raise PermanentError(f"runner {task.runner!r} no longer exists")
     return JobSpec(
         job_id=event.job_id,
         task=task.name,

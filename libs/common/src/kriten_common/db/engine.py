@@ -22,7 +22,9 @@ def create_engine(url: str) -> AsyncEngine:
         return create_async_engine(
             url,
             pool_pre_ping=True,
-            pool_size=10,
+            # Room for a consumer's prefetch of handlers at once: a connection opened
+            # beyond the pool is closed again when returned, a connect per message.
+            pool_size=20,
             max_overflow=10,
             connect_args={"timeout": 10},
         )
