@@ -17,12 +17,21 @@ from kriten_common.amqp import (
     BrokerUnreachable,
     Consumer,
     Publisher,
+    Rider,
     Topology,
     connect,
     declare_topology,
 )
 from kriten_common.backoff import RETRY_DELAYS_SECONDS
-from kriten_common.messages import Event, JobDispatched, JobFinished, JobRequested, decode
+from kriten_common.messages import (
+    Event,
+    JobDispatched,
+    JobFinished,
+    JobRequested,
+    WebhookDelivered,
+    decode,
+    utcnow,
+)
 from kriten_common.outcomes import PermanentError, RetryableError, TransientError
 
 pytestmark = pytest.mark.integration
@@ -609,3 +618,131 @@ async def test_a_bug_uses_its_attempts_then_is_dead_lettered(
     assert str(headers["x-kriten-reason"]).startswith("gave up after 3 attempts: KeyError")
     (reason,) = hooked
     assert reason.startswith("gave up after 3 attempts")
+
+
+class _GatedExchange:
+    """Stands in for a confirmed channel's exchange: records what is sent and confirmed,
+    in order, and confirms only once the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[Event]]] = []
+        self.steps: list[tuple[str, str]] = []  # ("sent" | "confirmed", event name)
+        self.gate = asyncio.Event()
+
+    async def publish(self, message: aio_pika.Message, routing_key: str, **_: object) -> None:
+        events = decode(routing_key, message.body)
+        names = [_name(e) for e in events]
+        self.sent.append((routing_key, events))
+        self.steps.extend(("sent", name) for name in names)
+        await self.gate.wait()
+        # A confirm is a frame from the broker: it never comes back within the call.
+        await asyncio.sleep(0)
+        self.steps.extend(("confirmed", name) for name in names)
+
+    def in_one_batch(self, one: str, other: str) -> bool:
+        """Each was sent before the other was confirmed."""
+        at = {step: index for index, step in enumerate(self.steps)}
+        return at["sent", one] < at["confirmed", other] and at["sent", other] < at["confirmed", one]
+
+
+def _name(event: Event) -> str:
+    return str(getattr(event, "job_id", None) or getattr(event, "delivery_id", ""))
+
+
+async def _closed(_self: object) -> None:
+    return None
+
+
+def _gated_publisher(max_batch: int = 100) -> tuple[Publisher, _GatedExchange]:
+    exchange = _GatedExchange()
+    publisher = Publisher(None, Topology("unused"), max_batch=max_batch)  # type: ignore[arg-type]
+    channel = type("Channel", (), {"is_closed": False, "close": _closed})()
+    publisher._channel, publisher._exchange = channel, exchange  # type: ignore[assignment]
+    return publisher, exchange
+
+
+def _delivered(delivery_id: str) -> WebhookDelivered:
+    return WebhookDelivered(
+        delivery_id=delivery_id,
+        webhook_id="w",
+        received_at=utcnow(),
+        scheme="netbox",
+        outcome="accepted",
+        size=1,
+    )
+
+
+async def test_a_rider_goes_in_the_same_confirmed_batch_as_the_publish() -> None:
+    publisher, exchange = _gated_publisher()
+    outcomes: list[errors.Unavailable | None] = []
+    job = asyncio.create_task(
+        publisher.publish(requested("r-1"), riders=[Rider(_delivered("d-1"), outcomes.append)])
+    )
+    while len(exchange.sent) < 2:
+        await asyncio.sleep(0)
+    # Both messages are on the wire and neither is confirmed yet: one batch.
+    assert sorted(key for key, _ in exchange.sent) == ["job.requested", "webhook.delivery"]
+    assert not any(what == "confirmed" for what, _ in exchange.steps)
+    assert not job.done()
+    exchange.gate.set()
+    await job
+    await publisher.close()
+    assert outcomes == [None]
+
+
+async def test_a_publish_and_its_riders_are_never_split_across_batches() -> None:
+    publisher, exchange = _gated_publisher(max_batch=3)
+    first = asyncio.create_task(publisher.publish(requested("a")))
+    while not exchange.sent:
+        await asyncio.sleep(0)
+    # Queued behind the first batch: groups of two that a cap of three must not split.
+    later = [
+        asyncio.create_task(
+            publisher.publish(requested(f"g-{i}"), riders=[Rider(_delivered(f"d-{i}"))])
+        )
+        for i in range(4)
+    ]
+    # Let every caller queue its group while the first batch is unconfirmed.
+    for _ in range(10):
+        await asyncio.sleep(0)
+    exchange.gate.set()
+    await asyncio.gather(first, *later)
+    await publisher.close()
+    for i in range(4):
+        assert exchange.in_one_batch(f"g-{i}", f"d-{i}")
+    # And the cap holds: no message carries more than three events.
+    assert all(len(events) <= 3 for _, events in exchange.sent)
+
+
+async def test_a_failed_batch_tells_the_caller_and_its_riders(topology: Topology) -> None:
+    connection = await connect("amqp://guest:guest@127.0.0.1:5672/")
+    publisher = Publisher(connection, topology)
+    await publisher.open()
+    await connection.close()
+    outcomes: list[errors.Unavailable | None] = []
+    with pytest.raises(errors.Unavailable):
+        await publisher.publish(requested("x"), riders=[Rider(_delivered("d"), outcomes.append)])
+    assert len(outcomes) == 1
+    assert isinstance(outcomes[0], errors.Unavailable)
+
+
+async def test_a_job_request_and_its_rider_reach_their_queues(
+    amqp_url: str, topology: Topology
+) -> None:
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        await publisher.publish(requested("ride-1"), riders=[Rider(_delivered("d-ride"))])
+        await publisher.close()
+    # The dispatcher's queue gets the job request alone; the collector's both, each in
+    # a message it decodes as before (one class per message).
+    assert await _queue_depth(amqp_url, topology.queue("dispatcher.job-requested")) == 1
+    kinds: list[str] = []
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.get_queue(topology.queue("collector.events"))
+        while (message := await declared.get(fail=False, no_ack=True)) is not None:
+            kinds.extend(type(e).__name__ for e in decode(message.type or "", message.body))
+    assert sorted(kinds) == ["JobRequested", "WebhookDelivered"]

@@ -9,6 +9,7 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
+from kriten_common.amqp import Settled
 from kriten_common.client_address import parse_networks
 from kriten_common.messages import Event, WebhookDelivered, utcnow
 from kriten_ingress.dedupe import RecentJobs
@@ -169,10 +170,16 @@ class SlowPublisher:
     def __init__(self) -> None:
         self.published: list[Event] = []
         self.release = asyncio.Event()
+        self._held: set[asyncio.Task[None]] = set()
 
-    async def publish(self, *events: Event) -> None:
+    def enqueue(self, event: Event, *, settled: Settled | None = None) -> None:
+        self._held.add(asyncio.create_task(self._publish(event, settled)))
+
+    async def _publish(self, event: Event, settled: Settled | None) -> None:
         await self.release.wait()
-        self.published.extend(events)
+        self.published.append(event)
+        if settled is not None:
+            settled(None)
 
 
 def delivered(outcome: str, webhook_id: str = "w") -> WebhookDelivered:

@@ -409,3 +409,34 @@ async def _metric(client: Client, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+async def test_accepted_job_and_its_log_record_share_one_confirmed_batch(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What reaches the broker channel: the job request's message and the delivery-log
+    message are both on the wire before either is confirmed (one round trip)."""
+    wire: list[tuple[str, str]] = []  # (what, routing key) in order
+    original = aio_pika.Exchange.publish
+
+    async def spied(self: aio_pika.Exchange, message: Any, routing_key: str, **kw: Any) -> Any:
+        wire.append(("sent", routing_key))
+        try:
+            return await original(self, message, routing_key, **kw)
+        finally:
+            wire.append(("confirmed", routing_key))
+
+    monkeypatch.setattr(aio_pika.Exchange, "publish", spied)
+    hook = await world.webhook(scheme="netbox")
+    client = await world.ingress()
+    raw, headers = netbox_wire(netbox_device_update(), SECRET)
+    response = await client.post(RUN + hook, data=raw, headers=headers)
+    assert response.status == 202, await response.text()
+    events = await world.drain(until=lambda es: len(deliveries(es)) >= 1)
+    (logged,) = deliveries(events)
+    assert logged.outcome == "accepted"
+    ours = [step for step in wire if step[1] in ("job.requested", "webhook.delivery")]
+    sent = [step for step in ours if step[0] == "sent"]
+    assert sorted(key for _, key in sent) == ["job.requested", "webhook.delivery"]
+    # Both sent before the first confirm came back: one batch, not two in a row.
+    assert [what for what, _ in ours[:2]] == ["sent", "sent"]

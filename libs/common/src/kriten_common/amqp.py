@@ -23,6 +23,7 @@ listeners are the per-instance queues of `BroadcastSubscription`s and may be non
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -69,6 +70,11 @@ WORK_QUEUES: dict[str, tuple[str, ...]] = {
 }
 DELIVERY_LIMIT = 20
 PUBLISH_TIMEOUT_SECONDS = 10.0
+# Group-commit batches awaiting their confirms at once. Two would let an event that
+# arrives just after a batch left go at once instead of after that batch's confirm, but
+# on a broker sharing the machine's cores the smaller batches cost it more than they
+# saved (measured with benchmarks/ingress_throughput.py): one, as before.
+BATCHES_IN_FLIGHT = 1
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ def _message(
 ) -> aio_pika.Message:
     first = events[0]
     return aio_pika.Message(
-        body=messages.encode(list(events)),
+        body=messages.encode(events),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         type=first.routing_key,
@@ -176,40 +182,86 @@ def _message(
     )
 
 
-@dataclass(frozen=True)
-class _BatchKey:
-    """What the events of one group-commit batch share: their routing key and flag."""
+Settled = Callable[[errors.Unavailable | None], None]
+"""Told how an event sent with `Publisher.enqueue` or as a `Rider` ended: None once the
+broker confirmed it, else why not."""
 
-    routing_key: str
+
+@dataclass(frozen=True)
+class Rider:
+    """An event that goes out in the same confirmed batch as a caller's events, whose
+    confirm the caller does not wait for (the delivery-log record of an accepted
+    webhook delivery rides with its job request)."""
+
+    event: messages.Event
+    settled: Settled | None = None
+    mandatory: bool = True
+
+
+@dataclass(frozen=True)
+class _Entry:
+    event: messages.Event
     mandatory: bool
+    settled: Settled | None
+
+
+class _Waiter:
+    """One `publish()` caller: released when every one of its events is confirmed."""
+
+    def __init__(self, count: int) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._remaining = count
+
+    def settled(self, problem: errors.Unavailable | None) -> None:
+        if self.future.done():
+            return
+        if problem is not None:
+            self.future.set_exception(errors.Unavailable(problem.message))
+            return
+        self._remaining -= 1
+        if self._remaining == 0:
+            self.future.set_result(None)
 
 
 class Publisher:
     """Publishes events with publisher confirms; `Unavailable` when the broker is not there.
 
-    Group commit: while a message of one routing key waits for its confirm, further events
-    of that key queue up and go together in the next message (at most `max_batch`), and
-    every caller waiting on them is released by that one confirm. Under load this turns
-    the broker's per-message cost into a per-batch cost; alone, an event goes at once.
+    Group commit: while a batch waits for its confirms (`max_in_flight` batches at
+    once), further events queue up and go together in the next batch (at most
+    `max_batch` events), and every caller waiting on them is released by that batch's
+    confirms. Under load this turns the broker's
+    per-message cost into a per-batch cost; alone, an event goes at once. A batch is one
+    message per routing key (a message carries events of one class, see `messages`), all
+    published before any confirm is awaited, so events of several kinds share one round
+    trip. The events of one `publish()` call, with its riders, are never split across
+    batches.
 
     Every publish is mandatory unless told otherwise: an event that must reach a consumer
     has its queue in the topology, so a return from the broker is a bug and raises. A
     notification that may have no listener at all (`job.finished` while no api runs) is
-    published with `mandatory=False`; it is batched apart from mandatory events of the
-    same routing key, since one message carries one `mandatory` flag.
+    published with `mandatory=False`; it goes in a message apart from mandatory events of
+    the same routing key, since one message carries one `mandatory` flag.
     """
 
     def __init__(
-        self, connection: AbstractRobustConnection, topology: Topology, *, max_batch: int = 100
+        self,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        *,
+        max_batch: int = 100,
+        max_in_flight: int = BATCHES_IN_FLIGHT,
     ) -> None:
         self._connection = connection
         self._topology = topology
-        self._max_batch = max_batch
+        self._max_batch = max(1, max_batch)
+        # Group commit off (`max_batch=1`): nothing to amortise, so nothing waits.
+        self._max_in_flight = max(1, max_in_flight) if max_batch > 1 else 1_000_000
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._lock = asyncio.Lock()
-        self._waiting: dict[_BatchKey, list[tuple[messages.Event, asyncio.Future[None]]]] = {}
-        self._senders: dict[_BatchKey, asyncio.Task[None]] = {}
+        # Groups of entries that must share a batch, in arrival order.
+        self._waiting: collections.deque[list[_Entry]] = collections.deque()
+        self._batches: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         # on_return_raises: an unroutable message is an error, never a silent drop.
@@ -226,46 +278,77 @@ class Publisher:
         assert self._exchange is not None
         return self._exchange
 
-    async def publish(self, *events: messages.Event, mandatory: bool = True) -> None:
-        """Returns once RabbitMQ confirmed a persistent message carrying `events`.
+    async def publish(
+        self, *events: messages.Event, mandatory: bool = True, riders: Sequence[Rider] = ()
+    ) -> None:
+        """Returns once RabbitMQ confirmed persistent messages carrying `events`.
 
-        `mandatory=False` only for an event that may rightly have no listener: the broker
-        then drops it quietly when no queue is bound to its routing key.
+        `riders` go in the same batch; their outcome goes to their own `settled`, and
+        the caller does not wait for them. `mandatory=False` only for an event that may
+        rightly have no listener: the broker then drops it quietly when no queue is
+        bound to its routing key.
         """
         if not events:
+            self._enqueue([_Entry(r.event, r.mandatory, r.settled) for r in riders])
             return
-        if len(events) > 1 or self._max_batch == 1:
-            await self._send(list(events), mandatory=mandatory)
-            return
-        event = events[0]
-        key = _BatchKey(event.routing_key, mandatory)
-        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, []).append((event, confirmed))
-        if key not in self._senders:
-            self._senders[key] = asyncio.create_task(self._send_waiting(key))
+        waiter = _Waiter(len(events))
+        group = [_Entry(event, mandatory, waiter.settled) for event in events]
+        group.extend(_Entry(r.event, r.mandatory, r.settled) for r in riders)
+        self._enqueue(group)
         # shield: a caller that gives up must not cancel the batch others wait on.
-        await asyncio.shield(confirmed)
+        await asyncio.shield(waiter.future)
 
-    async def _send_waiting(self, key: _BatchKey) -> None:
+    def enqueue(
+        self, event: messages.Event, *, mandatory: bool = True, settled: Settled | None = None
+    ) -> None:
+        """Puts `event` in the next batch and returns at once (no task per event): for
+        records nobody waits on; `settled` hears how it ended."""
+        self._enqueue([_Entry(event, mandatory, settled)])
+
+    def _enqueue(self, group: list[_Entry]) -> None:
+        if not group:
+            return
+        self._waiting.append(group)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Starts batches while fewer than `max_in_flight` wait for their confirms."""
+        while self._waiting and len(self._batches) < self._max_in_flight:
+            task = asyncio.create_task(self._send_batch(self._next_batch()))
+            self._batches.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._pump()
+
+    def _next_batch(self) -> list[_Entry]:
+        """Whole groups up to `max_batch` events (one group even when larger)."""
+        batch = self._waiting.popleft()
+        while self._waiting and len(batch) + len(self._waiting[0]) <= self._max_batch:
+            batch.extend(self._waiting.popleft())
+        return batch
+
+    async def _send_batch(self, batch: list[_Entry]) -> None:
+        messages_by_key: dict[tuple[str, bool], list[_Entry]] = {}
+        for entry in batch:
+            key = (entry.event.routing_key, entry.mandatory)
+            messages_by_key.setdefault(key, []).append(entry)
+        # Every message is on the wire before the first confirm is awaited.
+        await asyncio.gather(
+            *(self._send_settling(entries) for entries in messages_by_key.values())
+        )
+
+    async def _send_settling(self, entries: list[_Entry]) -> None:
         try:
-            while waiting := self._waiting.get(key):
-                batch = waiting[: self._max_batch]
-                del waiting[: self._max_batch]
-                try:
-                    await self._send([event for event, _ in batch], mandatory=key.mandatory)
-                except errors.Unavailable as problem:
-                    outcome: errors.Unavailable | None = problem
-                else:
-                    outcome = None
-                for _, confirmed in batch:
-                    if confirmed.done():
-                        continue
-                    if outcome is None:
-                        confirmed.set_result(None)
-                    else:
-                        confirmed.set_exception(errors.Unavailable(outcome.message))
-        finally:
-            del self._senders[key]
+            await self._send([e.event for e in entries], mandatory=entries[0].mandatory)
+        except errors.Unavailable as problem:
+            outcome: errors.Unavailable | None = problem
+        else:
+            outcome = None
+        for entry in entries:
+            if entry.settled is not None:
+                entry.settled(outcome)
 
     async def _send(self, events: list[messages.Event], *, mandatory: bool) -> None:
         try:
@@ -283,8 +366,13 @@ class Publisher:
             raise errors.Unavailable("message broker unavailable") from None
 
     async def close(self) -> None:
-        if self._senders:
-            await asyncio.wait(set(self._senders.values()), timeout=PUBLISH_TIMEOUT_SECONDS)
+        # A finished batch may start the next, so wait until none is left (bounded).
+        deadline = asyncio.get_running_loop().time() + PUBLISH_TIMEOUT_SECONDS
+        while self._batches:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._batches), timeout=left)
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 

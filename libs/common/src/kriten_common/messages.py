@@ -7,9 +7,11 @@ Consumers ignore unknown fields so changes stay additive.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -126,13 +128,18 @@ EVENT_CLASSES: dict[str, type[Event]] = {
 }
 
 
-def encode(events: list[Event]) -> bytes:
+@functools.cache
+def _list_of(cls: type[Event]) -> TypeAdapter[list[Any]]:
+    # Built once per class: building an adapter costs more than using it.
+    return TypeAdapter(list[cls])  # type: ignore[valid-type]
+
+
+def encode(events: Sequence[Event]) -> bytes:
     """One message body for events of one class."""
-    kinds = {type(e) for e in events}
-    if len(kinds) != 1:
+    cls = type(events[0]) if events else None
+    if cls is None or any(type(event) is not cls for event in events):
         raise ValueError("a message carries events of exactly one class")
-    cls = kinds.pop()
-    return TypeAdapter(list[cls]).dump_json(events)  # type: ignore[valid-type]
+    return _list_of(cls).dump_json(list(events))
 
 
 def decode(routing_key: str, body: bytes) -> list[Event]:
@@ -140,4 +147,4 @@ def decode(routing_key: str, body: bytes) -> list[Event]:
     cls = EVENT_CLASSES.get(routing_key)
     if cls is None:
         raise ValueError(f"unknown event type {routing_key!r}")
-    return list(TypeAdapter(list[cls]).validate_json(body))  # type: ignore[valid-type]
+    return list(_list_of(cls).validate_json(body))

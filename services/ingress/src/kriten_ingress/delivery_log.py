@@ -2,7 +2,8 @@
 holding up the answer to the sender.
 
 A delivery-log event is a record, not the job: it goes through the group-commit
-publisher in the background, with a bound on how many are in flight (beyond it they are
+publisher in the background (an accepted delivery's rides in the same batch as its job
+request, see `rider`), with a bound on how many are in flight (beyond it they are
 dropped and counted), and rejected deliveries are rate limited per webhook so a flood of
 bad requests cannot fill the database. Metrics count every delivery either way.
 """
@@ -10,10 +11,12 @@ bad requests cannot fill the database. Metrics count every delivery either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 
-from kriten_common.amqp import Publisher
+from kriten_common import errors
+from kriten_common.amqp import Publisher, Rider
 from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered
 from kriten_ingress.limits import Buckets
@@ -68,6 +71,9 @@ def recorded_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class DeliveryLog:
+    """Hands delivery-log events to the group-commit publisher: one list entry each, no
+    task per event; the publisher's batch is what amortises the broker's cost."""
+
     def __init__(
         self,
         publisher: Publisher,
@@ -85,11 +91,27 @@ class DeliveryLog:
         self._rejected_burst = float(rejected_burst)
         self._clock = clock
         self._rejected = Buckets()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Bound once: the counters are looked up by label once, not per event.
+        self._published = metrics.delivery_log.labels("published")
+        self._failed = metrics.delivery_log.labels("failed")
+        self._dropped = metrics.delivery_log.labels("dropped")
+        self._sampled_out = metrics.delivery_log.labels("sampled_out")
 
     def record(self, event: WebhookDelivered) -> bool:
         """Publishes `event` in the background and returns at once: True when it was
         sent on its way, False when it was sampled out or dropped."""
+        rider = self.rider(event)
+        if rider is None:
+            return False
+        self._publisher.enqueue(rider.event, settled=rider.settled)
+        return True
+
+    def rider(self, event: WebhookDelivered) -> Rider | None:
+        """`event` ready to ride in the batch of another publish (an accepted delivery's
+        job request), or None when it is sampled out or dropped; counted in flight."""
         if event.outcome == "rejected":
             bucket = self._rejected.bucket(
                 event.webhook_id,
@@ -98,35 +120,39 @@ class DeliveryLog:
                 now=self._clock(),
             )
             if not bucket.take(self._clock()):
-                self._metrics.delivery_log.labels("sampled_out").inc()
-                return False
-        if len(self._in_flight) >= self._max_in_flight:
-            self._metrics.delivery_log.labels("dropped").inc()
-            return False
-        task = asyncio.create_task(self._publish(event))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
-        return True
+                self._sampled_out.inc()
+                return None
+        if self._in_flight >= self._max_in_flight:
+            self._dropped.inc()
+            return None
+        self._in_flight += 1
+        self._idle.clear()
 
-    async def _publish(self, event: WebhookDelivered) -> None:
-        try:
-            await self._publisher.publish(event)
-        except Exception as problem:
-            self._metrics.delivery_log.labels("failed").inc()
-            log.warning(
-                "delivery_log_publish_failed",
-                webhook_id=event.webhook_id,
-                delivery_id=event.delivery_id,
-                error=str(problem),
-            )
-        else:
-            self._metrics.delivery_log.labels("published").inc()
+        def settled(problem: errors.Unavailable | None) -> None:
+            self._settled(event, problem)
+
+        return Rider(event, settled)
+
+    def _settled(self, event: WebhookDelivered, problem: errors.Unavailable | None) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+        if problem is None:
+            self._published.inc()
+            return
+        self._failed.inc()
+        log.warning(
+            "delivery_log_publish_failed",
+            webhook_id=event.webhook_id,
+            delivery_id=event.delivery_id,
+            error=problem.message,
+        )
 
     @property
     def in_flight(self) -> int:
-        return len(self._in_flight)
+        return self._in_flight
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Waits (a bounded time) for what is being published, before the publisher closes."""
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight), timeout=grace_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)

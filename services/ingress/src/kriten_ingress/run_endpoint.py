@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Literal
 
 from aiohttp import web
+from prometheus_client.metrics import Counter as CounterChild
 
 from kriten_common import errors
 from kriten_common.admission import admit, derived_suffix, job_id_for
@@ -47,6 +48,8 @@ FILTER_REFUSED = "the webhook's filter cannot be evaluated on this body."
 # the webhook is even looked up.
 HARD_MAX_BODY_BYTES = 64 * 1024 * 1024
 Outcome = Literal["accepted", "duplicate", "filtered", "rejected"]
+# Bound of the per-request caches below (metric children, client addresses).
+_MAX_CACHED = 4096
 
 
 async def read_capped_body(request: web.Request, cap: int) -> bytes:
@@ -98,6 +101,12 @@ class Intake:
     recent: RecentJobs
     trusted_proxies: tuple[IPNetwork, ...]
     rate_limits: Buckets = field(default_factory=Buckets)
+    _delivery_counters: dict[tuple[str, str, str], CounterChild] = field(
+        default_factory=dict, init=False
+    )
+    _addresses: dict[tuple[str | None, tuple[str, ...]], str | None] = field(
+        default_factory=dict, init=False
+    )
 
     async def run(self, request: web.Request) -> web.Response:
         webhook_id = request.match_info["webhook_id"]
@@ -120,11 +129,7 @@ class Intake:
             webhook_id=webhook_id,
             scheme=config.scheme,
             received_at=received_at,
-            source=client_address(
-                request.remote,
-                forwarded_hops(request.headers.getall("X-Forwarded-For", [])),
-                self.trusted_proxies,
-            ),
+            source=self._client_address(request),
             headers=recorded_headers(request.headers),
             size=declared or 0,
         )
@@ -217,11 +222,20 @@ class Intake:
             delivery_id=delivery.delivery_id,
             correlation_id=delivery.delivery_id,
         )
+        # The delivery-log record rides in the job request's confirmed batch: one round
+        # trip for both, and no background task per delivery. It is built before the
+        # confirm; when the batch fails, both messages normally fail together and the
+        # delivery is logged as rejected (the collector keeps the first record of a
+        # delivery id, so a lone confirmed "accepted" would win; the job's idempotent
+        # id makes the sender's retry safe either way).
+        rider = self.delivery_log.rider(
+            self._delivered(delivery, "accepted", job_id=event.job_id, body=event.input)
+        )
         published = time.perf_counter()
-        await self.publisher.publish(event)
+        await self.publisher.publish(event, riders=() if rider is None else (rider,))
         self.metrics.publish_seconds.observe(time.perf_counter() - published)
+        self._count_delivery(delivery.webhook_id, delivery.scheme, "accepted")
         self.recent.add(event.job_id)
-        self._record(delivery, "accepted", job_id=event.job_id, body=event.input)
         log.info(
             "webhook_accepted",
             webhook_id=delivery.webhook_id,
@@ -244,6 +258,32 @@ class Intake:
             raise _Refused(
                 errors.RateLimited("rate limit exceeded", retry_after=wait), "rate limited"
             )
+
+    def _count_delivery(self, webhook_id: str, scheme: str, outcome: Outcome) -> None:
+        # The labelled counter is looked up once per webhook, scheme and outcome: the
+        # label is a SHA-256 and `labels()` takes a lock, too much for every delivery.
+        key = (webhook_id, scheme, outcome)
+        counter = self._delivery_counters.get(key)
+        if counter is None:
+            if len(self._delivery_counters) >= _MAX_CACHED:
+                self._delivery_counters.clear()
+            counter = self.metrics.deliveries.labels(webhook_label(webhook_id), scheme, outcome)
+            self._delivery_counters[key] = counter
+        counter.inc()
+
+    def _client_address(self, request: web.Request) -> str | None:
+        # Parsing addresses costs more than the rest of the bookkeeping; a sender
+        # comes from few addresses. The key is what the answer depends on, and the
+        # cache is bounded since `X-Forwarded-For` is whatever the sender writes.
+        forwarded = tuple(request.headers.getall("X-Forwarded-For", ()))
+        key = (request.remote, forwarded)
+        if key in self._addresses:
+            return self._addresses[key]
+        if len(self._addresses) >= _MAX_CACHED:
+            self._addresses.clear()
+        found = client_address(request.remote, forwarded_hops(forwarded), self.trusted_proxies)
+        self._addresses[key] = found
+        return found
 
     def _is_duplicate(self, job_id: str) -> bool:
         if job_id in self.recent:
@@ -271,26 +311,36 @@ class Intake:
         job_id: str | None = None,
         body: str | None = None,
     ) -> bool:
-        self.metrics.deliveries.labels(
-            webhook_label(delivery.webhook_id), delivery.scheme, outcome
-        ).inc()
+        self._count_delivery(delivery.webhook_id, delivery.scheme, outcome)
         return self.delivery_log.record(
-            WebhookDelivered(
-                delivery_id=delivery.delivery_id,
-                correlation_id=delivery.delivery_id,
-                webhook_id=delivery.webhook_id,
-                received_at=delivery.received_at,
-                scheme=delivery.scheme,
-                outcome=outcome,
-                reason=reason,
-                source=delivery.source,
-                idempotency_key=delivery.idempotency_key,
-                job_id=job_id,
-                size=delivery.size,
-                secret_matched=delivery.secret_matched,
-                headers=delivery.headers,
-                body=body,
-            )
+            self._delivered(delivery, outcome, reason=reason, job_id=job_id, body=body)
+        )
+
+    def _delivered(
+        self,
+        delivery: _Delivery,
+        outcome: Outcome,
+        *,
+        reason: str | None = None,
+        job_id: str | None = None,
+        body: str | None = None,
+    ) -> WebhookDelivered:
+        """The delivery-log event (not yet counted in the deliveries metric)."""
+        return WebhookDelivered(
+            delivery_id=delivery.delivery_id,
+            correlation_id=delivery.delivery_id,
+            webhook_id=delivery.webhook_id,
+            received_at=delivery.received_at,
+            scheme=delivery.scheme,
+            outcome=outcome,
+            reason=reason,
+            source=delivery.source,
+            idempotency_key=delivery.idempotency_key,
+            job_id=job_id,
+            size=delivery.size,
+            secret_matched=delivery.secret_matched,
+            headers=delivery.headers,
+            body=body,
         )
 
 
