@@ -126,7 +126,9 @@ async def test_running_then_final_with_capped_output(jobs_dir: Path, held_locks:
 
     async def finish_later() -> None:
         await asyncio.sleep(0.1)
+        # As the dispatcher does: the result first, then the lock goes.
         finish(paths, output, state="failed", exit_code=3, error="exit code 3")
+        os.close(held_locks.pop())
 
     updates, _ = await asyncio.gather(gather(observer, 2), finish_later())
 

@@ -13,7 +13,6 @@ from kriten_common.local_jobs import (
     JobPaths,
     JobResult,
     JobStatus,
-    LocalJobSpec,
     read_record,
     result_from_exit_code,
     write_record,
@@ -24,17 +23,8 @@ MOMENT = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
 
 def test_records_round_trip(tmp_path: Path) -> None:
     records = [
-        LocalJobSpec(
-            job_id="t-1",
-            command="echo",
-            git_url="file:///r",
-            branch="main",
-            extra_vars='{"a": "\\"q\\""}',
-            timeout_seconds=5,
-            secret_names=["k"],
-            has_git_token=True,
-        ),
         JobStatus(start_time=MOMENT, pid=42),
+        JobStatus(start_time=MOMENT, pid=42, timeout_seconds=5, commit="0a1b2c"),
         JobResult(state="failed", completion_time=MOMENT, start_time=MOMENT, exit_code=3),
     ]
     for record in records:

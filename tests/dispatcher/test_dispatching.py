@@ -172,7 +172,7 @@ async def test_a_pruned_jobs_redelivery_runs_nothing(
     )
     await dispatcher.handle(request())
     paths = JobPaths.of(jobs_dir, "hello-abc")
-    await asyncio.wait_for(_until_exists(paths.result), 30)
+    await asyncio.wait_for(_until_exists(paths.exit_code), 30)
     # What the collector does: the final state stored, the directory marked collected.
     async with db_sessions() as session:
         session.add(

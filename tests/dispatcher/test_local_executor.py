@@ -161,7 +161,6 @@ async def test_round_trip_runs_the_task_with_kriten_environment(
     assert (paths.repo / "extra_vars.bin").read_bytes() == EXTRA_VARS.encode()
     # Only the owner may read the job's records.
     assert mode(paths.root) == 0o700
-    assert mode(paths.spec) == 0o600
     # The executor left no secret behind (the task itself printed them, which is its
     # business); the secret files were in a private directory, gone with the job.
     assert data["secrets_dir"] == str(paths.secret_dir)
@@ -169,7 +168,7 @@ async def test_round_trip_runs_the_task_with_kriten_environment(
     assert not paths.private.exists()
     for value in SECRETS.values():
         assert set(files_containing(jobs_dir, value)) <= {paths.output}
-    assert "s3cr3t" not in paths.spec.read_text()
+    assert "s3cr3t" not in paths.status.read_text()
 
 
 async def test_failing_command_is_failed_with_its_exit_code(jobs_dir: Path, git_repo: Path) -> None:
@@ -297,21 +296,23 @@ async def test_redelivery_runs_the_job_once(jobs_dir: Path, git_repo: Path, tmp_
 
     await asyncio.wait_for(asyncio.gather(*(launcher.launch(spec) for _ in range(3))), TIMEOUT)
     await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
-    await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).result)
+    await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).exit_code)
     await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
     await asyncio.sleep(0.5)
 
     assert runs.read_text() == "run\n"
 
 
-async def test_directory_without_a_supervisor_is_launched_on_redelivery(
+async def test_directory_without_a_started_job_is_launched_on_redelivery(
     jobs_dir: Path, git_repo: Path
 ) -> None:
-    # As if a dispatcher died between mkdir and starting the supervisor.
+    # As if a dispatcher died between mkdir and starting the job, half-way through
+    # writing its secrets.
     spec = make_spec(git_repo, secrets={"api_key": "k"})
     paths = JobPaths.of(jobs_dir, spec.job_id)
     paths.root.mkdir(parents=True)
-    paths.spec.write_text("{half written")
+    paths.secret_dir.mkdir(parents=True)
+    (paths.secret_dir / "api_key").write_text("half")
 
     updates = await run_one(jobs_dir, spec)
 
@@ -337,7 +338,7 @@ async def test_start_failure_is_retryable_then_recovers(
     assert not supervisor_alive(paths)
 
     await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
-    await wait_for_path(paths.result)
+    await wait_for_path(paths.exit_code)
 
     assert runs.read_text() == "run\n"
 
@@ -476,7 +477,7 @@ async def test_observer_reconciles_jobs_finished_while_nobody_watched(
     second = make_spec(git_repo, job_id="hello-second", command="echo second")
     for spec in (first, second):
         await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
-        await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).result)
+        await wait_for_path(JobPaths.of(jobs_dir, spec.job_id).exit_code)
 
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
     seen = await collect(observer, {first.job_id, second.job_id})

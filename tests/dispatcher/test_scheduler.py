@@ -33,7 +33,7 @@ from kriten_common.amqp import Consumer, Publisher, Topology
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory, create_engine, session_factory
 from kriten_common.db.models import CronJob, Job, Runner, Task, User
-from kriten_common.local_jobs import JobPaths, is_valid_job_id
+from kriten_common.local_jobs import JobPaths, has_ended, is_valid_job_id
 from kriten_common.messages import Event, JobRequested
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
 from kriten_dispatcher.app import create_app
@@ -485,7 +485,7 @@ async def test_two_replicas_launch_and_record_each_minute_exactly_once(
 
         # ...yet each job was launched once: one job directory each, and one run each.
         async def all_finished() -> bool:
-            return all(JobPaths.of(jobs_dir, j).result.exists() for j in expected)
+            return all(has_ended(JobPaths.of(jobs_dir, j)) for j in expected)
 
         await wait_until(all_finished, "the jobs to finish")
         assert sorted(job_dirs(jobs_dir)) == sorted(expected)

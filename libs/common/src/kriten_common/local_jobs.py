@@ -6,13 +6,13 @@ job's wrapper process (one `sh`, see `kriten_dispatcher.local_processes`) and wa
 from its event loop; the collector's observer reads the records. One directory per job,
 named by the job id:
 
-    <jobs_dir>/<job_id>/            0700, created with mkdir: its existence means "launched"
-        launch.lock                 flock held by a launcher while it starts the job
-        spec.json                   0600, LocalJobSpec: everything but secret values
+    <jobs_dir>/<job_id>/            0700, created with mkdir: its existence means "launched";
+                                    a launcher holds a flock on it while it starts the job
         supervisor.lock             flock held while the job is supervised: by the
                                     wrapper (its stdin) and by the dispatcher watching it
         status.json                 JobStatus: the job started (state running); its pid
-                                    is the wrapper's, which leads the job's process group
+                                    is the wrapper's, which leads the job's process group;
+                                    its deadline and the commit it runs
         repo/                       the job's copy of the checkout; its working directory
         output.log                  "--- git clone ---" section, then "--- task ---" and
                                     the task's stdout and stderr interleaved
@@ -21,13 +21,15 @@ named by the job id:
         cancel-requested            a cancel was asked for
         deadline-exceeded           a dispatcher that did not start the job stopped it at
                                     its deadline (one that did records it in result.json)
-        result.json                 JobResult: the final state, written by the dispatcher
-                                    once the wrapper is gone
+        result.json                 JobResult: the final state when the task did not end
+                                    on its own (stopped, died, or never started),
+                                    written by the dispatcher once the wrapper is gone
         collected                   the collector stored the final state durably
 
 When the lock is free the job is over. Its outcome is result.json if there is one, else
-the exit-code file (the dispatcher was not there to write result.json: a restart), else
-the job died with its wrapper.
+the exit-code file, else the job died with its wrapper. (Every file costs: on some
+filesystems a create is half a millisecond of CPU, so a job's launch makes four: its
+directory, the lock, output.log and status.json.)
 
 Secret values never enter the job directory, which outlives the job (the collector reads
 it later, and it is kept until pruned). The task gets them in its environment, and as
@@ -57,7 +59,7 @@ import json
 import os
 import re
 import signal
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -98,43 +100,22 @@ def is_valid_secret_name(name: str) -> bool:
 
 
 @dataclass(frozen=True)
-class LocalJobSpec:
-    """What the supervisor needs to run the job. Secret values are not in here: they sit
-    in their own 0600 files so that this file never has to be treated as a secret."""
+class JobStatus:
+    """Written once by the launcher when it started the job's wrapper."""
 
-    job_id: str
-    command: str
-    git_url: str
-    branch: str
-    extra_vars: str
+    start_time: datetime
+    pid: int
+    state: Literal["running"] = "running"
     timeout_seconds: int | None = None
-    secret_names: list[str] = field(default_factory=list)
-    has_git_token: bool = False
     # The commit the job's checkout is of.
     commit: str | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
-        _expect(self, str, "job_id", "command", "git_url", "branch", "extra_vars")
-        _expect(self, int | None, "timeout_seconds")
-        _expect(self, bool, "has_git_token")
-        _expect(self, str | None, "commit")
-        if not all(isinstance(name, str) for name in _expect(self, list, "secret_names")):
-            raise ValueError("secret_names must be strings")
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """Written once by the supervisor when it takes charge of the job."""
-
-    start_time: datetime
-    pid: int
-    state: Literal["running"] = "running"
-    version: int = 1
-
-    def __post_init__(self) -> None:
         _expect(self, datetime, "start_time")
         _expect(self, int, "pid")
+        _expect(self, int | None, "timeout_seconds")
+        _expect(self, str | None, "commit")
         if self.state != "running":
             raise ValueError("a status record's state is running")
 
@@ -159,7 +140,7 @@ class JobResult:
         _expect(self, str | None, "error")
 
 
-Record = LocalJobSpec | JobStatus | JobResult
+Record = JobStatus | JobResult
 _TIME_FIELDS = frozenset({"start_time", "completion_time"})
 
 
@@ -199,14 +180,6 @@ class JobPaths:
     @property
     def job_id(self) -> str:
         return self.root.name
-
-    @property
-    def launch_lock(self) -> Path:
-        return self.root / "launch.lock"
-
-    @property
-    def spec(self) -> Path:
-        return self.root / "spec.json"
 
     @property
     def private(self) -> Path:
@@ -289,7 +262,7 @@ def write_record(path: Path, record: Record, *, durable: bool = True) -> None:
     write_atomic(path, json.dumps(data).encode(), durable=durable)
 
 
-_R = TypeVar("_R", LocalJobSpec, JobStatus, JobResult)
+_R = TypeVar("_R", JobStatus, JobResult)
 
 
 def read_record(path: Path, cls: type[_R]) -> _R | None:
@@ -350,16 +323,25 @@ def result_from_exit_code(paths: JobPaths, start_time: datetime | None) -> JobRe
     )
 
 
+def has_ended(paths: JobPaths) -> bool:
+    """Whether the job's end is recorded: its result, or its wrapper's exit code."""
+    return paths.result.exists() or paths.exit_code.exists()
+
+
 def touch(path: Path) -> None:
     """Create an empty marker file (no-op when it exists)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.close(fd)
 
 
-def try_lock(path: Path, *, shared: bool = False) -> int | None:
-    """Take a non-blocking flock on `path` (created if needed); the fd holds it, None when
-    another process holds a conflicting lock. Close the fd to release it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def try_lock(path: Path, *, shared: bool = False, directory: bool = False) -> int | None:
+    """Take a non-blocking flock on `path` (a file, created if needed, or an existing
+    `directory`); the fd holds it, None when another process holds a conflicting lock.
+    Close the fd to release it."""
+    if directory:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:

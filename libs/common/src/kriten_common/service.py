@@ -22,11 +22,14 @@ log = get_logger(__name__)
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
-def database_context(settings: CommonSettings, key: web.AppKey[SessionFactory]) -> CleanupContext:
-    """Opens the engine at start, closes it at shutdown; adds a `database` readiness check."""
+def database_context(
+    settings: CommonSettings, key: web.AppKey[SessionFactory], *, pre_ping: bool = True
+) -> CleanupContext:
+    """Opens the engine at start, closes it at shutdown; adds a `database` readiness check.
+    `pre_ping`: see `kriten_common.db.engine.create_engine`."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url.get_secret_value())
+        engine = create_engine(settings.database_url.get_secret_value(), pre_ping=pre_ping)
         sessions = session_factory(engine)
         app[key] = sessions
 

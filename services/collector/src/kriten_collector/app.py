@@ -45,7 +45,9 @@ def make_observer(settings: CollectorSettings) -> JobObserver:
 def create_app(settings: CollectorSettings) -> web.Application:
     app = create_service_app(registry=CollectorRegistry())
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(database_context(settings, SESSIONS))
+    # No ping before each use: every database write here is retried by its consumer or
+    # loop, so a connection that died with a database restart costs one retry.
+    app.cleanup_ctx.append(database_context(settings, SESSIONS, pre_ping=False))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_collecting)
     return app

@@ -29,6 +29,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -45,6 +46,7 @@ from kriten_common.local_jobs import (
     result_from_exit_code,
     supervisor_alive,
     touch,
+    try_lock,
     utcnow,
 )
 
@@ -101,7 +103,7 @@ class LocalJobObserver:
         self._listed_mtime: int | None = None
         # Jobs whose `running` went out in this session, until their final update does,
         # with the output size last reported and when (for `log?follow=true`).
-        self._running: dict[str, tuple[int, float]] = {}
+        self._running: dict[str, _Running] = {}
         # Jobs whose final update went out, until `forget` marks them collected.
         self._finished: set[str] = set()
         self._closed = asyncio.Event()
@@ -188,6 +190,14 @@ class LocalJobObserver:
 
     def _check(self, paths: JobPaths) -> list[ExecutionUpdate]:
         job_id = paths.job_id
+        running = self._running.get(job_id)
+        if running is not None:
+            # Known running: one probe of its lock per look (a look at every running job
+            # every poll, so its system calls are what the observer costs).
+            if _lock_held(paths):
+                return self._progress(paths, running)
+            ended = read_record(paths.result, JobResult) or _ended_unwatched(paths, running.status)
+            return self._final(paths, ended)
         if not paths.root.is_dir():
             raise FileNotFoundError(job_id)
         if paths.collected.exists():
@@ -199,32 +209,31 @@ class LocalJobObserver:
             if status is None:
                 # Launched, supervisor not yet in charge: nothing to say.
                 return []
-            updates: list[ExecutionUpdate] = []
-            if job_id not in self._running:
-                self._running[job_id] = (0, time.monotonic())
-                updates.append(
-                    ExecutionUpdate(job_id=job_id, state="running", start_time=status.start_time)
-                )
+            running = self._running[job_id] = _Running(status, 0, time.monotonic())
+            updates = [
+                ExecutionUpdate(job_id=job_id, state="running", start_time=status.start_time)
+            ]
             if supervisor_alive(paths):
-                return [*updates, *self._progress(paths, status)]
+                return [*updates, *self._progress(paths, running)]
             # The lock is free: whoever held it wrote what it knew before letting it go.
             result = read_record(paths.result, JobResult) or _ended_unwatched(paths, status)
             return [*updates, *self._final(paths, result)]
         return self._final(paths, result)
 
-    def _progress(self, paths: JobPaths, status: JobStatus) -> list[ExecutionUpdate]:
+    def _progress(self, paths: JobPaths, running: _Running) -> list[ExecutionUpdate]:
         """The output so far, when it grew, at most once per `progress_interval`."""
         job_id = paths.job_id
-        reported_size, reported_at = self._running[job_id]
-        if time.monotonic() - reported_at < self._progress_interval:
+        status = running.status
+        if time.monotonic() - running.reported_at < self._progress_interval:
             return []
         try:
             size = paths.output.stat().st_size
         except FileNotFoundError:
             return []
-        if size == reported_size:
+        running.reported_at = time.monotonic()
+        if size == running.reported_size:
             return []
-        self._running[job_id] = (size, time.monotonic())
+        running.reported_size = size
         output = read_output(paths.output, self._output_cap_bytes)
         return [
             ExecutionUpdate(
@@ -253,6 +262,24 @@ class LocalJobObserver:
         self._running.pop(job_id, None)
         self._finished.add(job_id)
         return updates
+
+
+@dataclass
+class _Running:
+    """A job whose `running` went out, until its final update does."""
+
+    status: JobStatus
+    # The output size last reported, and when it was looked at (for `log?follow=true`).
+    reported_size: int
+    reported_at: float
+
+
+def _lock_held(paths: JobPaths) -> bool:
+    fd = try_lock(paths.supervisor_lock, shared=True)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
 
 
 def _ended_unwatched(paths: JobPaths, status: JobStatus) -> JobResult:

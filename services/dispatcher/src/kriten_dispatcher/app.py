@@ -48,7 +48,9 @@ def make_launcher(settings: DispatcherSettings) -> JobLauncher:
 def create_app(settings: DispatcherSettings) -> web.Application:
     app = create_service_app(registry=CollectorRegistry())
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(database_context(settings, SESSIONS))
+    # No ping before each use: every database write here is retried by its consumer or
+    # loop, so a connection that died with a database restart costs one retry.
+    app.cleanup_ctx.append(database_context(settings, SESSIONS, pre_ping=False))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_consumers)
     app.cleanup_ctx.append(_scheduler)

@@ -38,7 +38,7 @@ from kriten_common.local_jobs import (
     JobPaths,
     JobResult,
     JobStatus,
-    LocalJobSpec,
+    has_ended,
     is_valid_job_id,
     is_valid_secret_name,
     read_record,
@@ -102,29 +102,15 @@ def validate(spec: JobSpec) -> None:
         raise PermanentError("timeout_seconds must be positive")
 
 
-def _write_spec(paths: JobPaths, spec: JobSpec, commit: str | None) -> None:
-    record = LocalJobSpec(
-        job_id=spec.job_id,
-        command=spec.command,
-        git_url=spec.git_url,
-        branch=spec.branch,
-        extra_vars=spec.extra_vars,
-        timeout_seconds=spec.timeout_seconds,
-        secret_names=sorted(spec.secrets),
-        has_git_token=bool(spec.git_token),
-        commit=commit,
-    )
-    write_record(paths.spec, record, durable=False)
-
-
 def _taken_charge(paths: JobPaths) -> bool:
     return paths.status.exists() or paths.result.exists()
 
 
 def _acquire(path: Path, timeout: float) -> int:
+    """The launch lock: a flock on the job's directory (no file to create)."""
     deadline = time.monotonic() + timeout
     while True:
-        fd = try_lock(path)
+        fd = try_lock(path, directory=True)
         if fd is not None:
             return fd
         if time.monotonic() >= deadline:
@@ -206,7 +192,7 @@ def prune(jobs_dir: Path, *, retention: timedelta, now: float | None = None) -> 
         paths = JobPaths(Path(entry.path))
         # A job whose supervisor died has no result.json, but the collector stored it as
         # failed and marked it collected: final all the same.
-        if not (paths.result.exists() or paths.collected.exists()) or supervisor_alive(paths):
+        if not (has_ended(paths) or paths.collected.exists()) or supervisor_alive(paths):
             continue
         for legacy in _LEGACY_SECRET_FILES:
             # An older version left the runner's secrets in finished jobs' directories.
@@ -242,7 +228,7 @@ def _claim(jobs_dir: Path, paths: JobPaths) -> int | None:
         # A redelivery: done already, unless the first attempt died half-way.
         if _taken_charge(paths):
             return None
-    lock_fd = _acquire(paths.launch_lock, LAUNCH_LOCK_TIMEOUT_SECONDS)
+    lock_fd = _acquire(paths.root, LAUNCH_LOCK_TIMEOUT_SECONDS)
     # Decided under the lock: a concurrent launcher may have finished meanwhile.
     if _taken_charge(paths) or supervisor_alive(paths):
         os.close(lock_fd)
@@ -253,7 +239,6 @@ def _claim(jobs_dir: Path, paths: JobPaths) -> int | None:
 def _record_checkout_failure(paths: JobPaths, spec: JobSpec, failure: CheckoutFailed) -> None:
     """A job whose branch cannot be checked out is over before it starts: failed, with
     git's output (scrubbed) as its output, as a pod whose init container failed."""
-    _write_spec(paths, spec, None)
     output = (
         failure.output
         if failure.output.endswith("\n") or not failure.output
@@ -324,14 +309,13 @@ class LocalJobLauncher:
             paths = JobPaths(Path(entry.path))
             with contextlib.suppress(OSError, ValueError):
                 status = adopted_status(paths)
-                spec = read_record(paths.spec, LocalJobSpec)
                 if status is not None and status.pid > 0:
-                    found.append((paths, status, spec.timeout_seconds if spec else None))
+                    found.append((paths, status, status.timeout_seconds))
         return found
 
     async def _deadline_of_adopted(self, paths: JobPaths, pgid: int, remaining: float) -> None:
         await asyncio.sleep(max(remaining, 0.0))
-        if supervisor_alive(paths) and not paths.result.exists():
+        if supervisor_alive(paths) and not has_ended(paths):
             # Before the stop: an observer that sees the job gone must know why.
             touch(paths.deadline_exceeded)
             await stop_group(pgid)
@@ -375,18 +359,13 @@ class LocalJobLauncher:
                 return
             # Before any job starts: no job may find another's secrets left on disk.
             sweep_private(self._jobs_dir, running=self._processes)
-            _write_spec(paths, spec, checkout.commit)
             if spec.secrets:
                 _make_private(paths, spec.secrets)
-            write_atomic(
-                paths.output,
-                f"{OUTPUT_CLONE_HEADING}{spec.branch} at {checkout.commit}\n".encode(),
-                durable=False,
-            )
             self._processes.start(
                 paths,
                 lock_fd=supervisor_lock,
-                template=checkout.template,
+                checkout=checkout,
+                heading=f"{OUTPUT_CLONE_HEADING}{spec.branch} at {checkout.commit}\n",
                 command=spec.command,
                 env=task_env(spec, paths),
                 timeout_seconds=spec.timeout_seconds,
@@ -412,7 +391,7 @@ class LocalJobLauncher:
 
     def _record_stopped(self, paths: JobPaths, reason: str) -> None:
         """The result of a job stopped by this launcher without watching its wrapper."""
-        if paths.result.exists() or paths.exit_code.exists():
+        if has_ended(paths):
             return
         status = read_record(paths.status, JobStatus)
         start = status.start_time if status else None
@@ -436,7 +415,7 @@ class LocalJobLauncher:
         try:
             if not paths.root.is_dir():
                 return False
-            if paths.result.exists():
+            if has_ended(paths):
                 return True
             # Reaches a launch still fetching its checkout, and tells the observer why a
             # job whose wrapper is gone without a result ended.
@@ -465,7 +444,7 @@ class LocalJobLauncher:
 
 def _launching(paths: JobPaths) -> bool:
     """Whether another launcher holds the job's launch lock now."""
-    fd = try_lock(paths.launch_lock)
+    fd = try_lock(paths.root, directory=True)
     if fd is None:
         return True
     os.close(fd)

@@ -26,7 +26,6 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Literal
 
 from kriten_common.local_jobs import (
@@ -35,6 +34,7 @@ from kriten_common.local_jobs import (
     JobPaths,
     JobResult,
     JobStatus,
+    has_ended,
     read_record,
     result_from_exit_code,
     supervisor_alive,
@@ -42,6 +42,7 @@ from kriten_common.local_jobs import (
     write_record,
 )
 from kriten_common.logging import get_logger
+from kriten_dispatcher.checkout_cache import Checkout
 
 log = get_logger(__name__)
 
@@ -150,23 +151,25 @@ class JobProcesses:
         paths: JobPaths,
         *,
         lock_fd: int,
-        template: Path,
+        checkout: Checkout,
+        heading: str,
         command: str,
         env: dict[str, str],
         timeout_seconds: int | None,
     ) -> None:
         """Starts the wrapper (the caller holds `lock_fd`, the supervisor lock, and gives
-        it to the job) and watches it."""
+        it to the job) and watches it. `heading` opens the job's output."""
         has_private = paths.private.exists()
         out_fd = os.open(paths.output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
+            os.write(out_fd, heading.encode())
             proc = subprocess.Popen(
                 [
                     "sh",
                     "-c",
                     WRAPPER,
                     "kriten-job",
-                    str(template),
+                    str(checkout.template),
                     str(paths.private) if has_private else "",
                     command,
                     OUTPUT_TASK_HEADING,
@@ -183,7 +186,16 @@ class JobProcesses:
         start_time = utcnow()
         # Not fsynced: a power cut ends the job anyway, and then the observer finds the
         # lock free and no exit code: the job died, which is the truth.
-        write_record(paths.status, JobStatus(start_time=start_time, pid=proc.pid), durable=False)
+        write_record(
+            paths.status,
+            JobStatus(
+                start_time=start_time,
+                pid=proc.pid,
+                timeout_seconds=timeout_seconds,
+                commit=checkout.commit,
+            ),
+            durable=False,
+        )
         loop = asyncio.get_running_loop()
         running = _Running(
             paths=paths,
@@ -255,12 +267,11 @@ class JobProcesses:
             if running.has_private:
                 # The wrapper removes it, unless it was killed first.
                 shutil.rmtree(running.paths.private, ignore_errors=True)
-            if not running.paths.result.exists():
-                write_record(
-                    running.paths.result,
-                    final_result(running.paths, running.start_time, running.stop),
-                    durable=False,
-                )
+            result = final_result(running.paths, running.start_time, running.stop)
+            # A task that ended on its own left its exit-code file: that is its record
+            # (one file fewer per job). Any other end needs saying.
+            if not has_ended(running.paths):
+                write_record(running.paths.result, result, durable=False)
         except OSError as exc:
             # The observer derives the outcome itself once the lock is free.
             log.warning("local_job_result_unwritten", job_id=job_id, error=str(exc))
@@ -286,6 +297,6 @@ class JobProcesses:
 
 def adopted_status(paths: JobPaths) -> JobStatus | None:
     """The status of a job started by an earlier dispatcher that still runs, else None."""
-    if paths.result.exists() or not supervisor_alive(paths):
+    if has_ended(paths) or not supervisor_alive(paths):
         return None
     return read_record(paths.status, JobStatus)

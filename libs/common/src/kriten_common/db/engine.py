@@ -13,15 +13,21 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 SessionFactory = async_sessionmaker[AsyncSession]
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys."""
+def create_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and enforced foreign keys.
+
+    `pre_ping` tests a pooled connection before each use (a round trip), so a request
+    after a database restart does not fail on a dead connection. Without it, the first
+    use of a dead connection fails, which invalidates the whole pool: right for
+    consumers, whose handlers retry anyway and for which the ping is a tenth of a job.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # asyncpg waits 60 s for a host that drops packets silently; 10 s lets an outage
         # show as a failed connect, which consumers then back off from (kriten_common.backoff).
         return create_async_engine(
             url,
-            pool_pre_ping=True,
+            pool_pre_ping=pre_ping,
             # Room for a consumer's prefetch of handlers at once: a connection opened
             # beyond the pool is closed again when returned, a connect per message.
             pool_size=20,
