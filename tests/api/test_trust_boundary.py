@@ -20,7 +20,7 @@ from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_api.settings import ApiSettings
 from kriten_common.db.models import Runner, Webhook, WebhookDelivery
 from kriten_common.messages import JobRequested
-from kriten_dispatcher.job_specs import build_spec
+from kriten_dispatcher.job_specs import build_spec, load_records
 from tests.api.conftest import ApiClient, login
 
 pytestmark = pytest.mark.integration
@@ -301,7 +301,8 @@ async def test_the_dispatcher_hands_the_token_to_https_clones_only(
         job_id="t-1", task="t", owner="root", owner_id="x", source="api", input="{}"
     )
     async with api.app[SESSIONS]() as session:
-        spec = await build_spec(event, session=session, box=api.app[SECRET_BOX])
+        records = await load_records(event, session=session)
+    spec = build_spec(event, records, box=api.app[SECRET_BOX])
     assert spec.git_token == (TOKEN if sent else None)
 
 

@@ -330,7 +330,7 @@ async def test_start_failure_is_retryable_then_recovers(
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(local_processes.subprocess, "Popen", cannot_fork)
+        patch.setattr(local_processes.os, "posix_spawn", cannot_fork)
         with pytest.raises(RetryableError):
             await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
     paths = JobPaths.of(jobs_dir, spec.job_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from kriten_common.amqp import Publisher
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import FINAL_JOB_STATUSES, Job, failed_before_launch
+from kriten_common.db.models import FINAL_JOB_STATUSES, failed_before_launch
 from kriten_common.logging import get_logger
 from kriten_common.messages import (
     Event,
@@ -15,7 +15,7 @@ from kriten_common.messages import (
     JobRequested,
 )
 from kriten_common.outcomes import RetryableError
-from kriten_dispatcher.job_specs import build_spec
+from kriten_dispatcher.job_specs import build_spec, load_records
 from kriten_dispatcher.ports import JobLauncher, JobSpec
 
 log = get_logger(__name__)
@@ -44,18 +44,14 @@ class Dispatcher:
             await self.cancel(event)
 
     async def _spec_to_launch(self, event: JobRequested) -> JobSpec | None:
-        """The job's spec, None when the job already ran (one session for both: a job's
-        launch costs one connection checkout)."""
+        """The job's spec, None when the job already ran."""
         async with self._sessions() as session:
-            job = await session.get(Job, event.job_id)
-            # A job that failed before launch is the replay of its dead letter: it may run.
-            if (
-                job is not None
-                and job.status in FINAL_JOB_STATUSES
-                and not failed_before_launch(job)
-            ):
-                return None
-            return await build_spec(event, session=session, box=self._box)
+            records = await load_records(event, session=session)
+        job = records.job
+        # A job that failed before launch is the replay of its dead letter: it may run.
+        if job is not None and job.status in FINAL_JOB_STATUSES and not failed_before_launch(job):
+            return None
+        return build_spec(event, records, box=self._box)
 
     async def cancel(self, event: JobCancelRequested) -> None:
         """Stops the job; one not launched yet (its request still queued or retrying) is

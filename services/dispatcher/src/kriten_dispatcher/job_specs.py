@@ -6,10 +6,13 @@ This is the one place that decides whether a job's clone gets the runner's git t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_common.crypto import SecretBox
-from kriten_common.db.models import Runner, Task
+from kriten_common.db.models import Job, Runner, Task
 from kriten_common.logging import get_logger
 from kriten_common.messages import JobRequested
 from kriten_common.outcomes import PermanentError
@@ -35,12 +38,37 @@ def git_token_for(runner: Runner, box: SecretBox) -> str | None:
     return box.decrypt(runner.token_encrypted)
 
 
-async def build_spec(event: JobRequested, *, session: AsyncSession, box: SecretBox) -> JobSpec:
+@dataclass(frozen=True)
+class LaunchRecords:
+    """What a launch reads: the job (if recorded yet), its task and the task's runner."""
+
+    job: Job | None
+    task: Task | None
+    runner: Runner | None
+
+
+async def load_records(event: JobRequested, *, session: AsyncSession) -> LaunchRecords:
+    """One query for the three (a launch's database cost is mostly round trips); a second
+    only when the task is gone."""
+    row = (
+        await session.exec(
+            select(Task, Runner, Job)
+            .join(Runner, col(Runner.name) == col(Task.runner), isouter=True)
+            .join(Job, col(Job.id) == event.job_id, isouter=True)
+            .where(col(Task.name) == event.task)
+        )
+    ).first()
+    if row is None:
+        return LaunchRecords(job=await session.get(Job, event.job_id), task=None, runner=None)
+    task, runner, job = row
+    return LaunchRecords(job=job, task=task, runner=runner)
+
+
+def build_spec(event: JobRequested, records: LaunchRecords, *, box: SecretBox) -> JobSpec:
     """Raises `PermanentError` when the task or its runner no longer exists."""
-    task = await session.get(Task, event.task)
+    task, runner = records.task, records.runner
     if task is None:
         raise PermanentError(f"task {event.task!r} no longer exists")
-    runner = await session.get(Runner, task.runner)
     if runner is None:
         raise PermanentError(f"runner {task.runner!r} no longer exists")
     return JobSpec(
