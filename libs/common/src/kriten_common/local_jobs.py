@@ -352,19 +352,47 @@ def try_lock(path: Path, *, shared: bool = False, directory: bool = False) -> in
     return fd
 
 
-def supervisor_alive(paths: JobPaths) -> bool:
-    """Whether a supervisor holds this job's lock.
-
-    The probe takes a *shared* lock so that it never makes a starting supervisor (which
-    wants the exclusive lock, and retries for a while) believe that another one runs.
-    """
-    if not paths.supervisor_lock.exists():
-        return False
-    try:
-        fd = try_lock(paths.supervisor_lock, shared=True)
-    except FileNotFoundError:
-        return False
+def lock_held(path: Path, *, shared: bool = True, directory: bool = False) -> bool:
+    """Whether another process holds a lock on `path` (which must exist). A *shared*
+    probe never makes a starter that wants the lock exclusively believe it is taken."""
+    fd = try_lock(path, shared=shared, directory=directory)
     if fd is None:
         return True
     os.close(fd)
     return False
+
+
+def supervisor_alive(paths: JobPaths) -> bool:
+    """Whether the job is supervised: its lock is held (by its wrapper, or by the
+    dispatcher watching it)."""
+    try:
+        return paths.supervisor_lock.exists() and lock_held(paths.supervisor_lock)
+    except FileNotFoundError:
+        return False
+
+
+StopReason = Literal["cancelled", "deadline", "died"]
+
+
+def stopped_result(reason: StopReason, start_time: datetime | None) -> JobResult:
+    """The result of a job that did not end on its own."""
+    if reason == "cancelled":
+        state: FinalState = "cancelled"
+        error = "cancelled"
+    else:
+        state, error = "failed", ("deadline exceeded" if reason == "deadline" else DIED_ERROR)
+    return JobResult(state=state, start_time=start_time, completion_time=utcnow(), error=error)
+
+
+def ended_unwatched(paths: JobPaths, start_time: datetime | None) -> JobResult:
+    """The outcome of a job whose wrapper is gone with no result written: its exit code,
+    else why it was stopped (by a dispatcher that did not start it, which is about to
+    write the same), else it died."""
+    recorded = result_from_exit_code(paths, start_time)
+    if recorded is not None:
+        return recorded
+    if paths.cancel_requested.exists():
+        return stopped_result("cancelled", start_time)
+    if paths.deadline_exceeded.exists():
+        return stopped_result("deadline", start_time)
+    return stopped_result("died", start_time)

@@ -37,17 +37,15 @@ import structlog
 from kriten_collector.output import cap_ends, cap_output
 from kriten_collector.ports import ExecutionUpdate
 from kriten_common.local_jobs import (
-    DIED_ERROR,
     JobPaths,
     JobResult,
     JobStatus,
+    ended_unwatched,
     is_valid_job_id,
+    lock_held,
     read_record,
-    result_from_exit_code,
     supervisor_alive,
     touch,
-    try_lock,
-    utcnow,
 )
 
 log = structlog.get_logger(__name__)
@@ -194,9 +192,11 @@ class LocalJobObserver:
         if running is not None:
             # Known running: one probe of its lock per look (a look at every running job
             # every poll, so its system calls are what the observer costs).
-            if _lock_held(paths):
+            if lock_held(paths.supervisor_lock):
                 return self._progress(paths, running)
-            ended = read_record(paths.result, JobResult) or _ended_unwatched(paths, running.status)
+            ended = read_record(paths.result, JobResult) or ended_unwatched(
+                paths, running.status.start_time
+            )
             return self._final(paths, ended)
         if not paths.root.is_dir():
             raise FileNotFoundError(job_id)
@@ -216,7 +216,9 @@ class LocalJobObserver:
             if supervisor_alive(paths):
                 return [*updates, *self._progress(paths, running)]
             # The lock is free: whoever held it wrote what it knew before letting it go.
-            result = read_record(paths.result, JobResult) or _ended_unwatched(paths, status)
+            result = read_record(paths.result, JobResult) or ended_unwatched(
+                paths, status.start_time
+            )
             return [*updates, *self._final(paths, result)]
         return self._final(paths, result)
 
@@ -272,36 +274,3 @@ class _Running:
     # The output size last reported, and when it was looked at (for `log?follow=true`).
     reported_size: int
     reported_at: float
-
-
-def _lock_held(paths: JobPaths) -> bool:
-    fd = try_lock(paths.supervisor_lock, shared=True)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
-
-
-def _ended_unwatched(paths: JobPaths, status: JobStatus) -> JobResult:
-    """The outcome of a job whose wrapper ended with no dispatcher watching it."""
-    recorded = result_from_exit_code(paths, status.start_time)
-    if recorded is not None:
-        return recorded
-    # Stopped by a dispatcher that did not start it, which is about to write the same.
-    if paths.cancel_requested.exists():
-        return JobResult(
-            state="cancelled",
-            start_time=status.start_time,
-            completion_time=utcnow(),
-            error="cancelled",
-        )
-    if paths.deadline_exceeded.exists():
-        return JobResult(
-            state="failed",
-            start_time=status.start_time,
-            completion_time=utcnow(),
-            error="deadline exceeded",
-        )
-    return JobResult(
-        state="failed", start_time=status.start_time, completion_time=utcnow(), error=DIED_ERROR
-    )

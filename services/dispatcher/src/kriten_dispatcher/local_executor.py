@@ -38,10 +38,13 @@ from kriten_common.local_jobs import (
     JobPaths,
     JobResult,
     JobStatus,
+    StopReason,
     has_ended,
     is_valid_job_id,
     is_valid_secret_name,
+    lock_held,
     read_record,
+    stopped_result,
     supervisor_alive,
     touch,
     try_lock,
@@ -389,24 +392,12 @@ class LocalJobLauncher:
                 older_than_seconds=max(self._retention.total_seconds(), 3600.0),
             )
 
-    def _record_stopped(self, paths: JobPaths, reason: str) -> None:
+    def _record_stopped(self, paths: JobPaths, reason: StopReason) -> None:
         """The result of a job stopped by this launcher without watching its wrapper."""
         if has_ended(paths):
             return
         status = read_record(paths.status, JobStatus)
-        start = status.start_time if status else None
-        if reason == "cancelled":
-            result = JobResult(
-                state="cancelled", start_time=start, completion_time=utcnow(), error="cancelled"
-            )
-        else:
-            result = JobResult(
-                state="failed",
-                start_time=start,
-                completion_time=utcnow(),
-                error="deadline exceeded",
-            )
-        write_record(paths.result, result)
+        write_record(paths.result, stopped_result(reason, status.start_time if status else None))
 
     async def cancel(self, job_id: str) -> bool:
         if not is_valid_job_id(job_id):
@@ -444,8 +435,4 @@ class LocalJobLauncher:
 
 def _launching(paths: JobPaths) -> bool:
     """Whether another launcher holds the job's launch lock now."""
-    fd = try_lock(paths.root, directory=True)
-    if fd is None:
-        return True
-    os.close(fd)
-    return False
+    return lock_held(paths.root, shared=False, directory=True)

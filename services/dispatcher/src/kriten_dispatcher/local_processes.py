@@ -26,17 +26,17 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from kriten_common.local_jobs import (
-    DIED_ERROR,
     OUTPUT_TASK_HEADING,
     JobPaths,
     JobResult,
     JobStatus,
+    StopReason,
     has_ended,
     read_record,
     result_from_exit_code,
+    stopped_result,
     supervisor_alive,
     utcnow,
     write_record,
@@ -69,7 +69,6 @@ KILL_GRACE_SECONDS = 2.0
 # A wrapper that outlives SIGKILL (uninterruptible I/O) is waited for this long at most.
 _KILL_WAIT_SECONDS = 10.0
 _POLL_SECONDS = 0.05
-StopReason = Literal["cancelled", "deadline"]
 
 
 @dataclass
@@ -138,23 +137,7 @@ def final_result(
 ) -> JobResult:
     """How a job ended, once its wrapper is gone: its own exit status wins over a stop
     that came too late to matter."""
-    result = result_from_exit_code(paths, start_time)
-    if result is not None:
-        return result
-    if stop == "cancelled":
-        return JobResult(
-            state="cancelled", start_time=start_time, completion_time=utcnow(), error="cancelled"
-        )
-    if stop == "deadline":
-        return JobResult(
-            state="failed",
-            start_time=start_time,
-            completion_time=utcnow(),
-            error="deadline exceeded",
-        )
-    return JobResult(
-        state="failed", start_time=start_time, completion_time=utcnow(), error=DIED_ERROR
-    )
+    return result_from_exit_code(paths, start_time) or stopped_result(stop or "died", start_time)
 
 
 class JobProcesses:
