@@ -12,6 +12,7 @@ import pytest
 
 from kriten_dispatcher.checkout_cache import CheckoutCache
 from kriten_dispatcher.local_executor import LocalJobLauncher
+from tests.dispatcher.conftest import GitHttpServer
 from tests.dispatcher.test_local_executor import TIMEOUT, make_spec, run_one
 
 
@@ -96,3 +97,27 @@ async def test_within_the_window_a_job_reuses_the_last_fetch(
     for n in range(3):
         await asyncio.wait_for(launcher.launch(make_spec(git_repo, job_id=f"j-{n}")), TIMEOUT)
     assert len(fetches) == 1
+
+
+async def test_a_runner_without_the_token_never_gets_what_was_fetched_with_it(
+    jobs_dir: Path, git_repo: Path, git_http_server: GitHttpServer
+) -> None:
+    """Two runners on one private URL: the one without the token must fail as its own
+    clone would, not be served the checkout the other fetched with its token."""
+    launcher = LocalJobLauncher(jobs_dir=jobs_dir, checkout_refresh_seconds=3600)
+    with_token = make_spec(
+        git_repo,
+        job_id="with-token",
+        git_url=git_http_server.url,
+        git_token=git_http_server.token,
+        command="ls",
+    )
+    without = make_spec(git_repo, job_id="without", git_url=git_http_server.url, command="ls")
+
+    await asyncio.wait_for(launcher.launch(with_token), TIMEOUT)
+    await asyncio.wait_for(launcher.launch(without), TIMEOUT)
+
+    assert (await run_one(jobs_dir, with_token))[-1].state == "succeeded"
+    final = (await run_one(jobs_dir, without))[-1]
+    assert final.state == "failed"
+    assert "task.py" not in (final.output or "")

@@ -131,7 +131,9 @@ class CheckoutCache:
     async def checkout(self, git_url: str, branch: str, token: str | None) -> Checkout:
         """The template of the branch's commit, fetching when the last fetch is older
         than `refresh_seconds`. Raises CheckoutFailed."""
-        key = hashlib.sha256(f"{git_url}\0{branch}".encode()).hexdigest()[:32]
+        # The token is part of the key: a runner without it (or with another) must not
+        # be handed what was fetched with it, as its own clone would have been refused.
+        key = hashlib.sha256(f"{git_url}\0{branch}\0{token or ''}".encode()).hexdigest()[:32]
         asked_at = time.monotonic()
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -214,6 +216,8 @@ class CheckoutCache:
                         *argv,
                         "fetch",
                         "-q",
+                        # FETCH_HEAD would keep the URL, which may carry a password.
+                        "--no-write-fetch-head",
                         "--depth",
                         "1",
                         "--no-tags",

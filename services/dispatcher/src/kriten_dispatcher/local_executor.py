@@ -52,13 +52,10 @@ from kriten_common.local_jobs import (
     write_atomic,
     write_record,
 )
-from kriten_common.logging import get_logger
 from kriten_common.outcomes import PermanentError, RetryableError
 from kriten_dispatcher.checkout_cache import Checkout, CheckoutCache, CheckoutFailed
 from kriten_dispatcher.local_processes import JobProcesses, adopted_status, stop_group
 from kriten_dispatcher.ports import JobSpec
-
-log = get_logger(__name__)
 
 # Another launcher of the same job (a concurrent redelivery) holds the launch lock while
 # it fetches the checkout, which a slow remote can make long.
