@@ -424,18 +424,26 @@ async def test_cancel_before_the_supervisor_starts(jobs_dir: Path, git_repo: Pat
     assert not paths.repo.exists()
 
 
-async def test_killed_wrapper_is_failed_by_the_dispatcher_watching_it(
+async def start_sleeping_job(
     jobs_dir: Path, git_repo: Path
-) -> None:
+) -> tuple[LocalJobLauncher, JobSpec, JobStatus, int]:
+    """A launched job whose task sleeps: its launcher, spec, status and the task's pid."""
     spec = make_spec(git_repo, command="echo $$ > main.pid; exec sleep 30")
     launcher = LocalJobLauncher(jobs_dir=jobs_dir)
-    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
     paths = JobPaths.of(jobs_dir, spec.job_id)
     await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
     await wait_for_path(paths.repo / "main.pid")
-    task_pid = int((paths.repo / "main.pid").read_text())
     status = read_record(paths.status, JobStatus)
     assert status is not None
+    return launcher, spec, status, int((paths.repo / "main.pid").read_text())
+
+
+async def test_killed_wrapper_is_failed_by_the_dispatcher_watching_it(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    # The launcher stays referenced: it is the dispatcher watching the job.
+    _launcher, spec, status, task_pid = await start_sleeping_job(jobs_dir, git_repo)
+    observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
 
     os.kill(status.pid, signal.SIGKILL)
 
@@ -449,14 +457,9 @@ async def test_killed_wrapper_is_failed_by_the_dispatcher_watching_it(
 async def test_dead_job_without_a_dispatcher_is_reported_failed(
     jobs_dir: Path, git_repo: Path
 ) -> None:
-    spec = make_spec(git_repo, command="echo $$ > main.pid; exec sleep 30")
-    launcher = LocalJobLauncher(jobs_dir=jobs_dir)
+    launcher, spec, status, _task_pid = await start_sleeping_job(jobs_dir, git_repo)
     observer = LocalJobObserver(jobs_dir=jobs_dir, poll_interval=0.02)
     paths = JobPaths.of(jobs_dir, spec.job_id)
-    await asyncio.wait_for(launcher.launch(spec), TIMEOUT)
-    await wait_for_path(paths.repo / "main.pid")
-    status = read_record(paths.status, JobStatus)
-    assert status is not None
     # The dispatcher goes (the job runs on), then the job dies with its wrapper.
     await launcher.close()
     assert supervisor_alive(paths)

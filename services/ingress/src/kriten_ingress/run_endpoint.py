@@ -180,7 +180,7 @@ class Intake:
         except FilterRefused as refused:
             raise _Refused(errors.InvalidInput(FILTER_REFUSED), refused.reason) from None
         if rejection is not None:
-            self._record(delivery, "filtered", reason=rejection)
+            self._record(self._delivered(delivery, "filtered", reason=rejection))
             return web.json_response(
                 {"msg": "delivery filtered, no job created", "status": "filtered"}, status=202
             )
@@ -194,7 +194,7 @@ class Intake:
         key = f"{delivery.webhook_id}:{verified.idempotency_key}"
         job_id = job_id_for(task.name, derived_suffix(key))
         if self._is_duplicate(job_id):
-            self._record(delivery, "duplicate", job_id=job_id)
+            self._record(self._delivered(delivery, "duplicate", job_id=job_id))
             log.info("webhook_duplicate", webhook_id=delivery.webhook_id, job_id=job_id)
             return web.json_response(
                 {
@@ -298,23 +298,15 @@ class Intake:
     def _reject(self, delivery: _Delivery, reason: str) -> None:
         # Only the fixed part of a reason labels the metric; details stay in the log.
         self.metrics.rejections.labels(reason.split(":", 1)[0]).inc()
-        if self._record(delivery, "rejected", reason=reason):
+        if self._record(self._delivered(delivery, "rejected", reason=reason)):
             # Logged as sampled as the delivery log, so a flood cannot flood the logs.
             log.info("webhook_rejected", webhook_id=delivery.webhook_id, reason=reason)
 
-    def _record(
-        self,
-        delivery: _Delivery,
-        outcome: Outcome,
-        *,
-        reason: str | None = None,
-        job_id: str | None = None,
-        body: str | None = None,
-    ) -> bool:
-        self._count_delivery(delivery.webhook_id, delivery.scheme, outcome)
-        return self.delivery_log.record(
-            self._delivered(delivery, outcome, reason=reason, job_id=job_id, body=body)
-        )
+    def _record(self, event: WebhookDelivered) -> bool:
+        """Counts the delivery and logs it in the background (not for accepted ones,
+        whose record rides with their job request)."""
+        self._count_delivery(event.webhook_id, event.scheme or "", event.outcome)
+        return self.delivery_log.record(event)
 
     def _delivered(
         self,
