@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aio_pika import connect_robust
 from pydantic import SecretStr
 from sqlmodel import col, select
@@ -555,3 +556,31 @@ async def test_the_dispatcher_app_runs_the_scheduler(
     await wait_until(launched, "the dispatcher app to launch the missed minutes")
     # At most the minute that began meanwhile came on top.
     assert len(job_dirs(jobs_dir) - expected) <= 1
+
+
+class FailingScheduler(Scheduler):
+    """A scheduler whose checks fail with `problem`, then stop the loop."""
+
+    def __init__(self, problem: Exception, sessions: SessionFactory) -> None:
+        super().__init__(sessions=sessions, publisher=RecordingPublisher(), poll_seconds=0)
+        self.problem = problem
+        self.checks = 0
+
+    async def check(self) -> list[str]:
+        self.checks += 1
+        if self.checks > 1:
+            raise asyncio.CancelledError
+        raise self.problem
+
+
+@pytest.mark.parametrize(
+    ("problem", "level"),
+    [(ConnectionRefusedError("database is down"), "warning"), (ValueError("a bug"), "error")],
+)
+async def test_an_outage_is_a_warning_and_a_bug_an_error(
+    problem: Exception, level: str, sessions: SessionFactory
+) -> None:
+    scheduler = FailingScheduler(problem, sessions)
+    with structlog.testing.capture_logs() as logged, pytest.raises(asyncio.CancelledError):
+        await scheduler.run()
+    assert [entry["log_level"] for entry in logged] == [level]

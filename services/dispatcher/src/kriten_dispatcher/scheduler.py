@@ -36,6 +36,7 @@ from kriten_common.db.models import CronJob, Job, Task
 from kriten_common.logging import get_logger
 from kriten_common.messages import Event, JobRequested
 from kriten_common.rbac import Principal, load_principal
+from kriten_common.transient import is_transient
 
 log = get_logger(__name__)
 
@@ -171,8 +172,13 @@ class Scheduler:
                 await self.check()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("scheduler_check_failed")
+            except Exception as problem:
+                if is_transient(problem):
+                    # The database or broker is away (or a pooled connection died with
+                    # its restart): expected in an outage, and the next check retries.
+                    log.warning("scheduler_check_deferred", error=str(problem))
+                else:
+                    log.exception("scheduler_check_failed")
             await asyncio.sleep(self._poll_seconds)
 
     async def check(self) -> list[str]:
