@@ -1,9 +1,10 @@
-"""Static checks of the compose deployment: docker-compose.yml, the Dockerfiles, the gateway.
+"""Static checks of the compose deployment: docker-compose.yml, the Dockerfile, the gateway.
 
 No Docker engine runs where the tests run, so this module reads the files the way compose,
 the image builder and nginx would, and checks what a `docker compose up --build` would
-trip over: paths that do not exist, services that are not defined, an image whose command
-is not an installed console script, a container running as root, a secret committed in
+trip over: paths that do not exist, services that are not defined, a build target that is
+not a stage of the Dockerfile, an image whose command is not a console script of the
+package its builder installs, a container running as root, a secret committed in
 the compose file, a gateway sending webhook runs to the wrong service.
 
 Each check is a function returning the problems it found, so every one is also run on a
@@ -29,6 +30,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKERFILE = REPO / "Dockerfile"
 SERVICES = ("api", "ingress", "dispatcher", "collector")
 INFRASTRUCTURE = ("rabbitmq", "postgres")
 SECRET_VARIABLES = (
@@ -94,6 +96,11 @@ class Stage:
     base: str
     name: str | None
     instructions: tuple[Instruction, ...]
+    line: int = 0  # of its FROM
+
+
+# What BuildKit accepts as a stage name (it lowercases the name first).
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9._-]*$")
 
 
 def parse_dockerfile(text: str) -> list[Instruction]:
@@ -132,27 +139,41 @@ def parse_dockerfile(text: str) -> list[Instruction]:
 
 
 def split_stages(instructions: list[Instruction]) -> list[Stage]:
+    """The stages, in order. As the builder does, rejects a FROM that is not
+    `FROM [--flags] image [AS name]`, an invalid stage name and a name used twice."""
     stages: list[Stage] = []
     base = ""
     name: str | None = None
+    line = 0
     body: list[Instruction] = []
+    names: set[str] = set()
     for instruction in instructions:
         if instruction.keyword == "FROM":
             if base:
-                stages.append(Stage(base, name, tuple(body)))
+                stages.append(Stage(base, name, tuple(body), line))
             words = [word for word in instruction.arguments.split() if not word.startswith("--")]
+            where = f"line {instruction.line}: FROM"
             if not words:
-                raise DockerfileError(f"line {instruction.line}: FROM names no image")
-            base = words[0]
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            body = []
+                raise DockerfileError(f"{where} names no image")
+            if len(words) == 1:
+                name = None
+            elif len(words) == 3 and words[1].upper() == "AS":
+                name = words[2].lower()
+                if not STAGE_NAME.match(name):
+                    raise DockerfileError(f"{where}: {words[2]!r} is not a valid stage name")
+                if name in names:
+                    raise DockerfileError(f"{where}: stage name {name!r} is already used")
+                names.add(name)
+            else:
+                raise DockerfileError(f"{where} takes an image and optionally `AS name`")
+            base, line, body = words[0], instruction.line, []
         elif not base and instruction.keyword != "ARG":
             raise DockerfileError(f"line {instruction.line}: {instruction.keyword} before FROM")
         else:
             body.append(instruction)
     if not base:
         raise DockerfileError("no FROM instruction")
-    stages.append(Stage(base, name, tuple(body)))
+    stages.append(Stage(base, name, tuple(body), line))
     return stages
 
 
@@ -255,33 +276,135 @@ def copy_source_problems(instructions: list[Instruction], context: Path) -> list
     return problems
 
 
-def final_command(stages: list[Stage]) -> tuple[list[str], list[str]]:
-    """The command the image runs (ENTRYPOINT, else CMD, of the final stage) and problems."""
-    final = stages[-1].instructions
-    entrypoint = [i for i in final if i.keyword == "ENTRYPOINT"]
-    cmd = [i for i in final if i.keyword == "CMD"]
-    if not entrypoint and not cmd:
-        return [], ["the final stage sets no CMD or ENTRYPOINT (it would inherit the base's)"]
-    chosen = (entrypoint or cmd)[-1]
-    if not chosen.arguments.startswith("["):
-        return shlex.split(chosen.arguments), [
-            f"line {chosen.line}: {chosen.keyword} in shell form: /bin/sh would be PID 1 "
-            "and the service would never see SIGTERM; use the exec form"
-        ]
-    _, words = split_flags(chosen.arguments)
-    if not words:
-        return [], [f"line {chosen.line}: empty {chosen.keyword}"]
-    return words, []
+def _earlier_stage(
+    stages: list[Stage], reference: str, before: int, *, by_index: bool = False
+) -> int | None:
+    """The index of the stage among stages[:before] that a FROM image or a COPY --from
+    names (by name; by index too for --from), or None when it names an image."""
+    if by_index and reference.isdigit():
+        return int(reference) if int(reference) < before else None
+    for index in range(before):
+        if stages[index].name == reference.lower():
+            return index
+    return None
 
 
-def runtime_user_problems(stages: list[Stage]) -> list[str]:
-    """The final stage must switch to a numeric, non-zero uid.
+def _is_tagged_image(reference: str) -> bool:
+    """`python:3.11-slim`, `registry:5000/a/b:1`, `a@sha256:...`: a tag or a digest."""
+    return "@" in reference or ":" in reference.rpartition("/")[2]
+
+
+def reference_problems(stages: list[Stage]) -> list[str]:
+    """Each FROM and COPY --from names an earlier stage or a pinned image: a misspelt or
+    later stage name would be pulled as an image from a registry (and fail, or worse)."""
+    names = {stage.name for stage in stages if stage.name}
+    problems: list[str] = []
+
+    def check(reference: str, index: int, where: str, *, by_index: bool = False) -> None:
+        earlier = _earlier_stage(stages, reference, index, by_index=by_index)
+        if earlier is not None or reference == "scratch":
+            return
+        if reference.lower() in names or (by_index and reference.isdigit()):
+            problems.append(f"{where} {reference}: a stage that is not defined before it")
+        elif not _is_tagged_image(reference):
+            problems.append(f"{where} {reference}: neither an earlier stage nor a tagged image")
+
+    for index, stage in enumerate(stages):
+        check(stage.base, index, f"line {stage.line}: FROM")
+        for instruction in stage.instructions:
+            if instruction.keyword in ("COPY", "ADD"):
+                source = split_flags(instruction.arguments)[0].get("from")
+                if source is not None:
+                    check(source, index, f"line {instruction.line}: COPY --from", by_index=True)
+    return problems
+
+
+def _chain_from(stages: list[Stage], index: int) -> list[Stage]:
+    chain = [stages[index]]
+    while (parent := _earlier_stage(stages, chain[0].base, index)) is not None:
+        index = parent
+        chain.insert(0, stages[index])
+    return chain
+
+
+def stage_chain(stages: list[Stage], target: str | None = None) -> list[Stage]:
+    """The stages an image is made of, the first one FROM an external image, the last one
+    `target` (None: the last stage, what a build without --target makes). Settings (ENV,
+    USER, WORKDIR, EXPOSE, CMD, ...) carry over along this chain."""
+    if target is None:
+        return _chain_from(stages, len(stages) - 1)
+    matching = [i for i, stage in enumerate(stages) if stage.name == target.lower()]
+    if not matching:
+        raise DockerfileError(f"no stage named {target!r}")
+    return _chain_from(stages, matching[0])
+
+
+def _in_chain(chain: list[Stage], keyword: str) -> list[Instruction]:
+    return [i for stage in chain for i in stage.instructions if i.keyword == keyword]
+
+
+def image_environment(chain: list[Stage]) -> dict[str, str]:
+    """The ENV of an image, as written (`$PATH` is not expanded)."""
+    environment: dict[str, str] = {}
+    for instruction in _in_chain(chain, "ENV"):
+        words = shlex.split(instruction.arguments)
+        if words and "=" not in words[0]:  # the legacy `ENV NAME value`
+            environment[words[0]] = " ".join(words[1:])
+            continue
+        for word in words:
+            name, separator, value = word.partition("=")
+            if not separator:
+                raise DockerfileError(f"line {instruction.line}: ENV {word} has no value")
+            environment[name] = value
+    return environment
+
+
+def final_command(chain: list[Stage]) -> tuple[list[str], list[str]]:
+    """The command an image runs (ENTRYPOINT followed by CMD) and problems.
+
+    As in the builder: CMD and ENTRYPOINT carry over from a parent stage, and an
+    ENTRYPOINT clears the CMD unless its own stage sets one too.
+    """
+    entrypoint: Instruction | None = None
+    cmd: Instruction | None = None
+    for stage in chain:
+        cmd_here = False
+        for instruction in stage.instructions:
+            if instruction.keyword == "CMD":
+                cmd, cmd_here = instruction, True
+            elif instruction.keyword == "ENTRYPOINT":
+                entrypoint = instruction
+                if not cmd_here:
+                    cmd = None
+    if entrypoint is None and cmd is None:
+        return [], [f"no CMD or ENTRYPOINT: the image would run {chain[0].base}'s command"]
+    command: list[str] = []
+    problems: list[str] = []
+    for chosen in (entrypoint, cmd):
+        if chosen is None:
+            continue
+        if not chosen.arguments.startswith("["):
+            problems.append(
+                f"line {chosen.line}: {chosen.keyword} in shell form: /bin/sh would be PID 1 "
+                "and the service would never see SIGTERM; use the exec form"
+            )
+            command += shlex.split(chosen.arguments)
+            continue
+        _, words = split_flags(chosen.arguments)
+        if not words:
+            problems.append(f"line {chosen.line}: empty {chosen.keyword}")
+        command += words
+    return command, problems
+
+
+def runtime_user_problems(chain: list[Stage]) -> list[str]:
+    """The image must run as a numeric, non-zero uid (the last USER along its chain).
 
     Numeric because Kubernetes' runAsNonRoot can only verify a number.
     """
-    users = [i for i in stages[-1].instructions if i.keyword == "USER"]
+    users = _in_chain(chain, "USER")
     if not users:
-        return ["the final stage has no USER: the container runs as root"]
+        return ["the image has no USER: the container runs as root"]
     user = users[-1].arguments.split(":")[0].strip()
     if user in ("root", "0"):
         return [f"line {users[-1].line}: USER {user} is root"]
@@ -290,86 +413,161 @@ def runtime_user_problems(stages: list[Stage]) -> list[str]:
     return []
 
 
-def venv_base_problems(stages: list[Stage]) -> list[str]:
-    """A venv copied from another stage must come from the same base image: its python
-    is a link to that image's interpreter."""
-    by_name = {stage.name: stage for stage in stages if stage.name}
-    problems = []
-    final = stages[-1]
-    for instruction in final.instructions:
-        if instruction.keyword != "COPY":
-            continue
-        flags, words = split_flags(instruction.arguments)
-        source = by_name.get(flags.get("from", ""))
-        if source and any(".venv" in word for word in words) and source.base != final.base:
-            problems.append(
-                f"line {instruction.line}: venv from a {source.base} stage into {final.base}"
-            )
-    return problems
-
-
-def uv_sync_problems(stages: list[Stage], package: str) -> list[str]:
-    """The builder installs `package` from the lock, without dev tools, as wheels."""
-    syncs = [
-        shlex.split(i.arguments)
-        for stage in stages[:-1]
-        for i in stage.instructions
-        if i.keyword == "RUN" and "uv sync" in i.arguments
-    ]
-    if not syncs:
-        return ["no builder stage runs `uv sync`"]
-    words = syncs[-1]
-    problems = [
-        f"the last `uv sync` lacks {flag}"
-        for flag in ("--frozen", "--no-dev", "--no-editable")
-        if flag not in words
-    ]
-    # An editable install would point at sources the runtime stage does not have.
-    named = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--package"]
-    named += [word.partition("=")[2] for word in words if word.startswith("--package=")]
-    if named != [package]:
-        problems.append(f"the last `uv sync` installs {named or 'the whole workspace'}")
-    return problems
-
-
-def workspace_copy_problems(stages: list[Stage], required: list[str]) -> list[str]:
-    """Before its first `uv sync`, the builder must have copied each `required` path to the
-    same place under its WORKDIR: uv reads every workspace member's pyproject.toml where the
-    root pyproject.toml says the member is."""
-    for stage in stages:
-        placed: set[str] = set()
+def venv_copies(stages: list[Stage], chain: list[Stage]) -> list[tuple[Instruction, int]]:
+    """(COPY, index of the source stage) for each COPY --from=<stage> of a venv in `chain`."""
+    copies = []
+    for stage in chain:
+        index = next(i for i, candidate in enumerate(stages) if candidate is stage)
         for instruction in stage.instructions:
-            if instruction.keyword == "RUN" and "uv sync" in instruction.arguments:
-                return [
-                    f"{path} is not copied to its place before `uv sync`"
-                    for path in required
-                    if path not in placed
-                ]
             if instruction.keyword != "COPY":
                 continue
             flags, words = split_flags(instruction.arguments)
-            if "from" in flags or len(words) < 2:
-                continue
-            *sources, destination = words
-            into_directory = (
-                destination.endswith("/") or len(sources) > 1 or _normalised(destination) == "."
-            )
-            for source in map(_normalised, sources):
-                for path in required:
-                    if source == path:  # a file
-                        landing = (
-                            posixpath.join(destination, posixpath.basename(path))
-                            if into_directory
-                            else destination
-                        )
-                    elif source == "." or path.startswith(source + "/"):
-                        # A directory: its contents land in the destination.
-                        landing = posixpath.join(destination, posixpath.relpath(path, source))
-                    else:
-                        continue
-                    if _normalised(landing) == path:
-                        placed.add(path)
-    return ["no stage runs `uv sync`"]
+            source = _earlier_stage(stages, flags.get("from", ""), index, by_index=True)
+            if source is not None and any(".venv" in word for word in words):
+                copies.append((instruction, source))
+    return copies
+
+
+def venv_problems(stages: list[Stage], chain: list[Stage]) -> list[str]:
+    """The image copies one venv, from a builder on the same base image: the venv's python
+    is a link to that image's interpreter."""
+    copies = venv_copies(stages, chain)
+    if len(copies) != 1:
+        return [f"the image copies {len(copies)} venvs from builder stages, not 1"]
+    instruction, source = copies[0]
+    builder_base = _chain_from(stages, source)[0].base
+    if builder_base != chain[0].base:
+        return [f"line {instruction.line}: venv from a {builder_base} stage into {chain[0].base}"]
+    return []
+
+
+def builder_chain(stages: list[Stage], chain: list[Stage]) -> list[Stage]:
+    """The chain of the stage the image's venv comes from."""
+    copies = venv_copies(stages, chain)
+    if not copies:
+        raise DockerfileError("the image copies no venv from a builder stage")
+    return _chain_from(stages, copies[-1][1])
+
+
+def _uv_syncs(chain: list[Stage]) -> list[tuple[Instruction, list[str]]]:
+    return [
+        (i, shlex.split(i.arguments)) for i in _in_chain(chain, "RUN") if "uv sync" in i.arguments
+    ]
+
+
+def _packages(words: list[str]) -> list[str]:
+    named = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--package"]
+    return named + [word.partition("=")[2] for word in words if word.startswith("--package=")]
+
+
+def uv_sync_problems(chain: list[Stage], package: str) -> list[str]:
+    """The builder chain installs `package` from the lock, without dev tools, as wheels:
+    every `uv sync` is --frozen and --no-dev; the last one is --no-editable (an editable
+    install would point at sources the runtime stage does not have) and installs exactly
+    `package`."""
+    syncs = _uv_syncs(chain)
+    if not syncs:
+        return ["no builder stage runs `uv sync`"]
+    problems = [
+        f"line {instruction.line}: `uv sync` lacks {flag}"
+        for instruction, words in syncs
+        for flag in ("--frozen", "--no-dev")
+        if flag not in words
+    ]
+    last, words = syncs[-1]
+    if "--no-editable" not in words:
+        problems.append(f"line {last.line}: the last `uv sync` lacks --no-editable")
+    if "--no-install-workspace" in words or "--only-install-workspace" in words:
+        problems.append(f"line {last.line}: the last `uv sync` skips part of the install")
+    if _packages(words) != [package]:
+        installs = _packages(words) or "the whole workspace"
+        problems.append(f"line {last.line}: the last `uv sync` installs {installs}")
+    return problems
+
+
+def shared_dependency_problems(
+    stages: list[Stage], targets: list[str], package: str = "kriten-common"
+) -> list[str]:
+    """The third-party dependencies every target needs (those of `package`) are installed
+    once, by one `uv sync` that all the targets' builders run first."""
+    firsts = {}
+    for target in targets:
+        syncs = _uv_syncs(builder_chain(stages, stage_chain(stages, target)))
+        if not syncs:
+            return [f"{target}: no `uv sync`"]
+        firsts[target] = syncs[0]
+    lines = {instruction.line for instruction, _ in firsts.values()}
+    if len(lines) != 1:
+        where = ", ".join(f"{t} line {i.line}" for t, (i, _) in firsts.items())
+        return [f"the targets' first `uv sync` differ ({where}): nothing is built once"]
+    instruction, words = next(iter(firsts.values()))
+    problems = []
+    if "--no-install-workspace" not in words:
+        problems.append(f"line {instruction.line}: the shared `uv sync` installs workspace code")
+    if _packages(words) != [package]:
+        problems.append(
+            f"line {instruction.line}: the shared `uv sync` installs "
+            f"{_packages(words) or 'the whole workspace'}, not {package}'s dependencies"
+        )
+    return problems
+
+
+def _placed(chain: list[Stage], upto: Instruction, required: list[str]) -> set[str]:
+    """Which `required` paths the COPYs of `chain` before `upto` put at the same place
+    under the WORKDIR (a file, or a directory copied whole or with a parent)."""
+    placed: set[str] = set()
+    for instruction in (i for stage in chain for i in stage.instructions):
+        if instruction is upto:
+            return placed
+        if instruction.keyword != "COPY":
+            continue
+        flags, words = split_flags(instruction.arguments)
+        if "from" in flags or len(words) < 2:
+            continue
+        *sources, destination = words
+        into_directory = (
+            destination.endswith("/") or len(sources) > 1 or _normalised(destination) == "."
+        )
+        for source in map(_normalised, sources):
+            for path in required:
+                if source == path:  # the path itself
+                    landing = (
+                        posixpath.join(destination, posixpath.basename(path))
+                        if into_directory
+                        else destination
+                    )
+                elif source == "." or path.startswith(source + "/"):
+                    # A parent directory: its contents land in the destination.
+                    landing = posixpath.join(destination, posixpath.relpath(path, source))
+                else:
+                    continue
+                if _normalised(landing) == path:
+                    placed.add(path)
+    return placed
+
+
+def workspace_copy_problems(
+    chain: list[Stage], manifests: list[str], sources: list[str]
+) -> list[str]:
+    """Before the first `uv sync` of the builder chain, each of `manifests` is copied to the
+    same place under the WORKDIR (uv reads every workspace member's pyproject.toml where the
+    root pyproject.toml says the member is); before the last one, each of `sources` (the
+    directories of the members it installs) too."""
+    syncs = _uv_syncs(chain)
+    if not syncs:
+        return ["no stage runs `uv sync`"]
+    first, last = syncs[0][0], syncs[-1][0]
+    placed_first = _placed(chain, first, manifests)
+    placed_last = _placed(chain, last, manifests + sources)
+    return [
+        f"{path} is not copied to its place before the first `uv sync` (line {first.line})"
+        for path in manifests
+        if path not in placed_first
+    ] + [
+        f"{path} is not copied to its place before the last `uv sync` (line {last.line})"
+        for path in manifests + sources
+        if path not in placed_last
+    ]
 
 
 def workspace_members() -> list[str]:
@@ -378,10 +576,64 @@ def workspace_members() -> list[str]:
     return members
 
 
-def declared_scripts(service: str) -> dict[str, str]:
-    project = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())
-    scripts: dict[str, str] = project["project"].get("scripts", {})
-    return scripts
+def member_projects() -> dict[str, tuple[str, dict[str, Any]]]:
+    """{project name: (member directory, its [project] table)} for the workspace."""
+    projects = {}
+    for member in workspace_members():
+        project = tomllib.loads((REPO / member / "pyproject.toml").read_text())["project"]
+        projects[project["name"]] = (member, project)
+    return projects
+
+
+def member_closure(package: str) -> list[str]:
+    """The directories of `package` and of the workspace members it depends on."""
+    projects = member_projects()
+    found: list[str] = []
+    pending = [package]
+    while pending:
+        name = pending.pop()
+        if name not in projects or projects[name][0] in found:
+            continue
+        found.append(projects[name][0])
+        for requirement in projects[name][1].get("dependencies", []):
+            pending.append(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0])
+    return sorted(found)
+
+
+def console_script_problems(command: list[str], package: str, scripts: dict[str, str]) -> list[str]:
+    """The command is one of `package`'s console scripts (`scripts`, from its pyproject.toml),
+    and the function that script calls can be imported and called."""
+    if not command:
+        return ["no command"]
+    if command[0] not in scripts:
+        return [f"{command[0]} is not a console script of {package} ({sorted(scripts)})"]
+    target = scripts[command[0]]
+    module_name, _, attribute = target.partition(":")
+    try:
+        found: object = importlib.import_module(module_name.strip())
+        for part in attribute.split("[")[0].strip().split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as error:
+        return [f"{command[0]} = {target}: {error}"]
+    if not callable(found):
+        return [f"{command[0]} = {target}: not callable"]
+    return []
+
+
+def target_command_problems(stages: list[Stage], target: str) -> tuple[str, list[str]]:
+    """(the package a target installs, what is wrong with its command): the command must be
+    a console script of the package the builder's last `uv sync` installs."""
+    chain = stage_chain(stages, target)
+    syncs = _uv_syncs(builder_chain(stages, chain))
+    packages = _packages(syncs[-1][1]) if syncs else []
+    if len(packages) != 1:
+        return "", [f"{target}: the builder installs {packages or 'no single package'}"]
+    command, problems = final_command(chain)
+    projects = member_projects()
+    if packages[0] not in projects:
+        return packages[0], [f"{target}: {packages[0]} is not a workspace member"]
+    scripts = projects[packages[0]][1].get("scripts", {})
+    return packages[0], problems + console_script_problems(command, packages[0], scripts)
 
 
 # --------------------------------------------------------------------------- compose
@@ -429,14 +681,19 @@ def volume_mounts(service: dict[str, Any]) -> list[tuple[str, str, str]]:
     return mounts
 
 
-def build_of(service: dict[str, Any]) -> tuple[str, str] | None:
-    """(context, dockerfile) as written, or None for a service without `build`."""
+def build_of(service: dict[str, Any]) -> tuple[str, str, str | None] | None:
+    """(context, dockerfile, target) as written, or None for a service without `build`."""
     build = service.get("build")
     if build is None:
         return None
     if isinstance(build, str):
-        return build, "Dockerfile"
-    return str(build.get("context", ".")), str(build.get("dockerfile", "Dockerfile"))
+        return build, "Dockerfile", None
+    target = build.get("target")
+    return (
+        str(build.get("context", ".")),
+        str(build.get("dockerfile", "Dockerfile")),
+        None if target is None else str(target),
+    )
 
 
 def compose_problems(compose: dict[str, Any], base: Path) -> list[str]:
@@ -451,11 +708,22 @@ def compose_problems(compose: dict[str, Any], base: Path) -> list[str]:
         if build is None and not service.get("image"):
             problems.append(f"{name}: neither build nor image")
         if build is not None:
-            context = (base / build[0]).resolve()
+            context_name, dockerfile, build_target = build
+            context = (base / context_name).resolve()
             if not context.is_dir():
-                problems.append(f"{name}: build context {build[0]} does not exist")
-            elif not (context / build[1]).is_file():
-                problems.append(f"{name}: dockerfile {build[1]} does not exist in {build[0]}")
+                problems.append(f"{name}: build context {context_name} does not exist")
+            elif not (context / dockerfile).is_file():
+                problems.append(f"{name}: dockerfile {dockerfile} does not exist in {context_name}")
+            elif build_target is not None:
+                try:
+                    stages = load_stages(context / dockerfile)
+                except DockerfileError as error:
+                    problems.append(f"{name}: {dockerfile}: {error}")
+                else:
+                    if build_target.lower() not in {stage.name for stage in stages}:
+                        problems.append(
+                            f"{name}: target {build_target} is not a stage of {dockerfile}"
+                        )
         for kind, source, target in volume_mounts(service):
             if kind == "bind" and not (base / source).exists():
                 problems.append(f"{name}: bind mount source {source} does not exist")
@@ -698,11 +966,13 @@ def test_compose_commits_no_secret() -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_compose_service_is_built_from_its_dockerfile_at_the_repo_root(service: str) -> None:
+def test_compose_service_is_built_from_its_target_of_the_root_dockerfile(service: str) -> None:
     build = build_of(load_compose()["services"][service])
     assert build is not None
-    assert (COMPOSE_FILE.parent / build[0]).resolve() == REPO
-    assert (REPO / build[1]).resolve() == REPO / "services" / service / "Dockerfile"
+    context, dockerfile, target = build
+    assert (COMPOSE_FILE.parent / context).resolve() == REPO
+    assert (REPO / dockerfile).resolve() == DOCKERFILE
+    assert target == service
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -800,65 +1070,90 @@ def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
         assert not is_ignored(path, patterns), path
 
 
-@pytest.mark.parametrize("service", SERVICES)
-def test_dockerfile_copies_only_what_the_context_has(service: str) -> None:
-    instructions = parse_dockerfile((REPO / "services" / service / "Dockerfile").read_text())
-    assert copy_source_problems(instructions, REPO) == []
+def test_dockerfile_parses_into_one_target_per_service() -> None:
+    stages = load_stages(DOCKERFILE)
+    names = [stage.name for stage in stages]
+    for service in SERVICES:
+        assert service in names, f"no stage `{service}` in {DOCKERFILE.name}"
+    assert reference_problems(stages) == []
+
+
+def test_the_per_service_dockerfiles_are_gone() -> None:
+    # One Dockerfile at the root; a leftover copy would drift from it unnoticed.
+    assert sorted(str(p.relative_to(REPO)) for p in REPO.glob("services/*/Dockerfile")) == []
+
+
+def test_dockerfile_copies_only_what_the_context_has() -> None:
+    assert copy_source_problems(parse_dockerfile(DOCKERFILE.read_text()), REPO) == []
+
+
+def test_dockerfile_builds_the_shared_dependencies_once() -> None:
+    assert shared_dependency_problems(load_stages(DOCKERFILE), list(SERVICES)) == []
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerfile_builder_installs_the_service_from_the_lock(service: str) -> None:
-    stages = load_stages(REPO / "services" / service / "Dockerfile")
-    assert len(stages) >= 2, "multi-stage: a builder and a runtime"
-    assert stages[0].base == "python:3.11-slim"
-    assert uv_sync_problems(stages, f"kriten-{service}") == []
-    required = ["pyproject.toml", "uv.lock"] + [f"{m}/pyproject.toml" for m in workspace_members()]
-    assert workspace_copy_problems(stages, required) == []
+    stages = load_stages(DOCKERFILE)
+    builder = builder_chain(stages, stage_chain(stages, service))
+    assert builder[0].base == "python:3.11-slim"
+    assert uv_sync_problems(builder, f"kriten-{service}") == []
+    manifests = ["pyproject.toml", "uv.lock"] + [f"{m}/pyproject.toml" for m in workspace_members()]
+    members = member_closure(f"kriten-{service}")
+    assert {"libs/common", f"services/{service}"} <= set(members)
+    assert workspace_copy_problems(builder, manifests, members) == []
+    environment = image_environment(builder)
+    assert environment.get("UV_COMPILE_BYTECODE") == "1", "bytecode compiled at build time"
+    assert environment.get("UV_PYTHON_DOWNLOADS") == "never"
+    assert environment.get("UV_PROJECT_ENVIRONMENT") == "/app/.venv"
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_dockerfile_runtime_stage(service: str) -> None:
-    stages = load_stages(REPO / "services" / service / "Dockerfile")
-    final = stages[-1]
-    assert final.base == "python:3.11-slim"
-    assert venv_base_problems(stages) == []
-    assert runtime_user_problems(stages) == []
-    assert [i.arguments for i in final.instructions if i.keyword == "USER"][-1] in (
-        "10001",
-        "10001:10001",
-    )
-    assert any(
-        i.keyword == "COPY" and split_flags(i.arguments)[0].get("from") for i in final.instructions
-    ), "the runtime stage copies the venv from the builder"
-    assert "ENV PATH=/app/.venv/bin:$PATH" in [
-        f"{i.keyword} {i.arguments}" for i in final.instructions
-    ]
-    assert "8080" in [i.arguments for i in final.instructions if i.keyword == "EXPOSE"]
+def test_dockerfile_runtime_target(service: str) -> None:
+    stages = load_stages(DOCKERFILE)
+    chain = stage_chain(stages, service)
+    assert chain[0].base == "python:3.11-slim"
+    assert venv_problems(stages, chain) == []
+    (copied,) = venv_copies(stages, chain)
+    assert split_flags(copied[0].arguments)[1] == ["/app/.venv", "/app/.venv"]
+    assert runtime_user_problems(chain) == []
+    assert [i.arguments for stage in chain for i in stage.instructions if i.keyword == "USER"][
+        -1
+    ] in ("10001", "10001:10001")
+    environment = image_environment(chain)
+    assert environment.get("PATH") == "/app/.venv/bin:$PATH"
+    assert {k: environment.get(k) for k in ("KRITEN_HOST", "KRITEN_PORT")} == {
+        "KRITEN_HOST": "0.0.0.0",  # noqa: S104 - in a container, listen on every interface
+        "KRITEN_PORT": "8080",
+    }
+    exposed = [i.arguments for stage in chain for i in stage.instructions if i.keyword == "EXPOSE"]
+    assert "8080" in exposed
+    # No builder in the image: only the venv is copied from one.
+    assert not any(_uv_syncs(chain)), "the image itself runs `uv sync`"
 
 
 def test_dispatcher_image_has_git_for_the_local_executor() -> None:
-    final = load_stages(REPO / "services" / "dispatcher" / "Dockerfile")[-1]
-    installs = [i.arguments for i in final.instructions if i.keyword == "RUN"]
+    chain = stage_chain(load_stages(DOCKERFILE), "dispatcher")
+    installs = [i.arguments for stage in chain for i in stage.instructions if i.keyword == "RUN"]
     assert any("apt-get install" in run and re.search(r"\bgit\b", run) for run in installs)
+
+
+@pytest.mark.parametrize("service", ["dispatcher", "collector"])
+def test_local_executor_images_own_the_jobs_directory(service: str) -> None:
+    # compose mounts a named volume there, which copies the directory's ownership.
+    chain = stage_chain(load_stages(DOCKERFILE), service)
+    runs = [i.arguments for stage in chain for i in stage.instructions if i.keyword == "RUN"]
+    assert any(re.search(rf"install -d -o 10001 -g 10001 {JOBS_DIR}\b", run) for run in runs)
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerfile_command_is_the_services_console_script(service: str) -> None:
-    command, problems = final_command(load_stages(REPO / "services" / service / "Dockerfile"))
+    stages = load_stages(DOCKERFILE)
+    command, problems = final_command(stage_chain(stages, service))
     assert problems == []
     assert command == [f"kriten-{service}"]
-    assert command[0] in declared_scripts(service)
-
-
-@pytest.mark.parametrize("service", SERVICES)
-def test_console_script_target_is_importable_and_callable(service: str) -> None:
-    command, _ = final_command(load_stages(REPO / "services" / service / "Dockerfile"))
-    target = declared_scripts(service)[command[0]]
-    module_name, _, attribute = target.partition(":")
-    found: object = importlib.import_module(module_name.strip())
-    for part in attribute.split("[")[0].strip().split("."):
-        found = getattr(found, part)
-    assert callable(found), f"{target} is not callable"
+    package, problems = target_command_problems(stages, service)
+    assert package == f"kriten-{service}"
+    assert problems == []
 
 
 # ----------------------------------------------------------------- the checks can fail
@@ -883,19 +1178,74 @@ def test_parser_joins_continuations_and_drops_comments() -> None:
     assert [i.keyword for i in instructions] == ["FROM", "COPY", "COPY", "RUN", "FROM", "CMD"]
     assert instructions[1] == Instruction("COPY", "present.txt missing.txt /app/", 3)
     stages = split_stages(instructions)
-    assert [(s.base, s.name, len(s.instructions)) for s in stages] == [
-        ("python:3.11-slim", "builder", 3),
-        ("python:3.11-slim", None, 1),
+    assert [(s.base, s.name, len(s.instructions), s.line) for s in stages] == [
+        ("python:3.11-slim", "builder", 3, 2),
+        ("python:3.11-slim", None, 1, 9),
     ]
 
 
 @pytest.mark.parametrize(
     "text",
-    ["FROM python:3.11-slim\nRUNN true\n", "FROM python:3.11-slim\nRUN true \\\n", "RUN true\n"],
+    [
+        "FROM python:3.11-slim\nRUNN true\n",
+        "FROM python:3.11-slim\nRUN true \\\n",
+        "RUN true\n",
+        "FROM python:3.11-slim AS\n",
+        "FROM python:3.11-slim AS a b\n",
+        "FROM python:3.11-slim BS a\n",
+        "FROM python:3.11-slim AS 1st\n",
+        "FROM python:3.11-slim AS base\nFROM python:3.11-slim AS Base\n",
+    ],
 )
 def test_parser_rejects_what_docker_would(text: str) -> None:
     with pytest.raises(DockerfileError):
         split_stages(parse_dockerfile(text))
+
+
+CHAIN_DOCKERFILE = """\
+FROM python:3.11-slim AS Base
+ENV A=1 \\
+    B="two words"
+FROM base AS deps
+ENV A 3
+FROM python:3.11-slim AS other
+ENV C=4
+FROM deps AS api
+"""
+
+
+def test_stage_chain_follows_from_through_stages() -> None:
+    stages = split_stages(parse_dockerfile(CHAIN_DOCKERFILE))
+    assert stages[0].name == "base", "stage names are case-insensitive"
+    assert [s.name for s in stage_chain(stages, "api")] == ["base", "deps", "api"]
+    assert [s.name for s in stage_chain(stages, "other")] == ["other"]
+    assert stage_chain(stages) == stage_chain(stages, "api"), "no target: the last stage"
+    assert image_environment(stage_chain(stages, "api")) == {"A": "3", "B": "two words"}
+    with pytest.raises(DockerfileError):
+        stage_chain(stages, "apii")
+    with pytest.raises(DockerfileError):
+        image_environment(split_stages(parse_dockerfile("FROM python:3.11-slim\nENV A=1 B\n")))
+
+
+def test_reference_problems() -> None:
+    text = (
+        "FROM python:3.11-slim AS base\n"
+        "FROM bsae AS deps\n"
+        "FROM later AS early\n"
+        "FROM python:3.11-slim AS later\n"
+        "COPY --from=biulder /a /a\n"
+        "COPY --from=5 /a /a\n"
+        "COPY --from=base /a /a\n"
+        "COPY --from=0 /a /a\n"
+        "COPY --from=python:3.11-slim /a /a\n"
+        "FROM scratch\n"
+    )
+    assert reference_problems(split_stages(parse_dockerfile(text))) == [
+        "line 2: FROM bsae: neither an earlier stage nor a tagged image",
+        "line 3: FROM later: a stage that is not defined before it",
+        "line 5: COPY --from biulder: neither an earlier stage nor a tagged image",
+        "line 6: COPY --from 5: a stage that is not defined before it",
+    ]
 
 
 def test_missing_copy_source_is_reported(tmp_path: Path) -> None:
@@ -931,7 +1281,7 @@ def test_dockerignore_matching() -> None:
 @pytest.mark.parametrize(
     ("final_stage", "expected"),
     [
-        ("", ["the final stage has no USER: the container runs as root"]),
+        ("", ["the image has no USER: the container runs as root"]),
         ("USER root\n", ["line 3: USER root is root"]),
         ("USER 0:0\n", ["line 3: USER 0 is root"]),
         ("USER kriten\n", ["line 3: USER kriten is not a numeric uid"]),
@@ -940,63 +1290,162 @@ def test_dockerignore_matching() -> None:
 )
 def test_runtime_user_check(final_stage: str, expected: list[str]) -> None:
     text = "FROM python:3.11-slim AS builder\nFROM python:3.11-slim\n" + final_stage
-    assert runtime_user_problems(split_stages(parse_dockerfile(text))) == expected
+    assert runtime_user_problems(stage_chain(split_stages(parse_dockerfile(text)))) == expected
 
 
-def test_user_in_an_earlier_stage_does_not_count() -> None:
-    text = "FROM python:3.11-slim AS b\nUSER 10001\nFROM python:3.11-slim\n"
-    assert runtime_user_problems(split_stages(parse_dockerfile(text))) != []
+def test_user_in_a_stage_counts_only_for_the_stages_built_on_it() -> None:
+    unrelated = "FROM python:3.11-slim AS b\nUSER 10001\nFROM python:3.11-slim\n"
+    assert runtime_user_problems(stage_chain(split_stages(parse_dockerfile(unrelated)))) != []
+    parent = "FROM python:3.11-slim AS runtime\nUSER 10001\nFROM runtime AS api\n"
+    assert runtime_user_problems(stage_chain(split_stages(parse_dockerfile(parent)))) == []
+    reset = parent + "USER 0\n"
+    assert runtime_user_problems(stage_chain(split_stages(parse_dockerfile(reset)))) != []
 
 
 @pytest.mark.parametrize(
-    ("final_stage", "command", "problem"),
+    ("text", "command", "problem"),
     [
-        ('CMD ["kriten-api"]\n', ["kriten-api"], None),
-        ('ENTRYPOINT ["tini", "--"]\nCMD ["kriten-api"]\n', ["tini", "--"], None),
-        ("CMD kriten-api --flag\n", ["kriten-api", "--flag"], "shell form"),
-        ("", [], "no CMD or ENTRYPOINT"),
+        ('FROM p:1\nCMD ["python"]\nFROM p:1\nCMD ["kriten-api"]\n', ["kriten-api"], None),
+        (
+            'FROM p:1\nFROM p:1\nENTRYPOINT ["tini", "--"]\nCMD ["kriten-api"]\n',
+            ["tini", "--", "kriten-api"],
+            None,
+        ),
+        ("FROM p:1\nFROM p:1\nCMD kriten-api --flag\n", ["kriten-api", "--flag"], "shell form"),
+        ('FROM p:1\nCMD ["python"]\nFROM p:1\n', [], "no CMD or ENTRYPOINT"),
+        ("FROM p:1\nCMD []\n", [], "empty CMD"),
+        # Inherited from a parent stage, as docker does.
+        ('FROM p:1 AS runtime\nCMD ["kriten-api"]\nFROM runtime AS api\n', ["kriten-api"], None),
+        # A later ENTRYPOINT clears the CMD a parent stage set.
+        (
+            'FROM p:1 AS runtime\nCMD ["kriten-api"]\nFROM runtime\nENTRYPOINT ["tini"]\n',
+            ["tini"],
+            None,
+        ),
     ],
 )
-def test_final_command(final_stage: str, command: list[str], problem: str | None) -> None:
-    text = 'FROM python:3.11-slim\nCMD ["python"]\nFROM python:3.11-slim\n' + final_stage
-    found, problems = final_command(split_stages(parse_dockerfile(text)))
+def test_final_command(text: str, command: list[str], problem: str | None) -> None:
+    found, problems = final_command(stage_chain(split_stages(parse_dockerfile(text))))
     assert found == command
     assert (problem is None) == (problems == [])
     assert all(problem in p for p in problems if problem)
 
 
-def test_venv_from_a_different_base_is_reported() -> None:
-    text = (
-        "FROM python:3.12-slim AS builder\nFROM python:3.11-slim\n"
-        "COPY --from=builder /app/.venv /app/.venv\n"
-    )
-    assert venv_base_problems(split_stages(parse_dockerfile(text))) == [
-        "line 3: venv from a python:3.12-slim stage into python:3.11-slim"
-    ]
-
-
 @pytest.mark.parametrize(
-    ("sync", "expected"),
+    ("text", "expected"),
     [
-        ("uv sync --frozen --no-dev --no-editable --package kriten-api", []),
-        ("uv sync --frozen --no-dev --no-editable --package=kriten-api", []),
         (
-            "uv sync --frozen --no-dev --package kriten-api",
-            ["the last `uv sync` lacks --no-editable"],
+            "FROM python:3.12-slim AS builder\nFROM python:3.11-slim\n"
+            "COPY --from=builder /app/.venv /app/.venv\n",
+            ["line 3: venv from a python:3.12-slim stage into python:3.11-slim"],
         ),
         (
-            "uv sync --frozen --no-dev --no-editable",
-            ["the last `uv sync` installs the whole workspace"],
+            "FROM python:3.12-slim AS b0\nFROM b0 AS builder\nFROM python:3.11-slim AS rt\n"
+            "FROM rt\nCOPY --from=builder /app/.venv /app/.venv\n",
+            ["line 5: venv from a python:3.12-slim stage into python:3.11-slim"],
+        ),
+        ("FROM python:3.11-slim AS b\nFROM python:3.11-slim\n", ["the image copies 0 venvs"]),
+        (
+            "FROM python:3.11-slim AS b\nFROM python:3.11-slim\n"
+            "COPY --from=b /app/.venv /app/.venv\nCOPY --from=0 /app/.venv /app/.venv\n",
+            ["the image copies 2 venvs"],
+        ),
+        (
+            "FROM python:3.11-slim AS b\nFROM python:3.11-slim\n"
+            "COPY --from=b /app/.venv /app/.venv\n",
+            [],
         ),
     ],
 )
-def test_uv_sync_check(sync: str, expected: list[str]) -> None:
-    text = f"FROM python:3.11-slim AS b\nRUN {sync}\nFROM python:3.11-slim\n"
-    assert uv_sync_problems(split_stages(parse_dockerfile(text)), "kriten-api") == expected
+def test_venv_check(text: str, expected: list[str]) -> None:
+    stages = split_stages(parse_dockerfile(text))
+    problems = venv_problems(stages, stage_chain(stages))
+    assert len(problems) == len(expected)
+    assert all(p.startswith(e) for p, e in zip(problems, expected, strict=True)), problems
+
+
+SHARED = "uv sync --frozen --no-dev --no-install-workspace --package kriten-common"
+LAST = "uv sync --frozen --no-dev --no-editable --package kriten-api"
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        (SHARED, LAST, []),
+        (SHARED, LAST.replace("--package ", "--package="), []),
+        (SHARED.replace("--frozen ", ""), LAST, ["line 2: `uv sync` lacks --frozen"]),
+        (SHARED, LAST.replace("--no-dev ", ""), ["line 5: `uv sync` lacks --no-dev"]),
+        (
+            SHARED,
+            LAST.replace("--no-editable ", ""),
+            ["line 5: the last `uv sync` lacks --no-editable"],
+        ),
+        (
+            SHARED,
+            LAST.replace(" --package kriten-api", ""),
+            ["line 5: the last `uv sync` installs the whole workspace"],
+        ),
+        (
+            SHARED,
+            LAST.replace("kriten-api", "kriten-ingress"),
+            ["line 5: the last `uv sync` installs ['kriten-ingress']"],
+        ),
+        (
+            SHARED,
+            LAST + " --no-install-workspace",
+            ["line 5: the last `uv sync` skips part of the install"],
+        ),
+        ("true", "true", ["no builder stage runs `uv sync`"]),
+    ],
+)
+def test_uv_sync_check(first: str, last: str, expected: list[str]) -> None:
+    text = (
+        f"FROM python:3.11-slim AS deps\nRUN {first}\n"
+        f"FROM python:3.11-slim AS unrelated\nFROM deps AS build\nRUN {last}\n"
+        "FROM python:3.11-slim\nCOPY --from=build /app/.venv /app/.venv\n"
+    )
+    stages = split_stages(parse_dockerfile(text))
+    assert [s.name for s in builder_chain(stages, stage_chain(stages))] == ["deps", "build"]
+    assert uv_sync_problems(builder_chain(stages, stage_chain(stages)), "kriten-api") == expected
+
+
+def _two_targets(deps_a: str, deps_b: str) -> list[Stage]:
+    text = (
+        f"FROM python:3.11-slim AS deps\nRUN {SHARED}\n"
+        f"FROM {deps_a} AS build-a\nRUN uv sync --frozen --package kriten-api\n"
+        f"FROM {deps_b} AS build-b\nRUN uv sync --frozen --package kriten-ingress\n"
+        "FROM python:3.11-slim AS a\nCOPY --from=build-a /app/.venv /app/.venv\n"
+        "FROM python:3.11-slim AS b\nCOPY --from=build-b /app/.venv /app/.venv\n"
+    )
+    return split_stages(parse_dockerfile(text))
+
+
+def test_shared_dependency_check() -> None:
+    assert shared_dependency_problems(_two_targets("deps", "deps"), ["a", "b"]) == []
+    assert shared_dependency_problems(_two_targets("deps", "python:3.11-slim"), ["a", "b"]) == [
+        "the targets' first `uv sync` differ (a line 2, b line 6): nothing is built once"
+    ]
+    stages = _two_targets("deps", "deps")
+    assert shared_dependency_problems(stages, ["a", "b"], "kriten-api") == [
+        "line 2: the shared `uv sync` installs ['kriten-common'], not kriten-api's dependencies"
+    ]
+    text = "\n".join(
+        [
+            "FROM python:3.11-slim AS deps",
+            "RUN uv sync --frozen --package kriten-common",
+            "FROM deps AS build",
+            "RUN uv sync --frozen --no-editable --package kriten-api",
+            "FROM python:3.11-slim AS a",
+            "COPY --from=build /app/.venv /app/.venv",
+        ]
+    )
+    assert shared_dependency_problems(split_stages(parse_dockerfile(text)), ["a"]) == [
+        "line 2: the shared `uv sync` installs workspace code"
+    ]
 
 
 def test_workspace_copy_check() -> None:
-    required = [
+    manifests = [
         "pyproject.toml",
         "uv.lock",
         "libs/common/pyproject.toml",
@@ -1009,30 +1458,103 @@ def test_workspace_copy_check() -> None:
         # Flattened: uv would not find the launcher member where the root says it is.
         "COPY launcher/pyproject.toml ./\n"
         "RUN uv sync --frozen\n"
-        "COPY launcher/ launcher/\n"
+        "FROM b AS c\n"
+        "COPY launcher/pyproject.toml launcher/\n"
+        # The manifest alone: not the package's sources.
+        "COPY services/api/pyproject.toml services/api/\n"
+        "RUN uv sync --frozen --no-editable --package kriten-api\n"
         "FROM python:3.11-slim\n"
     )
-    assert workspace_copy_problems(split_stages(parse_dockerfile(text)), required) == [
-        "launcher/pyproject.toml is not copied to its place before `uv sync`"
+    chain = stage_chain(split_stages(parse_dockerfile(text)), "c")
+    assert workspace_copy_problems(chain, manifests, ["libs/common", "services/api"]) == [
+        "launcher/pyproject.toml is not copied to its place before the first `uv sync` (line 5)",
+        "services/api is not copied to its place before the last `uv sync` (line 9)",
     ]
+
+
+def test_member_closure() -> None:
+    assert member_closure("kriten-api") == ["libs/common", "services/api"]
+    assert member_closure("kriten-launcher") == sorted(workspace_members())
+
+
+@pytest.mark.parametrize(
+    ("command", "scripts", "expected"),
+    [
+        (["kriten-api"], {"kriten-api": "kriten_api.__main__:main"}, None),
+        ([], {"kriten-api": "kriten_api.__main__:main"}, "no command"),
+        (["kriten-apii"], {"kriten-api": "kriten_api.__main__:main"}, "not a console script"),
+        (["kriten-api"], {"kriten-api": "kriten_api.__main__:nope"}, "has no attribute"),
+        (["kriten-api"], {"kriten-api": "kriten_nowhere.__main__:main"}, "No module named"),
+        (["kriten-api"], {"kriten-api": "kriten_api.__main__:__name__"}, "not callable"),
+    ],
+)
+def test_console_script_check(
+    command: list[str], scripts: dict[str, str], expected: str | None
+) -> None:
+    problems = console_script_problems(command, "kriten-api", scripts)
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1
+        assert expected in problems[0], problems
+
+
+@pytest.mark.parametrize(
+    ("package", "command", "expected"),
+    [
+        ("kriten-api", "kriten-api", []),
+        (
+            "kriten-api",
+            "kriten-ingress",
+            ["kriten-ingress is not a console script of kriten-api (['kriten-api'])"],
+        ),
+        ("kriten-nope", "kriten-api", ["t: kriten-nope is not a workspace member"]),
+    ],
+)
+def test_target_command_check(package: str, command: str, expected: list[str]) -> None:
+    text = (
+        f"FROM python:3.11-slim AS build\nRUN uv sync --frozen --package {package}\n"
+        f'FROM python:3.11-slim AS t\nCOPY --from=build /app/.venv /app/.venv\nCMD ["{command}"]\n'
+    )
+    assert target_command_problems(split_stages(parse_dockerfile(text)), "t") == (
+        package,
+        expected,
+    )
 
 
 def test_compose_problems_are_reported() -> None:
     broken = copy.deepcopy(load_compose())
     services = broken["services"]
-    services["api"]["build"]["dockerfile"] = "services/api/Dockerfile.missing"
+    services["api"]["build"]["dockerfile"] = "Dockerfile.missing"
+    services["ingress"]["build"]["target"] = "ingres"
     services["ingress"]["depends_on"]["brokerx"] = {"condition": "service_started"}
     services["gateway"]["volumes"] = ["./deploy/gateway/missing.conf:/etc/nginx/nginx.conf:ro"]
     services["dispatcher"]["volumes"] = ["undeclared:/var/lib/kriten/jobs"]
     del services["postgres"]["healthcheck"]
     services["collector"]["build"] = {"context": "nowhere"}
     problems = compose_problems(broken, COMPOSE_FILE.parent)
-    assert "api: dockerfile services/api/Dockerfile.missing does not exist in ." in problems
+    assert "api: dockerfile Dockerfile.missing does not exist in ." in problems
+    assert "ingress: target ingres is not a stage of Dockerfile" in problems
     assert "ingress: depends on brokerx, which is not defined" in problems
     assert "gateway: bind mount source ./deploy/gateway/missing.conf does not exist" in problems
     assert "dispatcher: volume undeclared (at /var/lib/kriten/jobs) is not declared" in problems
     assert "api: waits for postgres healthy; it has no healthcheck" in problems
     assert "collector: build context nowhere does not exist" in problems
+
+
+def test_compose_target_in_a_broken_dockerfile_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM python:3.11-slim AS api\nRUNN true\n")
+    (tmp_path / "Good.Dockerfile").write_text("FROM python:3.11-slim AS api\n")
+    compose = {
+        "services": {
+            "broken": {"build": {"context": ".", "target": "api"}},
+            "good": {"build": {"context": ".", "dockerfile": "Good.Dockerfile", "target": "api"}},
+            "untargeted": {"build": "."},
+        }
+    }
+    assert compose_problems(compose, tmp_path) == [
+        "broken: Dockerfile: line 2: unknown instruction 'RUNN'"
+    ]
 
 
 @pytest.mark.parametrize(
