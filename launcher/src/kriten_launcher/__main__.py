@@ -15,10 +15,11 @@ from kriten_api.settings import ApiSettings
 from kriten_collector.app import create_app as create_collector_app
 from kriten_collector.settings import CollectorSettings
 from kriten_common.http import METRICS_REGISTRY, READINESS_CHECKS
+from kriten_common.paths import RUN_PREFIX
 from kriten_common.service import run_service
 from kriten_dispatcher.app import create_app as create_dispatcher_app
 from kriten_dispatcher.settings import DispatcherSettings
-from kriten_ingress.app import RUN_PREFIX, create_run_app
+from kriten_ingress.app import create_run_app
 from kriten_ingress.settings import IngressSettings
 
 

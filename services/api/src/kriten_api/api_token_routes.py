@@ -27,10 +27,9 @@ from kriten_api.access import (
 from kriten_api.authentication import authenticate
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.openapi import route
-from kriten_api.schemas import ApiTokenIn, ApiTokenOut, DeletedOut, dump, validate
+from kriten_api.schemas import ApiTokenIn, ApiTokenOut, DeletedOut, dump, read_body, validate
 from kriten_common import errors
 from kriten_common.db.models import ApiToken, utcnow
-from kriten_common.http import read_json_object
 
 PATHS = ("apitokens", "api_tokens")
 # Fields a client may not set: a changed key or owner would be a different token. (A body
@@ -97,7 +96,7 @@ def _apply(token: ApiToken, body: dict[str, Any], *, now: datetime) -> None:
 
 async def create_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_json_object(request)
+    body = await read_body(request, ApiTokenIn)
     now = utcnow()
     key = api_tokens.new_key()
     server_key = request.app[SETTINGS].token_key.get_secret_value()
@@ -158,7 +157,7 @@ async def get_token(request: web.Request) -> web.Response:
 
 
 async def update_token(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    body = await read_body(request, ApiTokenIn)
     async with request.app[SESSIONS]() as session:
         token = await _load(request, session, write=True)
         now = utcnow()

@@ -33,21 +33,24 @@ from kriten_api.job_events import JobEvents
 from kriten_api.keys import CONNECTION, JOB_EVENTS, PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.migrate import upgrade_database
 from kriten_api.settings import ApiSettings
+from kriten_api.trailing_slash import trailing_slash_middleware
 from kriten_common.amqp import BroadcastSubscription, Topology
 from kriten_common.crypto import SecretBox
 from kriten_common.http import create_service_app
 from kriten_common.logging import get_logger
 from kriten_common.messages import JobFinished
+from kriten_common.paths import API_BASE
 from kriten_common.service import CleanupContext, broker_context, database_context
 
 log = get_logger(__name__)
-BASE = "/api/v1"
 MAINTENANCE_INTERVAL_SECONDS = 3600.0
 
 
 def create_app(settings: ApiSettings) -> web.Application:
     """Builds the app; every connection is opened by its cleanup context, not here."""
     app = create_service_app(registry=CollectorRegistry(), client_max_size=settings.max_body_bytes)
+    # Before the audit: a redirect is no event of its own (the request it leads to is).
+    app.middlewares.append(trailing_slash_middleware)
     # Inside the error middleware, so it sees a refused request's exception and status.
     app.middlewares.append(audit.audit_middleware)
     app[SETTINGS] = settings
@@ -61,7 +64,6 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(_job_events)  # so does this
     for module in (
         login,
-        openapi,
         runners,
         tasks,
         webhooks,
@@ -76,9 +78,9 @@ def create_app(settings: ApiSettings) -> web.Application:
         deliveries,
         dead_letters,
     ):
-        module.add_routes(app, BASE)
-    # Last: the document covers the routes recorded above.
-    openapi.add_routes(app, BASE)
+        module.add_routes(app, API_BASE)
+    # After the routes it documents (the document itself is built on its first request).
+    openapi.add_routes(app, API_BASE)
     return app
 
 

@@ -44,16 +44,16 @@ from kriten_api.access import count, list_response, readable_ids, require
 from kriten_api.authentication import PRINCIPAL, authenticate
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.openapi import Query, route
-from kriten_api.schemas import AuditLogOut, dump
+from kriten_api.schemas import AuditLogOut, LoginIn, accepted_fields, dump
 from kriten_common import errors
 from kriten_common.db.models import AuditLog
 from kriten_common.http import Handler, response_for
 from kriten_common.logging import get_logger
+from kriten_common.paths import API_BASE, RUN_PREFIX
 
 log = get_logger(__name__)
 
-BASE = "/api/v1/"
-RUN_PATH = "/api/v1/webhooks/run"
+BASE = API_BASE + "/"
 CHANGES = ("POST", "PUT", "PATCH", "DELETE")
 NOT_AUDITED = ("logout", "refresh")
 CATEGORY_ALIASES = {"api_tokens": "apitokens"}
@@ -120,7 +120,7 @@ class Event:
 
 def classify(method: str, path: str) -> Event | None:
     """What a request is for the audit log, or None when it is not recorded."""
-    if not path.startswith(BASE) or path == RUN_PATH or path.startswith(RUN_PATH + "/"):
+    if not path.startswith(BASE) or path == RUN_PREFIX or path.startswith(RUN_PREFIX + "/"):
         return None
     segments = [s for s in path[len(BASE) :].split("/") if s]
     if not segments or method not in CHANGES:
@@ -224,6 +224,11 @@ async def _login_identity(request: web.Request) -> tuple[str, str]:
     except Exception:
         body = None
     if not isinstance(body, dict):
+        return ANONYMOUS, ""
+    try:
+        # The keys as the login handler read them (`Username` is `username`).
+        body = accepted_fields(LoginIn, body)
+    except errors.InvalidInput:
         return ANONYMOUS, ""
     username = body.get("username")
     provider = body.get("provider") or "local"

@@ -37,11 +37,18 @@ from kriten_api.access import (
 from kriten_api.authentication import authenticate
 from kriten_api.keys import SESSIONS
 from kriten_api.openapi import route
-from kriten_api.schemas import CronJobIn, CronJobOut, DeletedOut, JsonSchemaOut, dump, validate
+from kriten_api.schemas import (
+    CronJobIn,
+    CronJobOut,
+    DeletedOut,
+    JsonSchemaOut,
+    dump,
+    read_body,
+    validate,
+)
 from kriten_common import errors
 from kriten_common.admission import validate_input
 from kriten_common.db.models import CronJob, Task, utcnow
-from kriten_common.http import read_json_object
 from kriten_common.rbac import Access, Principal
 
 CRON_FIELDS = 5
@@ -143,7 +150,7 @@ async def list_cronjobs(request: web.Request) -> web.Response:
 
 async def create_cronjob(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_json_object(request)
+    body = await read_body(request, CronJobIn)
     now = utcnow()
     cronjob = CronJob(
         name=check_name(body.get("name")),
@@ -195,7 +202,7 @@ def _only_disables(body: dict[str, Any], cronjob: CronJob) -> bool:
 
 
 async def update_cronjob(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    body = await read_body(request, CronJobIn)
     principal = await authenticate(request)
     async with request.app[SESSIONS]() as session:
         cronjob = await _load(request, session, write=True)

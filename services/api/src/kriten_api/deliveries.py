@@ -25,17 +25,17 @@ from kriten_api.authentication import authenticate
 from kriten_api.keys import PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.openapi import Query, route
 from kriten_api.schemas import AnyJson, DeliveryOut, JobAcceptedOut, TestDeliveryIn, dump
-from kriten_api.webhooks import load_webhook, optional_json_object
+from kriten_api.webhooks import load_webhook, optional_body
 from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.db.models import Task, User, Webhook, WebhookDelivery, utcnow
 from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered
+from kriten_common.paths import RUN_PREFIX
 from kriten_common.rbac import Principal, load_permissions
 from kriten_common.webhook_signing import sign_github, sign_netbox, sign_standard
 
 log = get_logger(__name__)
-RUN_PATH = "/api/v1/webhooks/run/"
 OUTCOMES = ("accepted", "duplicate", "filtered", "rejected")
 TEST_TIMEOUT_SECONDS = 30.0
 
@@ -239,7 +239,7 @@ async def send_test_delivery(request: web.Request) -> web.Response:
     """`POST /webhooks/{id}/test`: signs a sample (or `{"body": ...}`) with the webhook's
     own secret, in its scheme, sends it to the run endpoint, and returns its answer. The
     delivery runs as the webhook's owner: see `require_run_as_owner`."""
-    given = await optional_json_object(request)
+    given = await optional_body(request, TestDeliveryIn)
     principal_name = ""
     async with request.app[SESSIONS]() as session:
         hook = await load_webhook(request, session, write=True)
@@ -254,7 +254,7 @@ async def send_test_delivery(request: web.Request) -> web.Response:
     )
     secret = request.app[SECRET_BOX].decrypt(hook.secret_encrypted)
     body, headers = signed_test_request(scheme=scheme, secret=secret, sample=sample, now=now)
-    url = f"{ingress_base_url(request)}{RUN_PATH}{hook.id}"
+    url = f"{ingress_base_url(request)}{RUN_PREFIX}/{hook.id}"
     try:
         timeout = aiohttp.ClientTimeout(total=TEST_TIMEOUT_SECONDS)
         async with (

@@ -23,10 +23,20 @@ from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.openapi import Query, route
 from kriten_api.roles import UUID_SHAPE, require_item, require_not_builtin
-from kriten_api.schemas import DeletedOut, GroupIn, GroupOut, MemberOut, MembersIn, dump
+from kriten_api.schemas import (
+    DeletedOut,
+    GroupIn,
+    GroupOut,
+    MemberIn,
+    MemberOut,
+    MembersIn,
+    accepted_fields,
+    dump,
+    read_body,
+)
 from kriten_common import errors
 from kriten_common.db.models import Group, RoleBinding, utcnow
-from kriten_common.http import read_json, read_json_object
+from kriten_common.http import read_json
 from kriten_common.rbac import Access
 
 # Directory groups have spaces in their names ("Domain Admins"), so they are allowed.
@@ -93,7 +103,7 @@ async def list_groups(request: web.Request) -> web.Response:
 async def create_group(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "groups", "*", "write")
-    body = await read_json_object(request)
+    body = await read_body(request, GroupIn)
     group = Group(
         name=_check_name(body.get("name")),
         provider=membership.check_provider(body.get("provider", "local"), request.app[SETTINGS]),
@@ -143,7 +153,7 @@ async def get_group(request: web.Request) -> web.Response:
 async def update_group(request: web.Request) -> web.Response:
     """Only the membership can change: the name and provider are the group's identity."""
     principal = await authenticate(request)
-    body = await read_json_object(request)
+    body = await read_body(request, GroupIn)
     async with request.app[SESSIONS]() as session:
         group = await _load(request, session, "write")
         require_not_builtin(group.builtin)
@@ -201,6 +211,10 @@ async def list_group_users(request: web.Request) -> web.Response:
 async def _change_users(request: web.Request, *, adding: bool) -> web.Response:
     principal = await authenticate(request)
     body = await read_json(request)
+    if isinstance(body, list):
+        body = [
+            accepted_fields(MemberIn, item) if isinstance(item, dict) else item for item in body
+        ]
     async with request.app[SESSIONS]() as session:
         # Write is checked by `membership.change`; reading first keeps 404 for the unseen.
         group = await _load(request, session, "read")

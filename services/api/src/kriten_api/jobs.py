@@ -42,9 +42,9 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
     fields: dict[str, Any] = {"id": job.id, "owner": job.owner}
     # Absent, not null, until set: Kriten's clients test for the key.
     if job.start_time is not None:
-        fields["start_time"] = format_unix_date(job.start_time)
+        fields["start_time"] = fields["startTime"] = format_unix_date(job.start_time)
     if job.completion_time is not None:
-        fields["completion_time"] = format_unix_date(job.completion_time)
+        fields["completion_time"] = fields["completionTime"] = format_unix_date(job.completion_time)
     fields["failed"] = 1 if job.status == "failed" else 0
     fields["completed"] = 1 if job.status == "succeeded" else 0
     if full:

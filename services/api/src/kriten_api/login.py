@@ -22,11 +22,10 @@ from kriten_api.authentication import presented_claims, verified_claims
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.login_limits import LoginLimiter
 from kriten_api.openapi import Query, route
-from kriten_api.schemas import LoginIn, MessageOut, TokenOut, dump
+from kriten_api.schemas import LoginIn, MessageOut, TokenOut, dump, read_body
 from kriten_common import errors
 from kriten_common.client_address import client_address, forwarded_hops
 from kriten_common.db.models import User
-from kriten_common.http import read_json_object
 from kriten_common.logging import get_logger
 
 log = get_logger(__name__)
@@ -77,7 +76,7 @@ def request_client_address(request: web.Request) -> str:
 
 
 async def login(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    body = await read_body(request, LoginIn)
     username, password = body.get("username"), body.get("password")
     provider = body.get("provider") or LOCAL
     if not isinstance(username, str) or not isinstance(password, str):

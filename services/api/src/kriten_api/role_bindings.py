@@ -26,10 +26,9 @@ from kriten_api.roles import (
     require_item,
     require_not_builtin,
 )
-from kriten_api.schemas import DeletedOut, RoleBindingIn, RoleBindingOut, dump
+from kriten_api.schemas import DeletedOut, RoleBindingIn, RoleBindingOut, dump, read_body
 from kriten_common import errors
 from kriten_common.db.models import Group, Role, RoleBinding, User, utcnow
-from kriten_common.http import read_json_object
 from kriten_common.rbac import Access, role_permission
 
 SUBJECT_KINDS = ("groups", "users")
@@ -137,7 +136,7 @@ async def list_bindings(request: web.Request) -> web.Response:
 async def create_binding(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "role_bindings", "*", "write")
-    body = await read_json_object(request)
+    body = await read_body(request, RoleBindingIn)
     name = check_label(body.get("name"))
     if "role_name" not in body:
         raise errors.InvalidInput("role_name is required")
@@ -188,7 +187,7 @@ async def get_binding(request: web.Request) -> web.Response:
 
 async def update_binding(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_json_object(request)
+    body = await read_body(request, RoleBindingIn)
     async with request.app[SESSIONS]() as session:
         binding = await _load(request, session, "write")
         require_not_builtin(binding.builtin)

@@ -35,10 +35,9 @@ from kriten_api.authentication import authenticate
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS
 from kriten_api.openapi import route
-from kriten_api.schemas import DeletedOut, RoleIn, RoleOut, dump, validate
+from kriten_api.schemas import DeletedOut, RoleIn, RoleOut, dump, read_body, validate
 from kriten_common import errors
 from kriten_common.db.models import Role, RoleBinding, utcnow
-from kriten_common.http import read_json_object
 from kriten_common.rbac import (
     RESOURCES,
     Access,
@@ -198,7 +197,7 @@ async def list_roles(request: web.Request) -> web.Response:
 async def create_role(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "roles", "*", "write")
-    body = await read_json_object(request)
+    body = await read_body(request, RoleIn)
     for field in ("resource", "access"):
         if field not in body:
             raise errors.InvalidInput(f"{field} is required")
@@ -236,7 +235,7 @@ async def get_role(request: web.Request) -> web.Response:
 
 async def update_role(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_json_object(request)
+    body = await read_body(request, RoleIn)
     async with request.app[SESSIONS]() as session:
         role = await _load(request, session, "write")
         require_not_builtin(role.builtin)

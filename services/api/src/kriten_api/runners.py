@@ -41,6 +41,7 @@ from kriten_api.schemas import (
     SecretsIn,
     SecretsOut,
     dump,
+    read_body,
     validate,
 )
 from kriten_common import errors
@@ -216,7 +217,7 @@ async def list_runners(request: web.Request) -> web.Response:
 async def create_runner(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "runners", "*", "write")
-    body = await read_json_object(request)
+    body = await read_body(request, RunnerIn)
     runner = Runner(name=check_name(body.get("name")), git_url=required_str(body, "gitURL"))
     box = request.app[SECRET_BOX]
     _apply(runner, body, box)
@@ -246,7 +247,7 @@ async def get_runner(request: web.Request) -> web.Response:
 
 
 async def update_runner(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    body = await read_body(request, RunnerIn)
     box = request.app[SECRET_BOX]
     async with request.app[SESSIONS]() as session:
         runner = await _load(request, session, "write")

@@ -8,19 +8,27 @@ says and what is served cannot drift apart. Field names are Kriten's, aliases in
 Timestamps are strings, not `datetime`: the handlers have always answered with
 `isoformat()` (`+00:00`, not Pydantic's `Z`), and clients compare them as text.
 
-Request models accept what the handlers accept (`extra="allow"`: Kriten's clients send
-back whole objects, read-only fields included). Most handlers keep their own checks,
-which give field-specific messages and merge rules no model expresses; `validate` is the
-type check in front of them, so no value of a wrong type reaches the code behind.
+Request bodies go through `accepted_fields` first (`read_body` does both steps): its keys
+are matched to the model's fields as Go's `encoding/json` binds them for Kriten (the exact
+name first, then any case: `giturl` is `gitURL`), and a key that is no field is a 400
+naming it, so an update never answers 200 while ignoring what it was sent. The fields of
+the resource's answer (`answer`) are accepted too, and left to the handler to ignore:
+Kriten's clients send back whole objects, read-only fields included. Most handlers keep
+their own checks, which give field-specific messages and merge rules no model expresses;
+`validate` is the type check in front of them, so no value of a wrong type reaches the
+code behind.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from functools import cache
+from typing import Any, ClassVar, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from kriten_common import errors
+from kriten_common.http import read_json_object
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -30,7 +38,53 @@ class Out(BaseModel):
 
 
 class In(BaseModel):
+    # Extras are refused by `accepted_fields`, which knows the answer's fields and the
+    # other names; the model itself only checks the types of its own fields.
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, extra="allow")
+    # The resource's answer, whose fields a client may send back with the rest.
+    answer: ClassVar[type[Out] | None] = None
+    # Other names Kriten took for a field, which the handler reads as they are.
+    other_names: ClassVar[tuple[str, ...]] = ()
+
+
+def _names(model: type[BaseModel]) -> list[str]:
+    """A model's field names as they appear in JSON (the alias where there is one)."""
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+@cache
+def _accepted_names(model: type[In]) -> tuple[frozenset[str], dict[str, str]]:
+    """The names a body of `model` may use as they are, and by case-folded name."""
+    # The model's own names last, so that they win a case-folded match.
+    names = [*(_names(model.answer) if model.answer else []), *model.other_names, *_names(model)]
+    return frozenset(names), {name.casefold(): name for name in names}
+
+
+def accepted_fields(model: type[In], body: dict[str, Any]) -> dict[str, Any]:
+    """`body` with each key under its canonical name: an exact match first, then the
+    field of any case (as Go's `encoding/json` binds Kriten's bodies). A key that matches
+    no field, or one field given under two spellings, is a 400."""
+    exact, folded = _accepted_names(model)
+    fields: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    unknown: list[str] = []
+    for key, value in body.items():
+        name = key if key in exact else folded.get(key.casefold())
+        if name is None:
+            unknown.append(key)
+        elif name in fields:
+            raise errors.InvalidInput(f"{name} is given twice, as {spelled[name]!r} and {key!r}")
+        else:
+            fields[name], spelled[name] = value, key
+    if unknown:
+        listed = ", ".join(repr(key[:100]) for key in unknown[:10])
+        raise errors.InvalidInput(f"unknown field{'s' if len(unknown) > 1 else ''}: {listed}")
+    return fields
+
+
+async def read_body(request: web.Request, model: type[In]) -> dict[str, Any]:
+    """The request's JSON object, its keys as `accepted_fields` gives them."""
+    return accepted_fields(model, await read_json_object(request))
 
 
 def dump(model: BaseModel) -> Any:
@@ -126,6 +180,7 @@ class RunnerOut(Out):
 
 
 class RunnerIn(In):
+    answer = RunnerOut
     name: str | None = Field(default=None, description="A DNS-1123 name; only on create")
     image: str | None = None
     git_url: str | None = Field(default=None, alias="gitURL", description="Required on create")
@@ -164,6 +219,7 @@ class TaskOut(Out):
 
 
 class TaskIn(In):
+    answer = TaskOut
     name: str | None = Field(default=None, description="A DNS-1123 name; only on create")
     runner: str | None = Field(default=None, description="Required on create")
     command: str | None = Field(default=None, description="Required on create")
@@ -177,12 +233,23 @@ class TaskIn(In):
 
 
 class JobSummaryOut(Out):
-    """A job in a list: without its output."""
+    """A job in a list: without its output. Times are in Go's `time.UnixDate` format, as
+    Kriten gives them, under both of Kriten's names for them: `start_time` and
+    `completion_time` (Kriten 0.5) and `startTime` and `completionTime` (Kriten 0.4, which
+    clients such as kriten-netbox still read); each pair has the same value."""
 
     id: str
     owner: str
     start_time: str | None = Field(default=None, description="Only once started")
     completion_time: str | None = Field(default=None, description="Only once finished")
+    start_time_v04: str | None = Field(
+        default=None, alias="startTime", description="`start_time`, under Kriten 0.4's name"
+    )
+    completion_time_v04: str | None = Field(
+        default=None,
+        alias="completionTime",
+        description="`completion_time`, under Kriten 0.4's name",
+    )
     failed: int
     completed: int
     task: str
@@ -195,23 +262,11 @@ class JobSummaryOut(Out):
     created_at: str
 
 
-class JobOut(Out):
-    id: str
-    owner: str
-    start_time: str | None = Field(default=None, description="Only once started")
-    completion_time: str | None = Field(default=None, description="Only once finished")
-    failed: int
-    completed: int
+class JobOut(JobSummaryOut):
+    """A job, with its output."""
+
     stdout: str
     json_data: Any
-    task: str
-    status: str
-    source: str
-    webhook_id: str | None
-    delivery_id: str | None
-    exit_code: int | None
-    error: str | None
-    created_at: str
 
 
 class JobAcceptedOut(Out):
@@ -247,6 +302,7 @@ class WebhookOut(Out):
 
 
 class WebhookIn(In):
+    answer = WebhookOut
     task: str | None = Field(default=None, description="Required on create")
     secret: str | None = Field(default=None, description="Generated when not given")
     description: str | None = None
@@ -300,6 +356,7 @@ class ApiTokenOut(Out):
 
 
 class ApiTokenIn(In):
+    answer = ApiTokenOut
     description: str | None = None
     enabled: bool | None = None
     expires: str | None = Field(default=None, description="RFC 3339 with an offset; null: never")
@@ -320,6 +377,7 @@ class CronJobOut(Out):
 
 
 class CronJobIn(In):
+    answer = CronJobOut
     name: str | None = Field(default=None, description="A DNS-1123 name; only on create")
     task: str | None = Field(default=None, description="Required on create")
     schedule: str | None = Field(default=None, description="5-field cron, UTC; required on create")
@@ -340,6 +398,8 @@ class UserOut(Out):
 
 
 class UserIn(In):
+    answer = UserOut
+    other_names = ("name",)
     username: str | None = Field(default=None, description="Required on create (or `name`)")
     password: str | None = Field(default=None, description="Write-only; local users only")
     provider: str | None = None
@@ -356,6 +416,7 @@ class GroupOut(Out):
 
 
 class GroupIn(In):
+    answer = GroupOut
     name: str | None = Field(default=None, description="Required on create")
     provider: str | None = None
     users: list[str] | None = Field(default=None, description="Member user ids")
@@ -370,6 +431,8 @@ class MemberOut(Out):
 
 
 class MemberIn(In):
+    answer = MemberOut
+    other_names = ("username",)
     name: str | None = Field(default=None, description="The username (or `username`)")
     provider: str | None = None
 
@@ -389,6 +452,8 @@ class RoleOut(Out):
 
 
 class RoleIn(In):
+    answer = RoleOut
+    other_names = ("resource_names",)
     name: str | None = Field(default=None, description="Required on create")
     resource: str | None = None
     resource_ids: list[str] | None = Field(default=None, description="Also `resource_names`")
@@ -409,6 +474,7 @@ class RoleBindingOut(Out):
 
 
 class RoleBindingIn(In):
+    answer = RoleBindingOut
     name: str | None = Field(default=None, description="Required on create")
     role_name: str | None = Field(default=None, description="Required on create")
     subject_kind: str | None = Field(default=None, description="groups or users")

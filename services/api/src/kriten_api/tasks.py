@@ -32,6 +32,7 @@ from kriten_api.schemas import (
     TaskIn,
     TaskOut,
     dump,
+    read_body,
     validate,
 )
 from kriten_common import errors
@@ -113,7 +114,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 async def create_task(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "tasks", "*", "write")
-    body = await read_json_object(request)
+    body = await read_body(request, TaskIn)
     name = check_name(body.get("name"))
     for field in ("runner", "command"):
         required_str(body, field)
@@ -145,7 +146,7 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 async def update_task(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    body = await read_body(request, TaskIn)
     async with request.app[SESSIONS]() as session:
         task = await load_task(request, session, write=True)
         same_name(body, task.name)

@@ -28,10 +28,9 @@ from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.openapi import route
 from kriten_api.passwords import hash_password_async
 from kriten_api.roles import require_holds, require_item, require_not_builtin
-from kriten_api.schemas import DeletedOut, MemberOut, UserIn, UserOut, dump
+from kriten_api.schemas import DeletedOut, MemberOut, UserIn, UserOut, dump, read_body
 from kriten_common import errors
 from kriten_common.db.models import ApiToken, CronJob, RoleBinding, User, Webhook, utcnow
-from kriten_common.http import read_json_object
 from kriten_common.rbac import Access, Principal, load_permissions
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
@@ -102,7 +101,7 @@ async def list_users(request: web.Request) -> web.Response:
 async def create_user(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "users", "*", "write")
-    body = await read_json_object(request)
+    body = await read_body(request, UserIn)
     username = _check_username(_username(body))
     provider = membership.check_provider(body.get("provider", "local"), request.app[SETTINGS])
     group_keys = body.get("groups") or []
@@ -150,7 +149,7 @@ async def get_user(request: web.Request) -> web.Response:
 async def update_user(request: web.Request) -> web.Response:
     """Changes the password and/or the groups; the username and provider stay."""
     principal = await authenticate(request)
-    body = await read_json_object(request)
+    body = await read_body(request, UserIn)
     async with request.app[SESSIONS]() as session:
         user = await _load(request, session, "write")
         require_not_builtin(user.builtin)

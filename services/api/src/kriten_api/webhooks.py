@@ -35,20 +35,21 @@ from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.openapi import Operation, Raw, record, route
 from kriten_api.schemas import (
     DeletedOut,
+    In,
     JobAcceptedOut,
     RotateIn,
     WebhookIn,
     WebhookOut,
     dump,
+    read_body,
     validate,
 )
 from kriten_common import errors
 from kriten_common.db.models import Task, Webhook, utcnow
 from kriten_common.filter_expressions import InvalidExpression, check_expression
-from kriten_common.http import read_json_object
+from kriten_common.paths import RUN_PREFIX
 from kriten_common.rbac import Principal
 
-RUN_PATH = "/api/v1/webhooks/run/"
 SCHEMES = ("auto", "infrahub", "standard", "netbox", "github")
 MIN_SECRET_LENGTH = 8
 WEAK_SECRET_LENGTH = 16
@@ -65,7 +66,7 @@ def run_url(request: web.Request, webhook_id: str) -> str:
     base = request.app[SETTINGS].public_url
     if not base:
         base = f"{request.scheme}://{request.host}"
-    return f"{base.rstrip('/')}{RUN_PATH}{webhook_id}"
+    return f"{base.rstrip('/')}{RUN_PREFIX}/{webhook_id}"
 
 
 def webhook_json(
@@ -213,7 +214,7 @@ def _apply(hook: Webhook, body: dict[str, Any]) -> None:
 
 async def create_webhook(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_json_object(request)
+    body = await read_body(request, WebhookIn)
     task = body.get("task")
     if not isinstance(task, str) or not task:
         raise errors.InvalidInput("task is required")
@@ -227,9 +228,8 @@ async def create_webhook(request: web.Request) -> web.Response:
         await session.commit()
     # A replica may have cached this id as unknown (someone tried it before it existed).
     await publish_config_changed(request.app, "webhook", hook.id)
-    return web.json_response(
-        webhook_json(request, hook, secret=secret, warnings=warnings), status=201
-    )
+    # 200 like every create, as Kriten answers it: its clients test for 200.
+    return web.json_response(webhook_json(request, hook, secret=secret, warnings=warnings))
 
 
 async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
@@ -277,7 +277,7 @@ async def get_webhook(request: web.Request) -> web.Response:
 
 
 async def update_webhook(request: web.Request) -> web.Response:
-    body = await read_json_object(request)
+    body = await read_body(request, WebhookIn)
     principal = await authenticate(request)
     async with request.app[SESSIONS]() as session:
         hook = await load_webhook(request, session, write=True)
@@ -304,11 +304,11 @@ async def delete_webhook(request: web.Request) -> web.Response:
     return web.json_response(dump(DeletedOut(msg="webhook deleted successfully", id=hook.id)))
 
 
-async def optional_json_object(request: web.Request) -> dict[str, Any]:
-    """The JSON object body, or {} when there is no body at all."""
+async def optional_body(request: web.Request, model: type[In]) -> dict[str, Any]:
+    """The body as `read_body` reads it, or {} when there is no body at all."""
     if not request.can_read_body or not (await request.read()).strip():
         return {}
-    return await read_json_object(request)
+    return await read_body(request, model)
 
 
 def _grace_seconds(body: dict[str, Any]) -> int:
@@ -326,7 +326,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     """`POST /webhooks/{id}/rotate`: a new secret (shown once); the current one becomes the
     previous and keeps verifying for `grace_seconds` (0: stops at once). The owner's or an
     admin's act only: the secret signs deliveries that run as the owner."""
-    body = await optional_json_object(request)
+    body = await optional_body(request, RotateIn)
     grace = _grace_seconds(body)
     secret, warnings = _secret(body)
     box = request.app[SECRET_BOX]
@@ -367,7 +367,6 @@ def add_routes(app: web.Application, base: str) -> None:
             summary="Create a webhook (its secret shown once)",
             request=WebhookIn,
             response=WebhookOut,
-            status=201,
         )
     route(
         app,

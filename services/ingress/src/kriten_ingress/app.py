@@ -21,6 +21,7 @@ from kriten_common.http import (
     error_middleware,
 )
 from kriten_common.messages import ConfigChanged
+from kriten_common.paths import RUN_PREFIX
 from kriten_common.service import CleanupContext, broker_context, database_context
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog
@@ -29,8 +30,6 @@ from kriten_ingress.metrics import IngressMetrics
 from kriten_ingress.run_endpoint import INTAKE, Intake, run_webhook
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.webhook_config import WebhookConfigs
-
-RUN_PREFIX = "/api/v1/webhooks/run"
 
 
 def create_run_app(
@@ -56,6 +55,9 @@ def _install(
     app.cleanup_ctx.append(_configs)
     app.cleanup_ctx.append(_intake)
     app.router.add_post(prefix + "/{webhook_id}", run_webhook)
+    # Senders do not follow redirects (the api redirects other slashed paths, as Kriten's
+    # router does): the slashed form is answered as it is.
+    app.router.add_post(prefix + "/{webhook_id}/", run_webhook)
 
 
 def _database_context(settings: IngressSettings) -> CleanupContext:
