@@ -38,6 +38,7 @@ test-deps:
 		|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slapd ldap-utils; }; \
 	else echo "note: slapd is missing and cannot be installed here (needs root and apt-get); the LDAP tests will fail"; fi
 
+# The tests only: ruff, mypy and import-linter are `make lint` (.ci/run runs both).
 test: sync test-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 

@@ -24,8 +24,8 @@ Grant = tuple[str, list[str], str]
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
-    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
+def api_settings(api_settings: ApiSettings, migrated_postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(migrated_postgres_url)})
 
 
 async def add_user(api: ApiClient, username: str, *grants: Grant) -> dict[str, str]:

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlmodel import col, func, select
 
-from kriten_api.app import create_app
 from kriten_api.audit import AnonymousSampler
 from kriten_api.keys import SESSIONS
 from kriten_api.migrate import upgrade_database
 from kriten_api.settings import ApiSettings
 from kriten_common.db.engine import create_engine, session_factory
 from kriten_common.db.models import AuditLog
-from tests.api.conftest import ApiClient, login
+from tests.api.conftest import ApiClient, BuildApi, login
 
 pytestmark = pytest.mark.integration
 
@@ -38,9 +36,9 @@ def sampled_settings(api_settings: ApiSettings) -> ApiSettings:
 
 
 async def test_a_thousand_unauthenticated_requests_write_a_bounded_number_of_rows(
-    sampled_settings: ApiSettings, aiohttp_client: Callable[..., Awaitable[ApiClient]]
+    sampled_settings: ApiSettings, build_api: BuildApi
 ) -> None:
-    api = await aiohttp_client(create_app(sampled_settings))
+    api = await build_api(sampled_settings)
     # Before the failed logins below, which lock this address out of logging in.
     root = await login(api)
     api.session.cookie_jar.clear()
@@ -83,7 +81,7 @@ def test_the_sampler_refills_and_counts_what_it_left_out() -> None:
 async def test_rows_past_the_retention_are_purged_by_the_api(
     api_settings: ApiSettings,
     sqlite_url: str,
-    aiohttp_client: Callable[..., Awaitable[ApiClient]],
+    build_api: BuildApi,
 ) -> None:
     await upgrade_database(sqlite_url)
     engine = create_engine(sqlite_url)
@@ -108,7 +106,7 @@ async def test_rows_past_the_retention_are_purged_by_the_api(
     finally:
         await engine.dispose()
     settings = api_settings.model_copy(update={"audit_retention_days": 90})
-    api = await aiohttp_client(create_app(settings))
+    api = await build_api(settings)
     deadline = time.monotonic() + 10
     while await _rows(api, AuditLog.target == "old") and time.monotonic() < deadline:
         await asyncio.sleep(0.1)

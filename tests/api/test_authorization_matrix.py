@@ -258,6 +258,7 @@ async def check(
 
 
 @pytest.mark.parametrize("principal", PRINCIPALS)
+@pytest.mark.broker  # the matrix covers the dead-letter routes, which read the broker
 async def test_authorization_matrix(api: ApiClient, principal: str) -> None:
     world = await build_world(api, principal)
     problems: list[str] = []

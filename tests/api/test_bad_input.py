@@ -4,16 +4,13 @@ numbers or dates out of the range the database and `datetime` can hold."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 from aiohttp import ClientResponse
 from pydantic import SecretStr
 
-from kriten_api.app import create_app
 from kriten_api.settings import ApiSettings
 from kriten_common.http import MAX_JSON_DEPTH
-from tests.api.conftest import ApiClient, login
+from tests.api.conftest import ApiClient, BuildApi, login
 
 pytestmark = pytest.mark.integration
 
@@ -90,11 +87,11 @@ async def test_an_api_token_expiry_out_of_datetime_range_is_refused(
 @pytest.fixture
 async def postgres_api(
     api_settings: ApiSettings,
-    postgres_url: str,
-    aiohttp_client: Callable[..., Awaitable[ApiClient]],
+    migrated_postgres_url: str,
+    build_api: BuildApi,
 ) -> ApiClient:
-    settings = api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
-    return await aiohttp_client(create_app(settings))
+    settings = api_settings.model_copy(update={"database_url": SecretStr(migrated_postgres_url)})
+    return await build_api(settings)
 
 
 @pytest.mark.parametrize(

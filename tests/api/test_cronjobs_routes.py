@@ -29,8 +29,8 @@ FIELDS = {"name", "owner", "task", "schedule", "disable", "extra_vars", "created
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
-    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
+def api_settings(api_settings: ApiSettings, migrated_postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(migrated_postgres_url)})
 
 
 async def setup_tasks(api: ApiClient, headers: dict[str, str]) -> None:

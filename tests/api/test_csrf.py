@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from kriten_api.app import create_app
 from kriten_api.settings import ApiSettings
 from kriten_common.client_address import parse_networks
-from tests.api.conftest import ApiClient, login
+from tests.api.conftest import ApiClient, BuildApi, login
 
 pytestmark = pytest.mark.integration
 
@@ -127,9 +126,9 @@ def public_settings(api_settings: ApiSettings) -> ApiSettings:
 
 
 async def test_the_public_url_is_an_own_origin(
-    public_settings: ApiSettings, aiohttp_client: Any
+    public_settings: ApiSettings, build_api: BuildApi
 ) -> None:
-    api = await aiohttp_client(create_app(public_settings))
+    api = await build_api(public_settings)
     cookie = await _cookie(api)
     ok = await _post(api, {**cookie, "Origin": "https://kriten.example.org"}, "application/json")
     assert ok.status == 200, await ok.text()
@@ -140,12 +139,12 @@ async def test_the_public_url_is_an_own_origin(
 
 
 async def test_forwarded_headers_from_a_trusted_proxy_are_believed(
-    api_settings: ApiSettings, aiohttp_client: Any
+    api_settings: ApiSettings, build_api: BuildApi
 ) -> None:
     settings = api_settings.model_copy(
         update={"trusted_proxies": parse_networks(["127.0.0.1/32", "::1/128"])}
     )
-    api = await aiohttp_client(create_app(settings))
+    api = await build_api(settings)
     cookie = await _cookie(api)
     proxied = {
         **cookie,

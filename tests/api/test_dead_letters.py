@@ -10,7 +10,8 @@ from kriten_common.amqp import Topology
 from tests.api.conftest import ApiClient, create, login
 from tests.common.test_dead_letters import depth, drain, put_dead_letters
 
-pytestmark = pytest.mark.integration
+# Every test here reads the dead-letter queue, on the real broker.
+pytestmark = [pytest.mark.integration, pytest.mark.broker]
 
 BASE = "/api/v1/dead_letters"
 

@@ -15,7 +15,6 @@ from sqlalchemy import text
 from sqlmodel import select
 
 from kriten_api import jwt_tokens
-from kriten_api.app import create_app
 from kriten_api.bootstrap import ensure_builtins
 from kriten_api.keys import SESSIONS
 from kriten_api.migrate import upgrade_database
@@ -30,7 +29,7 @@ from kriten_common.webhook_signing import sign_standard
 from kriten_ingress.app import create_app as create_ingress_app
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.signatures import VerificationFailed, verify
-from tests.api.conftest import ApiClient, login
+from tests.api.conftest import ApiClient, BuildApi, login
 
 pytestmark = pytest.mark.integration
 
@@ -239,12 +238,12 @@ def test_production_refuses_the_default_jwt_key() -> None:
 
 
 async def test_a_token_signed_with_the_development_key_is_refused(
-    api_settings: ApiSettings, aiohttp_client: Callable[..., Awaitable[ApiClient]]
+    api_settings: ApiSettings, build_api: BuildApi
 ) -> None:
     settings = api_settings.model_copy(
         update={"jwt_key": SecretStr("the-deployment-own-jwt-key-of-32-bytes-or-more")}
     )
-    api = await aiohttp_client(create_app(settings))
+    api = await build_api(settings)
     async with api.app[SESSIONS]() as session:
         root = (await session.exec(select(User).where(User.username == "root"))).one()
     forged, _ = jwt_tokens.issue_token(

@@ -22,13 +22,12 @@ from pydantic import SecretStr
 from sqlmodel import select
 
 from kriten_api import jwt_tokens
-from kriten_api.app import create_app
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.ldap_auth import LdapConfig, authenticate_sync, prepared_password, user_filter
 from kriten_api.settings import ApiSettings
 from kriten_common.db.models import User
 from kriten_common.settings import ConfigurationError
-from tests.api.conftest import ApiClient
+from tests.api.conftest import ApiClient, BuildApi
 from tests.ldap_server import LdapServer, free_port, running_slapd
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -63,13 +62,11 @@ def ldap_overrides(directory: LdapServer, transport: str, **extra: Any) -> dict[
 
 
 @pytest.fixture
-def make_api(
-    api_settings: ApiSettings, aiohttp_client: Callable[..., Awaitable[ApiClient]]
-) -> MakeApi:
+def make_api(api_settings: ApiSettings, build_api: BuildApi) -> MakeApi:
     async def make(**overrides: Any) -> ApiClient:
         # Through the constructor, so the settings' validators run on the overrides too.
         settings = ApiSettings(**{**dict(api_settings), **overrides})
-        return await aiohttp_client(create_app(settings))
+        return await build_api(settings)
 
     return make
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from kriten_api import passwords
-from kriten_api.app import create_app
 from kriten_api.login_limits import RATE_LIMITED, LoginLimiter, address_key
 from kriten_api.settings import ApiSettings
 from kriten_common import errors
@@ -24,7 +23,7 @@ from kriten_common.client_address import (
     parse_address,
     parse_networks,
 )
-from tests.api.conftest import ApiClient
+from tests.api.conftest import ApiClient, BuildApi
 
 MakeApi = Callable[..., Awaitable[ApiClient]]
 
@@ -172,12 +171,10 @@ def test_client_address_helpers() -> None:
 
 
 @pytest.fixture
-def make_api(
-    api_settings: ApiSettings, aiohttp_client: Callable[..., Awaitable[ApiClient]]
-) -> MakeApi:
+def make_api(api_settings: ApiSettings, build_api: BuildApi) -> MakeApi:
     async def make(**overrides: Any) -> ApiClient:
         settings = ApiSettings(**{**dict(api_settings), **overrides})
-        return await aiohttp_client(create_app(settings))
+        return await build_api(settings)
 
     return make
 

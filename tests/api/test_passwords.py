@@ -16,6 +16,9 @@ from kriten_api.passwords import (
     verify_password_async,
 )
 
+# The hashing itself: at production's costs, not the other tests' cheap ones.
+pytestmark = pytest.mark.production_password_costs
+
 
 def test_a_hash_verifies_its_password_only() -> None:
     hashed = hash_password("correct horse")

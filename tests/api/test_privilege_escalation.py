@@ -26,8 +26,8 @@ RUNNER = {"name": "py", "image": "python:3.11-slim", "gitURL": "https://example.
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings, database_url: str) -> ApiSettings:
-    return api_settings.model_copy(update={"database_url": SecretStr(database_url)})
+def api_settings(api_settings: ApiSettings, migrated_database_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(migrated_database_url)})
 
 
 async def ok(response: Any) -> Any:

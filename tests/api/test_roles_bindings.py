@@ -31,8 +31,8 @@ BINDING_FIELDS = {
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
-    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
+def api_settings(api_settings: ApiSettings, migrated_postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(migrated_postgres_url)})
 
 
 async def test_role_crud_by_id_and_by_name(api: ApiClient) -> None:

@@ -22,8 +22,8 @@ URL = "/api/v1/runners/python/secret"
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
-    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
+def api_settings(api_settings: ApiSettings, migrated_postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(migrated_postgres_url)})
 
 
 async def make_runner(api: ApiClient, headers: dict[str, str], **secret: str) -> None:

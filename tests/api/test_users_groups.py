@@ -12,7 +12,7 @@ from sqlmodel import select
 from kriten_api.keys import SESSIONS
 from kriten_api.settings import ApiSettings
 from kriten_common.db.models import User
-from tests.api.conftest import ApiClient, create, get, login
+from tests.api.conftest import ApiClient, BuildApi, create, get, login
 
 pytestmark = pytest.mark.integration
 
@@ -20,11 +20,11 @@ BASE = "/api/v1"
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
+def api_settings(api_settings: ApiSettings, migrated_postgres_url: str) -> ApiSettings:
     # A directory URL makes `active_directory` a provider users and groups may have;
     # nothing connects to it unless someone logs in with it.
     return api_settings.model_copy(
-        update={"database_url": SecretStr(postgres_url), "ldap_url": "ldaps://127.0.0.1:1"}
+        update={"database_url": SecretStr(migrated_postgres_url), "ldap_url": "ldaps://127.0.0.1:1"}
     )
 
 
@@ -108,11 +108,9 @@ async def test_users_are_unique_per_provider(api: ApiClient) -> None:
 
 
 async def test_directory_users_need_a_configured_directory(
-    api_settings: ApiSettings, aiohttp_client: Any
+    api_settings: ApiSettings, build_api: BuildApi
 ) -> None:
-    from kriten_api.app import create_app
-
-    client = await aiohttp_client(create_app(api_settings.model_copy(update={"ldap_url": None})))
+    client = await build_api(api_settings.model_copy(update={"ldap_url": None}))
     root = await login(client)
     body = {"username": "erin", "provider": "active_directory"}
     response = await client.post(f"{BASE}/users", json=body, headers=root)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ NAMESPACE = "kriten"
 
 def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in pod["spec"]["containers"] if c["name"] == name)
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    """Kills the process and everything it started (its process group)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _expand(value: str) -> str:
@@ -55,8 +62,7 @@ class EmulatedKubelet:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
         for process in self._processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            _kill(process)
         await asyncio.gather(*self._runs, return_exceptions=True)
 
     async def _watch(self) -> None:
@@ -93,13 +99,17 @@ class EmulatedKubelet:
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            # A group of its own, killed whole as a container is: killing `sh` alone left
+            # its children holding the output pipe (a cancelled `sleep 120` kept the
+            # run, and the test's teardown, waiting two minutes).
+            start_new_session=True,
         )
         self._processes.add(process)
         finished = asyncio.create_task(process.communicate())
         try:
             while not finished.done():
                 if (NAMESPACE, job) not in self._fake.jobs:  # cancelled: deleted meanwhile
-                    process.kill()
+                    _kill(process)
                     await finished
                     return
                 await asyncio.sleep(0.02)

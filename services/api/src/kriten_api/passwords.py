@@ -9,13 +9,22 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from argon2 import PasswordHasher
+from argon2 import Parameters, PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()  # argon2id, with the library's current recommended costs
 
 DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(32))
 """A hash of a random password nobody knows, with the same costs as real hashes."""
+
+
+def use_parameters(parameters: Parameters) -> None:
+    """Hashes with `parameters` from now on (the dummy hash included). Only the tests call
+    this, with argon2's cheapest costs: at full cost the hashing of every login and
+    start-up dominates their run time. Production keeps the defaults above."""
+    global _hasher, DUMMY_HASH
+    _hasher = PasswordHasher.from_parameters(parameters)
+    DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(32))
 
 
 def hash_password(password: str) -> str:
