@@ -10,10 +10,11 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlmodel import col, select
 
-from kriten_api.audit import Event, classify
-from kriten_api.keys import SESSIONS
+from kriten_api.audit_events import AuditedRoute, classify
+from kriten_api.keys import AUDITED, SESSIONS
 from kriten_api.settings import ApiSettings
 from kriten_common.db.models import AuditLog
+from kriten_common.paths import RUN_PREFIX
 from tests.api.conftest import ApiClient, login
 
 BASE = "/api/v1"
@@ -21,42 +22,59 @@ RUNNER = {"name": "py", "image": "python:3.11-slim", "gitURL": "https://example.
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "expected"),
+    ("method", "template", "expected"),
     [
-        ("POST", "/api/v1/login", Event("login", "login", None)),
+        ("POST", "/api/v1/login", AuditedRoute("login", "login", None)),
         ("GET", "/api/v1/login", None),
         ("POST", "/api/v1/logout", None),
         ("GET", "/api/v1/refresh", None),
         ("GET", "/api/v1/runners", None),
-        ("GET", "/api/v1/runners/py", None),
-        ("POST", "/api/v1/runners", Event("create", "runners", None)),
-        ("PUT", "/api/v1/runners", Event("create", "runners", None)),
-        ("PATCH", "/api/v1/runners/py", Event("update", "runners", "py")),
-        ("PUT", "/api/v1/runners/py", Event("update", "runners", "py")),
-        ("DELETE", "/api/v1/runners/py", Event("delete", "runners", "py")),
-        ("POST", "/api/v1/runners/py/secret", Event("update", "runners", "py")),
-        ("DELETE", "/api/v1/tasks/t/schema", Event("update", "tasks", "t")),
-        ("POST", "/api/v1/groups/g/users", Event("update", "groups", "g")),
-        ("DELETE", "/api/v1/groups/g/users", Event("update", "groups", "g")),
-        ("POST", "/api/v1/jobs/hello", Event("create", "jobs", "hello")),
-        ("DELETE", "/api/v1/jobs/hello-x1", Event("delete", "jobs", "hello-x1")),
-        ("POST", "/api/v1/webhooks/h/rotate", Event("update", "webhooks", "h")),
-        ("POST", "/api/v1/api_tokens", Event("create", "apitokens", None)),
-        ("POST", "/api/v1/webhooks/run/abc", None),
-        ("POST", "/api/v1/webhooks/run", None),
-        ("POST", "/api/v1/webhooks/running", Event("update", "webhooks", "running")),
+        ("GET", "/api/v1/runners/{name}", None),
+        ("POST", "/api/v1/runners", AuditedRoute("create", "runners", None)),
+        ("PUT", "/api/v1/runners", AuditedRoute("create", "runners", None)),
+        ("PATCH", "/api/v1/runners/{name}", AuditedRoute("update", "runners", "{name}")),
+        ("PUT", "/api/v1/runners/{name}", AuditedRoute("update", "runners", "{name}")),
+        ("DELETE", "/api/v1/runners/{name}", AuditedRoute("delete", "runners", "{name}")),
+        ("POST", "/api/v1/runners/{name}/secret", AuditedRoute("update", "runners", "{name}")),
+        ("DELETE", "/api/v1/tasks/{name}/schema", AuditedRoute("update", "tasks", "{name}")),
+        ("POST", "/api/v1/groups/{id}/users", AuditedRoute("update", "groups", "{id}")),
+        ("POST", "/api/v1/jobs/{task}", AuditedRoute("create", "jobs", "{task}")),
+        ("DELETE", "/api/v1/jobs/{id}", AuditedRoute("delete", "jobs", "{id}")),
+        ("POST", "/api/v1/webhooks/{id}/rotate", AuditedRoute("update", "webhooks", "{id}")),
+        ("POST", "/api/v1/api_tokens", AuditedRoute("create", "apitokens", None)),
         ("POST", "/healthz", None),
         ("POST", "/api/v2/runners", None),
         ("POST", "/api/v1/", None),
     ],
 )
-def test_classify(method: str, path: str, expected: Event | None) -> None:
-    assert classify(method, path) == expected
+def test_routes_are_classified_from_their_templates(
+    method: str, template: str, expected: AuditedRoute | None
+) -> None:
+    assert classify(method, template) == expected
+
+
+def test_the_target_is_the_value_of_the_templates_parameter() -> None:
+    assert AuditedRoute("update", "runners", "{name}").target_in({"name": "py"}) == "py"
+    assert AuditedRoute("update", "webhooks", "all").target_in({}) == "all"
+    assert AuditedRoute("create", "runners", None).target_in({"name": "py"}) is None
+
+
+async def test_every_change_route_of_the_api_is_audited_and_the_run_path_is_not(
+    api: ApiClient,
+) -> None:
+    audited = api.app[AUDITED]
+    for route in api.app.router.routes():
+        template = route.resource.canonical if route.resource else ""
+        is_change = route.method in ("POST", "PUT", "PATCH", "DELETE")
+        expected = is_change and template.startswith(BASE + "/")
+        expected = expected and not template.endswith(("/logout", "/refresh"))
+        assert ((route.method, template) in audited) == expected, (route.method, template)
+    assert not any(template.startswith(RUN_PREFIX) for _, template in audited)
 
 
 @pytest.fixture
-def api_settings(api_settings: ApiSettings, postgres_url: str) -> ApiSettings:
-    return api_settings.model_copy(update={"database_url": SecretStr(postgres_url)})
+def api_settings(api_settings: ApiSettings, migrated_postgres_url: str) -> ApiSettings:
+    return api_settings.model_copy(update={"database_url": SecretStr(migrated_postgres_url)})
 
 
 async def rows(api: ApiClient) -> list[AuditLog]:

@@ -155,6 +155,15 @@ async def test_the_openapi_document_lists_both_names(api: ApiClient) -> None:
         assert {"start_time", "startTime", "completion_time", "completionTime"} <= fields
 
 
+async def test_the_openapi_document_says_which_request_fields_are_taken(api: ApiClient) -> None:
+    document = await (await api.get(f"{BASE}/openapi.json")).json()
+    runner_in = document["components"]["schemas"]["RunnerIn"]
+    assert runner_in["additionalProperties"] is False
+    assert runner_in["properties"]["created_at"]["readOnly"] is True
+    assert "readOnly" not in runner_in["properties"]["gitURL"]
+    assert "name" in document["components"]["schemas"]["UserIn"]["properties"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [

@@ -11,8 +11,9 @@ from sqlmodel import select
 from kriten_collector.collecting import Collector
 from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import JobStore
+from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import WebhookDelivery, utcnow
+from kriten_common.db.models import WebhookDelivery
 from kriten_common.messages import WebhookDelivered
 
 

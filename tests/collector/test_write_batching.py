@@ -22,8 +22,9 @@ from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import FinishedJob, JobStore
 from kriten_collector.ports import ExecutionUpdate
 from kriten_collector.write_batcher import WriteBatcher
+from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import Job, WebhookDelivery, utcnow
+from kriten_common.db.models import Job, WebhookDelivery
 from kriten_common.messages import Event, JobDispatchFailed, JobFinished, JobRequested
 from tests.collector.test_delivery_store import delivered
 

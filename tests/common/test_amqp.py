@@ -23,6 +23,7 @@ from kriten_common.amqp import (
     declare_topology,
 )
 from kriten_common.backoff import RETRY_DELAYS_SECONDS
+from kriten_common.clock import utcnow
 from kriten_common.messages import (
     Event,
     JobDispatched,
@@ -30,7 +31,6 @@ from kriten_common.messages import (
     JobRequested,
     WebhookDelivered,
     decode,
-    utcnow,
 )
 from kriten_common.outcomes import PermanentError, RetryableError, TransientError
 

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from kriten_common.amqp import Settled
 from kriten_common.client_address import parse_networks
-from kriten_common.messages import Event, WebhookDelivered, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.messages import Event, WebhookDelivered
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog, recorded_headers, redact_signature
 from kriten_ingress.filters import compile_filter, filter_rejection, is_truthy

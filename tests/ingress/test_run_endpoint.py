@@ -20,9 +20,10 @@ from pydantic import SecretStr
 from kriten_api.bootstrap import ensure_builtins
 from kriten_api.migrate import upgrade_database
 from kriten_common.amqp import Topology, publish_broadcast
+from kriten_common.clock import utcnow
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory, create_engine, session_factory
-from kriten_common.db.models import Runner, Task, User, Webhook, utcnow
+from kriten_common.db.models import Runner, Task, User, Webhook
 from kriten_common.messages import (
     ConfigChanged,
     Event,

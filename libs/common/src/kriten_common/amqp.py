@@ -57,11 +57,15 @@ from kriten_common.transient import is_transient
 
 log = get_logger(__name__)
 
-# Consumer queue (without prefix) → the routing keys bound to it.
+# The work queues (names without the prefix), named once here.
+DISPATCHER_JOBS = "dispatcher.job-requested"
+DISPATCHER_CONTROL = "dispatcher.control"
+COLLECTOR_EVENTS = "collector.events"
+# Consumer queue → the routing keys bound to it.
 WORK_QUEUES: dict[str, tuple[str, ...]] = {
-    "dispatcher.job-requested": (messages.JobRequested.routing_key,),
-    "dispatcher.control": (messages.JobCancelRequested.routing_key,),
-    "collector.events": (
+    DISPATCHER_JOBS: (messages.JobRequested.routing_key,),
+    DISPATCHER_CONTROL: (messages.JobCancelRequested.routing_key,),
+    COLLECTOR_EVENTS: (
         messages.JobRequested.routing_key,
         messages.JobDispatched.routing_key,
         messages.JobDispatchFailed.routing_key,

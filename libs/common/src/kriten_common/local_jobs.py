@@ -64,6 +64,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from kriten_common.clock import utcnow
+
 FinalState = Literal["succeeded", "failed", "cancelled"]
 
 # A job id becomes a directory name: one path component, nothing a shell or `..` trick
@@ -80,10 +82,6 @@ OUTPUT_CLONE_HEADING = "--- git clone ---\n"
 OUTPUT_TASK_HEADING = "--- task ---\n"
 # The outcome of a job whose supervision ended without a word about how it ended.
 DIED_ERROR = "executor process died"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def is_valid_job_id(job_id: str) -> bool:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from kriten_common.clock import utcnow
 
 
 class Event(BaseModel):

@@ -16,20 +16,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api import api_tokens
-from kriten_api.access import (
-    list_response,
-    optional_bool,
-    optional_str,
-    page,
-    require,
-    require_owner_or,
-)
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, require_owner_or
+from kriten_api.fields import optional_bool, optional_str
 from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import ApiTokenIn, ApiTokenOut, DeletedOut, dump, read_body, validate
 from kriten_common import errors
-from kriten_common.db.models import ApiToken, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import ApiToken
 
 PATHS = ("apitokens", "api_tokens")
 # Fields a client may not set: a changed key or owner would be a different token. (A body
@@ -122,8 +118,8 @@ async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
     else:
         query = query.where(ApiToken.owner_id == principal.user_id)
     async with request.app[SESSIONS]() as session:
-        tokens = (await session.exec(query)).all()
-    return list_response([token_json(t) for t in page(tokens, request)], len(tokens))
+        tokens, total = await paginate(session, query, Window.of(request))
+    return list_response([token_json(t) for t in tokens], total)
 
 
 async def list_own_tokens(request: web.Request) -> web.Response:

@@ -13,7 +13,9 @@ Recorded, with who, provider, event type, category, target, status and time:
 
 Not recorded: reads, `/logout` and `/refresh`, and the webhook run path, which has a
 delivery log of its own and must stay fast. The category is the path segment after
-`/api/v1/` and the target the one after it (for a create, the new item's id or name).
+`/api/v1/` and the target the one after it (for a create, the new item's id or name);
+both come from the route's template, classified once when it is registered
+(`kriten_api.audit_events`).
 Writing the record happens after the handler and never changes its answer: a failure
 is logged and the response goes out as it was.
 
@@ -37,26 +39,23 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import delete
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import count, list_response, readable_ids, require
+from kriten_api.audit_events import Event, audited_route
 from kriten_api.authentication import PRINCIPAL, authenticate
-from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.authz import require, visible_to
+from kriten_api.keys import SAMPLER, SESSIONS, SETTINGS
+from kriten_api.listing import Window, count, list_response, paginate
 from kriten_api.openapi import Query, route
 from kriten_api.schemas import AuditLogOut, LoginIn, accepted_fields, dump
 from kriten_common import errors
 from kriten_common.db.models import AuditLog
 from kriten_common.http import Handler, response_for
 from kriten_common.logging import get_logger
-from kriten_common.paths import API_BASE, RUN_PREFIX
 
 log = get_logger(__name__)
 
-BASE = API_BASE + "/"
-CHANGES = ("POST", "PUT", "PATCH", "DELETE")
-NOT_AUDITED = ("logout", "refresh")
-CATEGORY_ALIASES = {"api_tokens": "apitokens"}
 ANONYMOUS = "anonymous"
 DEFAULT_MAX = 100
 MAX_FIELD = 255
@@ -97,9 +96,6 @@ class AnonymousSampler:
         return skipped
 
 
-SAMPLER = web.AppKey("audit_anonymous_sampler", AnonymousSampler)
-
-
 async def purge_old(session: AsyncSession, *, before: datetime) -> int:
     """Deletes the rows created before `before`; commits; the count."""
     result = await session.exec(delete(AuditLog).where(col(AuditLog.created_at) < before))
@@ -111,44 +107,14 @@ def retention_cutoff(retention_days: int, now: datetime) -> datetime:
     return now - timedelta(days=retention_days)
 
 
-@dataclass(frozen=True)
-class Event:
-    event_type: str  # login, create, update, delete
-    category: str
-    target: str | None
-
-
-def classify(method: str, path: str) -> Event | None:
-    """What a request is for the audit log, or None when it is not recorded."""
-    if not path.startswith(BASE) or path == RUN_PREFIX or path.startswith(RUN_PREFIX + "/"):
-        return None
-    segments = [s for s in path[len(BASE) :].split("/") if s]
-    if not segments or method not in CHANGES:
-        return None
-    category = CATEGORY_ALIASES.get(segments[0], segments[0])
-    if category == "login":
-        return Event("login", category, None) if method == "POST" else None
-    if category in NOT_AUDITED:
-        return None
-    target = segments[1] if len(segments) > 1 else None
-    if len(segments) == 1:
-        event_type = "delete" if method == "DELETE" else "create"
-    elif len(segments) == 2 and method == "DELETE":
-        event_type = "delete"
-    elif len(segments) == 2 and method == "POST" and category == "jobs":
-        event_type = "create"
-    else:
-        event_type = "update"
-    return Event(event_type, category, target)
-
-
 @web.middleware
 async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    event = classify(request.method, request.path)
-    # Requests that match no route change nothing; recording them would only let
-    # anyone fill the log.
-    if event is None or request.match_info.http_exception is not None:
+    # What the route was registered as (`route()` classifies each one): requests that
+    # match no route change nothing, and recording them would only let anyone fill the log.
+    audited = audited_route(request)
+    if audited is None:
         return await handler(request)
+    event = Event(audited.event_type, audited.category, audited.target_in(request.match_info))
     try:
         response = await handler(request)
     except errors.KritenError as error:
@@ -282,21 +248,14 @@ def _count(request: web.Request, name: str, default: int) -> int:
 async def list_audit_logs(request: web.Request) -> web.Response:
     """Newest first; `?max=N` (Kriten's name) or `?limit=N`, default 100, and `?offset=`."""
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "audit")
-    limit = _count(request, "max", _count(request, "limit", DEFAULT_MAX))
-    offset = _count(request, "offset", 0)
-    conditions = [] if allowed is None else [col(AuditLog.id).in_(allowed)]
+    window = Window(
+        limit=_count(request, "max", _count(request, "limit", DEFAULT_MAX)),
+        offset=_count(request, "offset", 0),
+    )
+    query = select(AuditLog).order_by(col(AuditLog.created_at).desc(), col(AuditLog.id))
+    query = visible_to(query, principal, "audit", keys=[col(AuditLog.id)])
     async with request.app[SESSIONS]() as session:
-        count = select(func.count()).select_from(AuditLog).where(*conditions)
-        total = (await session.exec(count)).one()
-        query = (
-            select(AuditLog)
-            .where(*conditions)
-            .order_by(col(AuditLog.created_at).desc(), col(AuditLog.id))
-            .offset(offset)
-            .limit(limit)
-        )
-        rows = (await session.exec(query)).all()
+        rows, total = await paginate(session, query, window)
     return list_response([audit_json(r) for r in rows], total)
 
 

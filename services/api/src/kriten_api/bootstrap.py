@@ -17,8 +17,9 @@ from sqlmodel import SQLModel, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from kriten_api.passwords import hash_password_async, needs_rehash, verify_password_async
+from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import Group, GroupMember, Role, RoleBinding, User, utcnow
+from kriten_common.db.models import Group, GroupMember, Role, RoleBinding, User
 
 ROOT_USERNAME = "root"
 ADMIN_GROUP = "Admin"

@@ -20,22 +20,14 @@ from typing import Any
 from aiohttp import web
 from cronsim import CronSim, CronSimError
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import (
-    check_name,
-    list_response,
-    optional_bool,
-    page,
-    readable_ids,
-    require,
-    require_owner_or,
-    required_str,
-    same_name,
-)
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, require_owner_or, visible_to
+from kriten_api.fields import check_name, optional_bool, required_str, same_name
 from kriten_api.keys import SESSIONS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import (
     CronJobIn,
@@ -48,7 +40,8 @@ from kriten_api.schemas import (
 )
 from kriten_common import errors
 from kriten_common.admission import validate_input
-from kriten_common.db.models import CronJob, Task, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import CronJob, Task
 from kriten_common.rbac import Access, Principal
 
 CRON_FIELDS = 5
@@ -137,15 +130,12 @@ def _apply(cronjob: CronJob, body: dict[str, Any]) -> None:
 
 async def list_cronjobs(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "cronjobs")
     query = select(CronJob).order_by(col(CronJob.name))
-    if allowed is not None:
-        query = query.where(
-            or_(col(CronJob.owner_id) == principal.user_id, col(CronJob.name).in_(allowed))
-        )
+    keys, owner = [col(CronJob.name)], col(CronJob.owner_id)
+    query = visible_to(query, principal, "cronjobs", keys=keys, owner=owner)
     async with request.app[SESSIONS]() as session:
-        cronjobs = (await session.exec(query)).all()
-    return list_response([cronjob_json(c) for c in page(cronjobs, request)], len(cronjobs))
+        cronjobs, total = await paginate(session, query, Window.of(request))
+    return list_response([cronjob_json(c) for c in cronjobs], total)
 
 
 async def create_cronjob(request: web.Request) -> web.Response:

@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Gauge
 
-from kriten_api.access import is_admin, list_response, pagination
 from kriten_api.authentication import authenticate
-from kriten_api.keys import CONNECTION, SETTINGS
+from kriten_api.authz import require_admin
+from kriten_api.keys import BROWSING, CONNECTION, GAUGE, SETTINGS
+from kriten_api.listing import Window, list_response
 from kriten_api.openapi import route
 from kriten_api.schemas import DeadLetterOut, dump
 from kriten_common import dead_letters as store
@@ -32,11 +33,6 @@ log = get_logger(__name__)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 GAUGE_INTERVAL_SECONDS = 15.0
-GAUGE = web.AppKey("dead_letters_gauge", Gauge)
-# Browses in one replica take turns: messages one browse holds are invisible to another
-# (see kriten_common.dead_letters), so a list would miss what a replay holds, and a
-# replay would not find what a list holds. Across replicas a retry settles it.
-BROWSING = web.AppKey("dead_letters_browsing", asyncio.Lock)
 
 
 def dead_letter_json(record: DeadLetter, *, full: bool = True) -> dict[str, Any]:
@@ -64,19 +60,15 @@ def dead_letter_json(record: DeadLetter, *, full: bool = True) -> dict[str, Any]
     return answer
 
 
-async def _require_admin(request: web.Request) -> None:
-    if not is_admin(await authenticate(request)):
-        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
-
-
 def _topology(app: web.Application) -> Topology:
     return Topology(app[SETTINGS].amqp_prefix)
 
 
 async def list_dead_letters(request: web.Request) -> web.Response:
     """The oldest first; `Content-Range` is the queue's depth."""
-    await _require_admin(request)
-    limit, offset = pagination(request)
+    require_admin(await authenticate(request))
+    window = Window.of(request)
+    limit, offset = window.limit, window.offset
     limit = min(DEFAULT_LIMIT if limit is None else limit, MAX_LIMIT)
     offset = min(offset, store.MAX_BROWSE)
     app = request.app
@@ -89,7 +81,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 async def get_dead_letter(request: web.Request) -> web.Response:
-    await _require_admin(request)
+    require_admin(await authenticate(request))
     dead_letter_id = request.match_info["id"]
     app = request.app
     async with app[BROWSING]:
@@ -101,7 +93,7 @@ async def get_dead_letter(request: web.Request) -> web.Response:
 
 async def replay_dead_letter(request: web.Request) -> web.Response:
     """Back to its work queue with fresh attempts; gone from the dead-letter queue."""
-    await _require_admin(request)
+    require_admin(await authenticate(request))
     dead_letter_id = request.match_info["id"]
     app = request.app
     async with app[BROWSING]:

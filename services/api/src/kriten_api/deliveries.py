@@ -18,21 +18,24 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 
-from kriten_api.access import list_response, pagination, require_run_as_owner
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require_run_as_owner
 from kriten_api.keys import PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
 from kriten_api.schemas import AnyJson, DeliveryOut, JobAcceptedOut, TestDeliveryIn, dump
 from kriten_api.webhooks import load_webhook, optional_body
 from kriten_common import errors
 from kriten_common.admission import admit
-from kriten_common.db.models import Task, User, Webhook, WebhookDelivery, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import Task, User, Webhook, WebhookDelivery
 from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered
 from kriten_common.paths import RUN_PREFIX
-from kriten_common.rbac import Principal, load_permissions
+from kriten_common.rbac import load_principal
+from kriten_common.webhook_schemes import CONFIGURED_SCHEMES
 from kriten_common.webhook_signing import sign_github, sign_netbox, sign_standard
 
 log = get_logger(__name__)
@@ -66,23 +69,18 @@ async def list_deliveries(request: web.Request) -> web.Response:
     outcome = request.query.get("outcome")
     if outcome and outcome not in OUTCOMES:
         raise errors.InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
-    limit, offset = pagination(request)
+    window = Window.of(request)
     async with request.app[SESSIONS]() as session:
         hook = await load_webhook(request, session, write=False)
         conditions = [col(WebhookDelivery.webhook_id) == hook.id]
         if outcome:
             conditions.append(col(WebhookDelivery.outcome) == outcome)
-        total = (
-            await session.exec(select(func.count()).select_from(WebhookDelivery).where(*conditions))
-        ).one()
         query = (
             select(WebhookDelivery)
             .where(*conditions)
             .order_by(col(WebhookDelivery.received_at).desc(), col(WebhookDelivery.id))
-            .offset(offset)
-            .limit(limit)
         )
-        rows = (await session.exec(query)).all()
+        rows, total = await paginate(session, query, window)
     return list_response([delivery_json(r, full=False) for r in rows], total)
 
 
@@ -114,7 +112,7 @@ async def redeliver(request: web.Request) -> web.Response:
         raise errors.Conflict("only accepted deliveries keep their body; this one cannot be rerun")
     async with request.app[SESSIONS]() as session:
         task = await session.get(Task, hook.task)
-        owner = await _principal(session, hook.owner_id)
+        owner = await load_principal(session, hook.owner_id)
     if task is None or owner is None:
         raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
     delivery_id = str(uuid.uuid4())
@@ -155,18 +153,6 @@ async def redeliver(request: web.Request) -> web.Response:
     )
     accepted = JobAcceptedOut(msg="job created successfully", id=event.job_id, status="accepted")
     return web.json_response(dump(accepted), status=202)
-
-
-async def _principal(session: Any, user_id: str) -> Principal | None:
-    user = await session.get(User, user_id)
-    if user is None:
-        return None
-    return Principal(
-        user_id=user.id,
-        username=user.username,
-        provider=user.provider,
-        permissions=await load_permissions(session, user.id),
-    )
 
 
 # --- test deliveries ---
@@ -247,7 +233,8 @@ async def send_test_delivery(request: web.Request) -> web.Response:
         require_run_as_owner(principal, owner_id=hook.owner_id, task=hook.task)
         owner = await session.get(User, hook.owner_id)
         principal_name = owner.username if owner is not None else ""
-    scheme = {"auto": "standard", "infrahub": "standard"}.get(hook.scheme, hook.scheme)
+    # Signed as the webhook requires; one that takes any (`auto`) gets Standard Webhooks.
+    scheme = CONFIGURED_SCHEMES.get(hook.scheme) or "standard"
     now = time.time()
     sample = (
         given["body"] if "body" in given else sample_body(scheme, username=principal_name, now=now)

@@ -13,16 +13,18 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api import membership
-from kriten_api.access import list_response, page, readable_ids, require, same_name
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, require_item, require_not_builtin, visible_to
 from kriten_api.config_events import publish_config_changed
+from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
-from kriten_api.roles import UUID_SHAPE, require_item, require_not_builtin
+from kriten_api.roles import UUID_SHAPE
 from kriten_api.schemas import (
     DeletedOut,
     GroupIn,
@@ -35,7 +37,8 @@ from kriten_api.schemas import (
     read_body,
 )
 from kriten_common import errors
-from kriten_common.db.models import Group, RoleBinding, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import Group, RoleBinding
 from kriten_common.http import read_json
 from kriten_common.rbac import Access
 
@@ -89,15 +92,12 @@ async def _json(session: AsyncSession, group: Group) -> dict[str, Any]:
 
 async def list_groups(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "groups")
     query = select(Group).order_by(col(Group.name), col(Group.provider))
-    if allowed is not None:
-        query = query.where(or_(col(Group.id).in_(allowed), col(Group.name).in_(allowed)))
+    query = visible_to(query, principal, "groups", keys=[col(Group.id), col(Group.name)])
     async with request.app[SESSIONS]() as session:
-        groups = (await session.exec(query)).all()
-        shown = page(groups, request)
-        members = await membership.members_by_group(session, (g.id for g in shown))
-    return list_response([group_json(g, members[g.id]) for g in shown], len(groups))
+        groups, total = await paginate(session, query, Window.of(request))
+        members = await membership.members_by_group(session, (g.id for g in groups))
+    return list_response([group_json(g, members[g.id]) for g in groups], total)
 
 
 async def create_group(request: web.Request) -> web.Response:
@@ -203,9 +203,11 @@ async def delete_group(request: web.Request) -> web.Response:
 async def list_group_users(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         group = await _load(request, session, "read")
-        users = await membership.members_of(session, group.id)
+        users, total = await paginate(
+            session, membership.members_query(group.id), Window.of(request)
+        )
     items = [dump(MemberOut(id=u.id, name=u.username, provider=u.provider)) for u in users]
-    return list_response(items, len(items))
+    return list_response(items, total)
 
 
 async def _change_users(request: web.Request, *, adding: bool) -> web.Response:

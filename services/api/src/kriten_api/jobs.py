@@ -6,14 +6,15 @@ import time
 from typing import Any
 
 from aiohttp import web
-from sqlmodel import col, func, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api import job_events
-from kriten_api.access import list_response, pagination, readable_ids, require, require_owner_or
 from kriten_api.authentication import authenticate, still_authenticated
+from kriten_api.authz import may_read_job, require, require_owner_or, visible_to
 from kriten_api.job_events import wait_woken
 from kriten_api.keys import JOB_EVENTS, PUBLISHER, SESSIONS, SETTINGS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import ANY_CONTENT, TEXT, Query, route
 from kriten_api.schemas import (
     CreateJobOut,
@@ -29,7 +30,6 @@ from kriten_common.admission import admit
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
 from kriten_common.jobtime import format_unix_date
 from kriten_common.messages import JobCancelRequested
-from kriten_common.rbac import Principal
 
 # A followed log re-reads the job this often for new output (and re-checks the caller's
 # credential); the job's end wakes it at once (`job.finished`), without waiting for this.
@@ -65,18 +65,13 @@ def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
     return answer
 
 
-def may_read(principal: Principal, job: Job) -> bool:
-    allowed = readable_ids(principal, "jobs")
-    return job.owner_id == principal.user_id or allowed is None or job.task in allowed
-
-
 async def _load_job(request: web.Request, session: AsyncSession) -> Job:
     principal = await authenticate(request)
     job_id = request.match_info["id"]
     job = await session.get(Job, job_id)
     if job is None:
         raise errors.NotFound(f"job {job_id!r} not found")
-    if not may_read(principal, job):
+    if not may_read_job(principal, job):
         raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
     return job
 
@@ -123,26 +118,17 @@ async def _wait_woken_final(request: web.Request, job_id: str) -> Job | None:
 async def list_jobs(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     conditions = []
-    allowed = readable_ids(principal, "jobs")
-    if allowed is not None:
-        conditions.append(or_(col(Job.task).in_(allowed), col(Job.owner_id) == principal.user_id))
     for field in ("task", "owner", "status"):
         value = request.query.get(field)
         if value:
             if field == "status" and value not in JOB_STATUSES:
                 raise errors.InvalidInput(f"status must be one of {', '.join(JOB_STATUSES)}")
             conditions.append(getattr(Job, field) == value)
-    limit, offset = pagination(request)
+    query = select(Job).where(*conditions).order_by(col(Job.created_at).desc(), col(Job.id))
+    keys, owner = [col(Job.task)], col(Job.owner_id)
+    query = visible_to(query, principal, "jobs", keys=keys, owner=owner)
     async with request.app[SESSIONS]() as session:
-        total = (await session.exec(select(func.count()).select_from(Job).where(*conditions))).one()
-        query = (
-            select(Job)
-            .where(*conditions)
-            .order_by(col(Job.created_at).desc(), col(Job.id))
-            .offset(offset)
-            .limit(limit)
-        )
-        jobs = (await session.exec(query)).all()
+        jobs, total = await paginate(session, query, Window.of(request))
     return list_response([job_json(j, full=False) for j in jobs], total)
 
 
@@ -188,7 +174,7 @@ async def _may_still_follow(request: web.Request, job: Job) -> bool:
         principal = await still_authenticated(request)
     except errors.KritenError:
         return False
-    return may_read(principal, job)
+    return may_read_job(principal, job)
 
 
 async def cancel_job(request: web.Request) -> web.Response:

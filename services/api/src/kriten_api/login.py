@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from kriten_api import jwt_tokens, ldap_auth, passwords
 from kriten_api.authentication import presented_claims, verified_claims
-from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.keys import LDAP_CONFIG, LOGIN_LIMITER, SESSIONS, SETTINGS
 from kriten_api.login_limits import LoginLimiter
 from kriten_api.openapi import Query, route
 from kriten_api.schemas import LoginIn, MessageOut, TokenOut, dump, read_body
@@ -33,9 +33,6 @@ INVALID_CREDENTIALS = "invalid credentials."
 DIRECTORY_UNAVAILABLE = "the directory is unavailable; try again later."
 LOCAL = "local"
 REFRESH_NEEDS_LOGIN = "only a login token can be refreshed, not an API token"
-
-LOGIN_LIMITER = web.AppKey("login_limiter", LoginLimiter)
-LDAP_CONFIG = web.AppKey("ldap_config", ldap_auth.LdapConfig)
 
 
 def _token_response(request: web.Request, token: str) -> web.Response:

@@ -18,8 +18,10 @@ from typing import Any
 
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
-from kriten_api.roles import bound_permissions, require_holds, require_item
+from kriten_api.authz import require_holds, require_item
+from kriten_api.roles import bound_permissions
 from kriten_api.settings import ApiSettings
 from kriten_common import errors
 from kriten_common.db.models import Group, GroupMember, User
@@ -68,24 +70,30 @@ async def groups_by_user(session: AsyncSession, user_ids: Iterable[str]) -> dict
     return groups
 
 
-async def members_of(session: AsyncSession, group_id: str) -> list[User]:
-    query = (
+def members_query(group_id: str) -> SelectOfScalar[User]:
+    return (
         select(User)
         .join(GroupMember, col(GroupMember.user_id) == col(User.id))
         .where(GroupMember.group_id == group_id)
-        .order_by(col(User.username))
+        .order_by(col(User.username), col(User.id))
     )
-    return list((await session.exec(query)).all())
 
 
-async def groups_of(session: AsyncSession, user_id: str) -> list[Group]:
-    query = (
+def groups_query(user_id: str) -> SelectOfScalar[Group]:
+    return (
         select(Group)
         .join(GroupMember, col(GroupMember.group_id) == col(Group.id))
         .where(GroupMember.user_id == user_id)
-        .order_by(col(Group.name))
+        .order_by(col(Group.name), col(Group.id))
     )
-    return list((await session.exec(query)).all())
+
+
+async def members_of(session: AsyncSession, group_id: str) -> list[User]:
+    return list((await session.exec(members_query(group_id))).all())
+
+
+async def groups_of(session: AsyncSession, user_id: str) -> list[Group]:
+    return list((await session.exec(groups_query(user_id))).all())
 
 
 async def change(

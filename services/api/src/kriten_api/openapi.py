@@ -20,6 +20,8 @@ import swagger_ui_bundle  # type: ignore[import-untyped]  # (ships no py.typed)
 from aiohttp import web
 from pydantic import BaseModel
 
+from kriten_api import audit_events
+from kriten_api.keys import OPERATIONS
 from kriten_api.schemas import ErrorOut
 
 REF = "#/components/schemas/{model}"
@@ -86,9 +88,6 @@ class Operation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-OPERATIONS = web.AppKey("openapi_operations", list[Operation])
-
-
 def route(
     app: web.Application,
     method: str,
@@ -110,6 +109,7 @@ def route(
     """Adds the route and records it for the document. `also`: other statuses whose
     answer is `response` too (a relayed answer, whatever its status)."""
     app.router.add_route(method, path, handler)
+    audit_events.register(app, method, path)
     record(
         app,
         Operation(

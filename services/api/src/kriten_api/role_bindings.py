@@ -12,23 +12,21 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import list_response, page, readable_ids, require, same_name
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, require_holds, require_item, require_not_builtin, visible_to
 from kriten_api.config_events import publish_config_changed
+from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
-from kriten_api.roles import (
-    check_label,
-    require_holds,
-    require_item,
-    require_not_builtin,
-)
+from kriten_api.roles import check_label
 from kriten_api.schemas import DeletedOut, RoleBindingIn, RoleBindingOut, dump, read_body
 from kriten_common import errors
-from kriten_common.db.models import Group, Role, RoleBinding, User, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import Group, Role, RoleBinding, User
 from kriten_common.rbac import Access, role_permission
 
 SUBJECT_KINDS = ("groups", "users")
@@ -112,16 +110,13 @@ async def find_binding(session: AsyncSession, key: str) -> RoleBinding | None:
 async def list_bindings(request: web.Request) -> web.Response:
     """Filters on `role_name` and `subject_name` only, as Kriten's clients expect."""
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "role_bindings")
     query = (
         select(RoleBinding, Role)
         .join(Role, col(Role.id) == col(RoleBinding.role_id))
         .order_by(col(RoleBinding.name))
     )
-    if allowed is not None:
-        query = query.where(
-            or_(col(RoleBinding.id).in_(allowed), col(RoleBinding.name).in_(allowed))
-        )
+    keys = [col(RoleBinding.id), col(RoleBinding.name)]
+    query = visible_to(query, principal, "role_bindings", keys=keys)
     role_name = request.query.get("role_name")
     if role_name:
         query = query.where(Role.name == role_name)
@@ -129,8 +124,8 @@ async def list_bindings(request: web.Request) -> web.Response:
     if subject_name:
         query = query.where(RoleBinding.subject_name == subject_name)
     async with request.app[SESSIONS]() as session:
-        rows = (await session.exec(query)).all()
-    return list_response([binding_json(b, r) for b, r in page(rows, request)], len(rows))
+        rows, total = await paginate(session, query, Window.of(request))
+    return list_response([binding_json(b, r) for b, r in rows], total)
 
 
 async def create_binding(request: web.Request) -> web.Response:

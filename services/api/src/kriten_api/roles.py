@@ -22,28 +22,28 @@ only write on what is changed. Admin (`*` on `["*"]`, write) holds everything.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import list_response, page, readable_ids, require, same_name
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, require_holds, require_item, require_not_builtin, visible_to
 from kriten_api.config_events import publish_config_changed
+from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import DeletedOut, RoleIn, RoleOut, dump, read_body, validate
 from kriten_common import errors
-from kriten_common.db.models import Role, RoleBinding, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import Role, RoleBinding
 from kriten_common.rbac import (
     RESOURCES,
     Access,
     Permission,
-    Principal,
-    is_allowed,
     role_permission,
 )
 
@@ -61,48 +61,6 @@ def check_label(value: Any, field: str = "name") -> str:
             " or digit, and must not look like an id"
         )
     return value
-
-
-def holds(principal: Principal, permission: Permission) -> bool:
-    """True when the principal holds all that `permission` grants."""
-    return all(
-        is_allowed(
-            principal.permissions,
-            resource=permission.resource,
-            resource_id=resource_id,
-            access=permission.access,
-        )
-        for resource_id in permission.resource_ids
-    )
-
-
-def require_holds(principal: Principal, permissions: Iterable[Permission]) -> None:
-    """The escalation check: 403 naming the first permission the caller lacks."""
-    for permission in sorted(permissions, key=repr):
-        if not holds(principal, permission):
-            ids = ", ".join(permission.resource_ids)
-            raise errors.Forbidden(
-                f"{errors.FORBIDDEN_MESSAGE}: cannot grant {permission.access} on"
-                f" {permission.resource} [{ids}], which the caller does not hold"
-            )
-
-
-def may_item(principal: Principal, resource: str, keys: Iterable[str], access: Access) -> bool:
-    """`resource_ids` may name an item by id or by name: either one grants."""
-    return any(
-        is_allowed(principal.permissions, resource=resource, resource_id=key, access=access)
-        for key in keys
-    )
-
-
-def require_item(principal: Principal, resource: str, keys: Iterable[str], access: Access) -> None:
-    if not may_item(principal, resource, keys, access):
-        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
-
-
-def require_not_builtin(builtin: bool) -> None:
-    if builtin:
-        raise errors.Forbidden(errors.BUILTIN_MESSAGE)
 
 
 async def bound_permissions(
@@ -185,13 +143,11 @@ def _apply(role: Role, body: dict[str, Any]) -> None:
 
 async def list_roles(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "roles")
     query = select(Role).order_by(col(Role.name))
-    if allowed is not None:
-        query = query.where(or_(col(Role.id).in_(allowed), col(Role.name).in_(allowed)))
+    query = visible_to(query, principal, "roles", keys=[col(Role.id), col(Role.name)])
     async with request.app[SESSIONS]() as session:
-        roles = (await session.exec(query)).all()
-    return list_response([role_json(r) for r in page(roles, request)], len(roles))
+        roles, total = await paginate(session, query, Window.of(request))
+    return list_response([role_json(r) for r in roles], total)
 
 
 async def create_role(request: web.Request) -> web.Response:

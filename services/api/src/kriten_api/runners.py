@@ -19,19 +19,11 @@ from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from kriten_api.access import (
-    MASK,
-    check_name,
-    list_response,
-    optional_str,
-    page,
-    readable_ids,
-    require,
-    required_str,
-    same_name,
-)
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, visible_to
+from kriten_api.fields import MASK, check_name, optional_str, required_str, same_name
 from kriten_api.keys import SECRET_BOX, SESSIONS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import (
     DeletedOut,
@@ -45,8 +37,9 @@ from kriten_api.schemas import (
     validate,
 )
 from kriten_common import errors
+from kriten_common.clock import utcnow
 from kriten_common.crypto import SecretBox
-from kriten_common.db.models import Runner, Task, utcnow
+from kriten_common.db.models import Runner, Task
 from kriten_common.http import read_json, read_json_object
 from kriten_common.local_jobs import is_valid_secret_name
 
@@ -204,14 +197,12 @@ def _apply(runner: Runner, body: dict[str, Any], box: SecretBox) -> None:
 
 async def list_runners(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "runners")
+    query = select(Runner).order_by(col(Runner.name))
+    query = visible_to(query, principal, "runners", keys=[col(Runner.name)])
     async with request.app[SESSIONS]() as session:
-        query = select(Runner).order_by(col(Runner.name))
-        if allowed is not None:
-            query = query.where(col(Runner.name).in_(allowed))
-        runners = (await session.exec(query)).all()
+        runners, total = await paginate(session, query, Window.of(request))
     box = request.app[SECRET_BOX]
-    return list_response([runner_json(r, box) for r in page(runners, request)], len(runners))
+    return list_response([runner_json(r, box) for r in runners], total)
 
 
 async def create_runner(request: web.Request) -> web.Response:

@@ -37,10 +37,34 @@ class Out(BaseModel):
     model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
 
 
+def _document_accepted_fields(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The request body's JSON Schema as `accepted_fields` enforces it: no other fields;
+    the answer's fields are listed as read-only (accepted, and ignored)."""
+    schema["additionalProperties"] = False
+    properties = schema.setdefault("properties", {})
+    answer = getattr(model, "answer", None)
+    if answer is not None:
+        answer_schema = answer.model_json_schema(by_alias=True, mode="serialization")
+        for name, field_schema in answer_schema.get("properties", {}).items():
+            if name not in properties and "$ref" not in str(field_schema):
+                properties[name] = {**field_schema, "readOnly": True}
+    for name in getattr(model, "other_names", ()):
+        properties.setdefault(name, {"description": "Another name Kriten took for a field"})
+    schema["description"] = (
+        f"{schema.get('description', '')}\n\nField names match in any case (`giturl` is"
+        " `gitURL`); a field that is not listed here is refused (400)."
+    ).strip()
+
+
 class In(BaseModel):
     # Extras are refused by `accepted_fields`, which knows the answer's fields and the
     # other names; the model itself only checks the types of its own fields.
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, extra="allow")
+    model_config = ConfigDict(
+        validate_by_name=True,
+        validate_by_alias=True,
+        extra="allow",
+        json_schema_extra=_document_accepted_fields,
+    )
     # The resource's answer, whose fields a client may send back with the rest.
     answer: ClassVar[type[Out] | None] = None
     # Other names Kriten took for a field, which the handler reads as they are.

@@ -9,21 +9,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import (
-    check_name,
-    list_response,
-    optional_bool,
-    optional_str,
-    page,
-    readable_ids,
-    require,
-    require_runner_use,
-    required_str,
-    same_name,
-)
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, require_runner_use, visible_to
 from kriten_api.config_events import publish_config_changed
+from kriten_api.fields import check_name, optional_bool, optional_str, required_str, same_name
 from kriten_api.keys import SESSIONS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import (
     DeletedOut,
@@ -36,7 +27,8 @@ from kriten_api.schemas import (
     validate,
 )
 from kriten_common import errors
-from kriten_common.db.models import CronJob, Runner, Task, Webhook, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import CronJob, Runner, Task, Webhook
 from kriten_common.http import read_json_object
 from kriten_common.rbac import Principal
 from kriten_common.task_schemas import check_schema
@@ -102,13 +94,11 @@ async def _apply(
 
 async def list_tasks(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "tasks")
+    query = select(Task).order_by(col(Task.name))
+    query = visible_to(query, principal, "tasks", keys=[col(Task.name)])
     async with request.app[SESSIONS]() as session:
-        query = select(Task).order_by(col(Task.name))
-        if allowed is not None:
-            query = query.where(col(Task.name).in_(allowed))
-        tasks = (await session.exec(query)).all()
-    return list_response([task_json(t) for t in page(tasks, request)], len(tasks))
+        tasks, total = await paginate(session, query, Window.of(request))
+    return list_response([task_json(t) for t in tasks], total)
 
 
 async def create_task(request: web.Request) -> web.Response:

@@ -17,21 +17,28 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api import jwt_tokens, membership
-from kriten_api.access import list_response, page, readable_ids, require
 from kriten_api.authentication import authenticate
+from kriten_api.authz import (
+    require,
+    require_holds_all_of,
+    require_item,
+    require_not_builtin,
+    visible_to,
+)
 from kriten_api.config_events import publish_config_changed
 from kriten_api.keys import SESSIONS, SETTINGS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.passwords import hash_password_async
-from kriten_api.roles import require_holds, require_item, require_not_builtin
 from kriten_api.schemas import DeletedOut, MemberOut, UserIn, UserOut, dump, read_body
 from kriten_common import errors
-from kriten_common.db.models import ApiToken, CronJob, RoleBinding, User, Webhook, utcnow
-from kriten_common.rbac import Access, Principal, load_permissions
+from kriten_common.clock import utcnow
+from kriten_common.db.models import ApiToken, CronJob, RoleBinding, User, Webhook
+from kriten_common.rbac import Access
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 MAX_PASSWORD_LENGTH = 1024
@@ -79,23 +86,14 @@ async def _password_hash(body: dict[str, Any], provider: str) -> str | None:
     return await hash_password_async(password)
 
 
-async def _require_holds_all_of(session: AsyncSession, principal: Principal, user: User) -> None:
-    """No acting on an account that can do more than the caller can."""
-    if user.id != principal.user_id:
-        require_holds(principal, await load_permissions(session, user.id))
-
-
 async def list_users(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    allowed = readable_ids(principal, "users")
     query = select(User).order_by(col(User.username), col(User.provider))
-    if allowed is not None:
-        query = query.where(or_(col(User.id).in_(allowed), col(User.username).in_(allowed)))
+    query = visible_to(query, principal, "users", keys=[col(User.id), col(User.username)])
     async with request.app[SESSIONS]() as session:
-        users = (await session.exec(query)).all()
-        shown = page(users, request)
-        groups = await membership.groups_by_user(session, (u.id for u in shown))
-    return list_response([user_json(u, groups[u.id]) for u in shown], len(users))
+        users, total = await paginate(session, query, Window.of(request))
+        groups = await membership.groups_by_user(session, (u.id for u in users))
+    return list_response([user_json(u, groups[u.id]) for u in users], total)
 
 
 async def create_user(request: web.Request) -> web.Response:
@@ -161,7 +159,7 @@ async def update_user(request: web.Request) -> web.Response:
         if "provider" in body and body["provider"] != user.provider:
             raise errors.InvalidInput("provider cannot be changed")
         if "password" in body:
-            await _require_holds_all_of(session, principal, user)
+            await require_holds_all_of(session, principal, user.id)
             user.password_hash = await _password_hash(body, user.provider)
             if user.password_hash is not None:
                 # A new password ends the user's sessions, the caller's own included if
@@ -209,7 +207,7 @@ async def delete_user(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         user = await _load(request, session, "write")
         require_not_builtin(user.builtin)
-        await _require_holds_all_of(session, principal, user)
+        await require_holds_all_of(session, principal, user.id)
         owned = await _still_owned(session, user.id)
         if owned:
             raise errors.Conflict(f"user {user.username!r} still owns {'; '.join(owned)}")
@@ -227,9 +225,11 @@ async def delete_user(request: web.Request) -> web.Response:
 async def list_user_groups(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         user = await _load(request, session, "read")
-        groups = await membership.groups_of(session, user.id)
+        groups, total = await paginate(
+            session, membership.groups_query(user.id), Window.of(request)
+        )
     items = [dump(MemberOut(id=g.id, name=g.name, provider=g.provider)) for g in groups]
-    return list_response(items, len(items))
+    return list_response(items, total)
 
 
 def add_routes(app: web.Application, base: str) -> None:

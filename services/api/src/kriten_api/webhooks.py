@@ -19,19 +19,12 @@ from aiohttp import web
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_api.access import (
-    MASK,
-    list_response,
-    optional_bool,
-    optional_str,
-    page,
-    require,
-    require_owner_or,
-    require_owner_or_admin,
-)
 from kriten_api.authentication import authenticate
+from kriten_api.authz import require, require_owner_or, require_owner_or_admin
 from kriten_api.config_events import publish_config_changed
+from kriten_api.fields import MASK, optional_bool, optional_str
 from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
+from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Operation, Raw, record, route
 from kriten_api.schemas import (
     DeletedOut,
@@ -45,17 +38,18 @@ from kriten_api.schemas import (
     validate,
 )
 from kriten_common import errors
-from kriten_common.db.models import Task, Webhook, utcnow
+from kriten_common.clock import utcnow
+from kriten_common.db.models import Task, Webhook
 from kriten_common.filter_expressions import InvalidExpression, check_expression
 from kriten_common.paths import RUN_PREFIX
 from kriten_common.rbac import Principal
+from kriten_common.webhook_schemes import CONFIGURED_SCHEMES, MAX_BODY_BYTES
 
-SCHEMES = ("auto", "infrahub", "standard", "netbox", "github")
+SCHEMES = tuple(CONFIGURED_SCHEMES)
 MIN_SECRET_LENGTH = 8
 WEAK_SECRET_LENGTH = 16
 MAX_FILTER_LENGTH = 2048
 # The ingress refuses any body declared larger than this before looking a webhook up.
-MAX_BODY_BYTES_LIMIT = 64 * 1024 * 1024
 MAX_RATE_PER_SECOND = 1_000_000.0
 MAX_ALLOWED_SOURCES = 256
 DEFAULT_GRACE_SECONDS = 86_400
@@ -151,8 +145,8 @@ def check_max_body_bytes(value: Any) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise errors.InvalidInput("max_body_bytes must be an integer")
-    if not 1 <= value <= MAX_BODY_BYTES_LIMIT:
-        raise errors.InvalidInput(f"max_body_bytes must be between 1 and {MAX_BODY_BYTES_LIMIT}")
+    if not 1 <= value <= MAX_BODY_BYTES:
+        raise errors.InvalidInput(f"max_body_bytes must be between 1 and {MAX_BODY_BYTES}")
     return value
 
 
@@ -240,9 +234,8 @@ async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
     else:
         query = query.where(Webhook.owner_id == principal.user_id)
     async with request.app[SESSIONS]() as session:
-        hooks = (await session.exec(query)).all()
-    items = [webhook_json(request, h) for h in page(hooks, request)]
-    return list_response(items, len(hooks))
+        hooks, total = await paginate(session, query.order_by(col(Webhook.id)), Window.of(request))
+    return list_response([webhook_json(request, h) for h in hooks], total)
 
 
 async def list_own_webhooks(request: web.Request) -> web.Response:

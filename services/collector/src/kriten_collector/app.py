@@ -7,25 +7,19 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kriten_collector.collecting import Collector
 from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import JobStore
+from kriten_collector.keys import CONNECTION, PUBLISHER, SESSIONS, SETTINGS
 from kriten_collector.ports import JobObserver
 from kriten_collector.settings import CollectorSettings
-from kriten_common.amqp import Consumer, Publisher, Topology
+from kriten_common.amqp import COLLECTOR_EVENTS, Consumer, Topology
 from kriten_common.consumer_metrics import ConsumerMetrics
-from kriten_common.db.engine import SessionFactory
 from kriten_common.http import METRICS_REGISTRY, create_service_app
 from kriten_common.service import broker_context, database_context
-
-SETTINGS = web.AppKey("settings", CollectorSettings)
-SESSIONS = web.AppKey("sessions", SessionFactory)
-CONNECTION = web.AppKey("connection", AbstractRobustConnection)
-PUBLISHER = web.AppKey("publisher", Publisher)
 
 
 def make_observer(settings: CollectorSettings) -> JobObserver:
@@ -67,7 +61,7 @@ async def _collecting(app: web.Application) -> AsyncIterator[None]:
     consumer = Consumer(
         connection=app[CONNECTION],
         topology=Topology(settings.amqp_prefix),
-        consumer="collector.events",
+        consumer=COLLECTOR_EVENTS,
         handler=collector.handle,
         metrics=ConsumerMetrics(app[METRICS_REGISTRY]),
     )

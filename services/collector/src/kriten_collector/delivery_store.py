@@ -20,8 +20,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_collector.write_batcher import DEFAULT_MAX_BATCH, WriteBatcher
+from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import WebhookDelivery, utcnow
+from kriten_common.db.models import WebhookDelivery
 from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered
 

@@ -24,8 +24,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from kriten_collector.json_data import extract_json_data
 from kriten_collector.ports import ExecutionUpdate
 from kriten_collector.write_batcher import DEFAULT_MAX_BATCH, WriteBatcher
+from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import FINAL_JOB_STATUSES, Job, failed_before_launch, utcnow
+from kriten_common.db.models import FINAL_JOB_STATUSES, Job, failed_before_launch
 from kriten_common.messages import JobDispatchFailed, JobRequested
 
 # Changes the job in place and says whether it did; returns False before changing

@@ -8,25 +8,19 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from kriten_common.amqp import Consumer, Publisher, Topology
+from kriten_common.amqp import DISPATCHER_CONTROL, DISPATCHER_JOBS, Consumer, Topology
 from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.crypto import SecretBox
-from kriten_common.db.engine import SessionFactory
 from kriten_common.http import METRICS_REGISTRY, create_service_app
 from kriten_common.service import broker_context, database_context
 from kriten_dispatcher.dispatching import Dispatcher
+from kriten_dispatcher.keys import CONNECTION, PUBLISHER, SESSIONS, SETTINGS
 from kriten_dispatcher.ports import JobLauncher
 from kriten_dispatcher.scheduler import Scheduler
 from kriten_dispatcher.settings import DispatcherSettings
-
-SETTINGS = web.AppKey("settings", DispatcherSettings)
-SESSIONS = web.AppKey("sessions", SessionFactory)
-CONNECTION = web.AppKey("connection", AbstractRobustConnection)
-PUBLISHER = web.AppKey("publisher", Publisher)
 
 
 def make_launcher(settings: DispatcherSettings) -> JobLauncher:
@@ -79,7 +73,7 @@ async def _consumers(app: web.Application) -> AsyncIterator[None]:
             on_dead_letter=dispatcher.on_dead_letter,
             metrics=metrics,
         )
-        for queue in ("dispatcher.job-requested", "dispatcher.control")
+        for queue in (DISPATCHER_JOBS, DISPATCHER_CONTROL)
     ]
     await launcher.start()
     for consumer in consumers:

@@ -32,6 +32,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from kriten_common.clock import utcnow
 from kriten_common.local_jobs import (
     OUTPUT_CLONE_HEADING,
     PRIVATE_DIR_NAME,
@@ -48,7 +49,6 @@ from kriten_common.local_jobs import (
     supervisor_alive,
     touch,
     try_lock,
-    utcnow,
     write_atomic,
     write_record,
 )

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from kriten_common.clock import utcnow
 from kriten_common.local_jobs import (
     OUTPUT_TASK_HEADING,
     JobPaths,
@@ -38,7 +39,6 @@ from kriten_common.local_jobs import (
     result_from_exit_code,
     stopped_result,
     supervisor_alive,
-    utcnow,
     write_record,
 )
 from kriten_common.logging import get_logger

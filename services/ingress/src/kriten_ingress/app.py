@@ -25,9 +25,9 @@ from kriten_common.paths import RUN_PREFIX
 from kriten_common.service import CleanupContext, broker_context, database_context
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog
-from kriten_ingress.keys import CONFIGS, CONNECTION, METRICS, PUBLISHER, SESSIONS, SETTINGS
+from kriten_ingress.keys import CONFIGS, CONNECTION, INTAKE, METRICS, PUBLISHER, SESSIONS, SETTINGS
 from kriten_ingress.metrics import IngressMetrics
-from kriten_ingress.run_endpoint import INTAKE, Intake, run_webhook
+from kriten_ingress.run_endpoint import Intake, run_webhook
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.webhook_config import WebhookConfigs
 

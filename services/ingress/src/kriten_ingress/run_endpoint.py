@@ -25,16 +25,18 @@ from aiohttp import web
 from prometheus_client.metrics import Counter as CounterChild
 
 from kriten_common import errors
-from kriten_common.admission import admit, derived_suffix, job_id_for
+from kriten_common.admission import admit
 from kriten_common.amqp import Publisher
 from kriten_common.client_address import IPNetwork, client_address, forwarded_hops
+from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
 from kriten_common.logging import get_logger
-from kriten_common.messages import WebhookDelivered, utcnow
-from kriten_common.rbac import is_allowed
+from kriten_common.messages import WebhookDelivered
+from kriten_common.webhook_schemes import MAX_BODY_BYTES
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog, recorded_headers
 from kriten_ingress.filters import FilterRefused, filter_rejection
+from kriten_ingress.keys import INTAKE
 from kriten_ingress.limits import Buckets, replica_rate, retry_after_seconds, source_allowed
 from kriten_ingress.metrics import IngressMetrics, webhook_label
 from kriten_ingress.settings import IngressSettings
@@ -46,7 +48,6 @@ AUTHENTICATION_FAILED = "webhook authentication failed."
 FILTER_REFUSED = "the webhook's filter cannot be evaluated on this body."
 # No webhook may raise its cap above this, so a larger declared body is refused before
 # the webhook is even looked up.
-HARD_MAX_BODY_BYTES = 64 * 1024 * 1024
 Outcome = Literal["accepted", "duplicate", "filtered", "rejected"]
 # Bound of the per-request caches below (metric children, client addresses).
 _MAX_CACHED = 4096
@@ -112,9 +113,9 @@ class Intake:
         webhook_id = request.match_info["webhook_id"]
         received_at = utcnow()
         declared = request.content_length
-        if declared is not None and declared > HARD_MAX_BODY_BYTES:
+        if declared is not None and declared > MAX_BODY_BYTES:
             self._count_unknown("too large")
-            raise errors.PayloadTooLarge(f"request body exceeds {HARD_MAX_BODY_BYTES} bytes")
+            raise errors.PayloadTooLarge(f"request body exceeds {MAX_BODY_BYTES} bytes")
         try:
             config = await self.configs.get(webhook_id)
         except errors.Unavailable:
@@ -192,36 +193,33 @@ class Intake:
                 errors.Forbidden(errors.FORBIDDEN_MESSAGE), f"permission: the {what} is gone"
             )
         key = f"{delivery.webhook_id}:{verified.idempotency_key}"
-        job_id = job_id_for(task.name, derived_suffix(key))
-        if self._is_duplicate(job_id):
-            self._record(self._delivered(delivery, "duplicate", job_id=job_id))
-            log.info("webhook_duplicate", webhook_id=delivery.webhook_id, job_id=job_id)
+        try:
+            # The one decision on the job, as for every other entry: the owner's
+            # permission, the input's schema, and the id derived from the delivery.
+            event = admit(
+                principal=owner,
+                task=task,
+                raw_input=body,
+                source="webhook",
+                idempotency_key=key,
+                webhook_id=delivery.webhook_id,
+                delivery_id=delivery.delivery_id,
+                correlation_id=delivery.delivery_id,
+            )
+        except errors.Forbidden as refused:
+            reason = f"permission: the owner lacks jobs:write on {task.name}"
+            raise _Refused(refused, reason) from None
+        if self._is_duplicate(event.job_id):
+            self._record(self._delivered(delivery, "duplicate", job_id=event.job_id))
+            log.info("webhook_duplicate", webhook_id=delivery.webhook_id, job_id=event.job_id)
             return web.json_response(
                 {
                     "msg": "job already created for this delivery",
-                    "id": job_id,
+                    "id": event.job_id,
                     "status": "duplicate",
                 },
                 status=202,
             )
-
-        if not is_allowed(
-            owner.permissions, resource="jobs", resource_id=task.name, access="write"
-        ):
-            raise _Refused(
-                errors.Forbidden(errors.FORBIDDEN_MESSAGE),
-                f"permission: the owner lacks jobs:write on {task.name}",
-            )
-        event = admit(
-            principal=owner,
-            task=task,
-            raw_input=body,
-            source="webhook",
-            idempotency_key=key,
-            webhook_id=delivery.webhook_id,
-            delivery_id=delivery.delivery_id,
-            correlation_id=delivery.delivery_id,
-        )
         # The delivery-log record rides in the job request's confirmed batch: one round
         # trip for both, and no background task per delivery. It is built before the
         # confirm; when the batch fails, both messages normally fail together and the
@@ -350,14 +348,9 @@ def _reason(error: errors.KritenError) -> str:
         return error.reason
     if isinstance(error, errors.InvalidInput):
         return f"schema: {error.message}"
-    if isinstance(error, errors.Forbidden):
-        return "permission"
     if isinstance(error, errors.Unavailable):
         return "broker unavailable"
     return type(error).__name__
-
-
-INTAKE = web.AppKey("intake", Intake)
 
 
 async def run_webhook(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from kriten_common.webhook_schemes import CONFIGURED_SCHEMES, Scheme
 from kriten_common.webhook_signing import GITHUB_PREFIX, plain_key, standard_key, standard_mac
 from kriten_ingress.json_depth import nesting_exceeds
 
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 SecretMatch = Literal["current", "previous"]
-Scheme = Literal["standard", "netbox", "github"]
 
 _WEBHOOK_ID = "webhook-id"
 _WEBHOOK_TIMESTAMP = "webhook-timestamp"
@@ -51,14 +51,6 @@ _REQUIRED_HEADERS: dict[Scheme, tuple[str, ...]] = {
     "standard": (_WEBHOOK_ID, _WEBHOOK_TIMESTAMP, _WEBHOOK_SIGNATURE),
     "netbox": (_NETBOX_SIGNATURE,),
     "github": (_GITHUB_SIGNATURE,),
-}
-
-_CONFIGURED_SCHEMES: dict[str, Scheme | None] = {
-    "auto": None,
-    "infrahub": "standard",
-    "standard": "standard",
-    "netbox": "netbox",
-    "github": "github",
 }
 
 # Infrahub's events are a few kilobytes and a few levels deep. Bodies beyond these bounds
@@ -110,12 +102,12 @@ def verify(
     Raises `VerificationFailed` for every refusal, including a misconfigured webhook, so
     the caller has a single path to the uniform 401.
     """
-    if configured_scheme not in _CONFIGURED_SCHEMES:
+    if configured_scheme not in CONFIGURED_SCHEMES:
         raise VerificationFailed("unknown configured scheme")
     if not secrets:
         raise VerificationFailed("no secret configured")
     found = _pick_headers(headers)
-    scheme = _choose_scheme(_CONFIGURED_SCHEMES[configured_scheme], found)
+    scheme = _choose_scheme(CONFIGURED_SCHEMES[configured_scheme], found)
     if scheme == "standard":
         return _verify_standard(found, body, secrets, now, replay_window_seconds)
     if scheme == "netbox":

@@ -1,0 +1,9 @@
+"""The time every service stamps its records with: aware, in UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
