@@ -9,6 +9,9 @@ export UV_SYSTEM_CERTS ?= 1
 # trees, PYTHONDONTWRITEBYTECODE) every service start would compile SQLAlchemy & co. again.
 export UV_COMPILE_BYTECODE ?= 1
 PYTEST_ARGS ?=
+# Tests run on every core; the slowest ones mostly wait (outages, retries), so two
+# workers halve the wall time even on two cores. `make test PYTEST_WORKERS=0`: serial.
+PYTEST_WORKERS ?= auto
 
 .PHONY: help run test lint bench sync test-deps
 
@@ -40,7 +43,7 @@ test-deps:
 
 # The tests only: ruff, mypy and import-linter are `make lint` (.ci/run runs both).
 test: sync test-deps
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: sync
 	$(UV) run --frozen ruff check .
