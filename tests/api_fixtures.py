@@ -16,9 +16,9 @@ from typing import cast
 from aiohttp import web
 
 from kriten_api import app as api_app
-from kriten_api import dead_letters
 from kriten_api.job_events import JobEvents
 from kriten_api.keys import JOB_EVENTS, PUBLISHER
+from kriten_api.routes import dead_letters
 from kriten_common.amqp import Publisher, Rider, Settled
 from kriten_common.messages import Event
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kriten_api.dead_letters import refresh_gauge
+from kriten_api.routes.dead_letters import refresh_gauge
 from kriten_common.amqp import Topology
 from tests.api.conftest import ApiClient, create, login
 from tests.common.test_dead_letters import depth, drain, put_dead_letters

@@ -14,9 +14,10 @@ import pytest
 from aiohttp import ClientResponse
 from sqlmodel import select
 
-from kriten_api import job_events, jobs
+from kriten_api import job_events
 from kriten_api.app import create_app
 from kriten_api.keys import JOB_EVENTS, SESSIONS
+from kriten_api.routes import jobs
 from kriten_api.settings import ApiSettings
 from kriten_common import admission
 from kriten_common.amqp import Publisher, Topology, connect

@@ -10,7 +10,9 @@ from openapi_spec_validator import validate as validate_openapi
 from pydantic import SecretStr
 
 from kriten_api.app import create_app
-from kriten_api.schemas import RunnerIn, TaskIn, validate
+from kriten_api.schemas import validate
+from kriten_api.schemas.runners import RunnerIn
+from kriten_api.schemas.tasks import TaskIn
 from kriten_api.settings import ApiSettings
 from kriten_common import errors
 from tests.api.conftest import ApiClient, login

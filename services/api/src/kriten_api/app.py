@@ -10,17 +10,28 @@ from datetime import UTC, datetime
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from kriten_api import (
-    api_token_routes,
-    audit,
+from kriten_api import audit, jwt_tokens, openapi
+from kriten_api.bootstrap import ensure_builtins
+from kriten_api.job_events import JobEvents
+from kriten_api.keys import (
+    CONNECTION,
+    JOB_EVENTS,
+    PUBLISHER,
+    SAMPLER,
+    SECRET_BOX,
+    SESSIONS,
+    SETTINGS,
+)
+from kriten_api.migrate import upgrade_database
+from kriten_api.routes import (
+    api_tokens,
+    audit_logs,
     cronjobs,
     dead_letters,
     deliveries,
     groups,
     jobs,
-    jwt_tokens,
     login,
-    openapi,
     role_bindings,
     roles,
     runners,
@@ -28,10 +39,6 @@ from kriten_api import (
     users,
     webhooks,
 )
-from kriten_api.bootstrap import ensure_builtins
-from kriten_api.job_events import JobEvents
-from kriten_api.keys import CONNECTION, JOB_EVENTS, PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
-from kriten_api.migrate import upgrade_database
 from kriten_api.settings import ApiSettings
 from kriten_api.trailing_slash import trailing_slash_middleware
 from kriten_common.amqp import BroadcastSubscription, Topology
@@ -53,6 +60,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.middlewares.append(trailing_slash_middleware)
     # Inside the error middleware, so it sees a refused request's exception and status.
     app.middlewares.append(audit.audit_middleware)
+    app[SAMPLER] = audit.AnonymousSampler(per_minute=settings.audit_anonymous_per_minute)
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox(settings.encryption_keys.get_secret_value())
     app.cleanup_ctx.append(_migrations(settings))
@@ -68,13 +76,13 @@ def create_app(settings: ApiSettings) -> web.Application:
         tasks,
         webhooks,
         jobs,
-        api_token_routes,
+        api_tokens,
         cronjobs,
         users,
         groups,
         roles,
         role_bindings,
-        audit,
+        audit_logs,
         deliveries,
         dead_letters,
     ):

@@ -35,20 +35,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy import delete
-from sqlmodel import col, select
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api.audit_events import Event, audited_route
-from kriten_api.authentication import PRINCIPAL, authenticate
-from kriten_api.authz import require, visible_to
-from kriten_api.keys import SAMPLER, SESSIONS, SETTINGS
-from kriten_api.listing import Window, count, list_response, paginate
-from kriten_api.openapi import Query, route
-from kriten_api.schemas import AuditLogOut, LoginIn, accepted_fields, dump
+from kriten_api.authentication import PRINCIPAL
+from kriten_api.keys import SAMPLER, SESSIONS
+from kriten_api.schemas import accepted_fields
+from kriten_api.schemas.login import LoginIn
 from kriten_common import errors
 from kriten_common.db.models import AuditLog
 from kriten_common.http import Handler, response_for
@@ -57,7 +54,6 @@ from kriten_common.logging import get_logger
 log = get_logger(__name__)
 
 ANONYMOUS = "anonymous"
-DEFAULT_MAX = 100
 MAX_FIELD = 255
 
 
@@ -219,75 +215,3 @@ def _created_key(response: web.StreamResponse | None) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
-
-
-def audit_json(row: AuditLog) -> dict[str, Any]:
-    """Kriten's field names, so its clients read the log unchanged."""
-    answer: dict[str, Any] = dump(
-        AuditLogOut(
-            id=row.id,
-            user_id=row.user_id,
-            username=row.username,
-            provider=row.provider,
-            event_type=row.event_type,
-            event_category=row.category,
-            event_target=row.target,
-            status=row.status,
-            detail=row.detail,
-            created_at=row.created_at.isoformat(),
-        )
-    )
-    return answer
-
-
-def _count(request: web.Request, name: str, default: int) -> int:
-    value = count(request, name)
-    return default if value is None else value
-
-
-async def list_audit_logs(request: web.Request) -> web.Response:
-    """Newest first; `?max=N` (Kriten's name) or `?limit=N`, default 100, and `?offset=`."""
-    principal = await authenticate(request)
-    window = Window(
-        limit=_count(request, "max", _count(request, "limit", DEFAULT_MAX)),
-        offset=_count(request, "offset", 0),
-    )
-    query = select(AuditLog).order_by(col(AuditLog.created_at).desc(), col(AuditLog.id))
-    query = visible_to(query, principal, "audit", keys=[col(AuditLog.id)])
-    async with request.app[SESSIONS]() as session:
-        rows, total = await paginate(session, query, window)
-    return list_response([audit_json(r) for r in rows], total)
-
-
-async def get_audit_log(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    log_id = request.match_info["id"]
-    require(principal, "audit", log_id, "read")
-    async with request.app[SESSIONS]() as session:
-        row = await session.get(AuditLog, log_id)
-    if row is None:
-        raise errors.NotFound(f"audit log {log_id!r} not found")
-    return web.json_response(audit_json(row))
-
-
-def add_routes(app: web.Application, base: str) -> None:
-    app[SAMPLER] = AnonymousSampler(per_minute=app[SETTINGS].audit_anonymous_per_minute)
-    number = {"type": "integer", "minimum": 0}
-    route(
-        app,
-        "GET",
-        f"{base}/audit_logs",
-        list_audit_logs,
-        summary="The audit log, newest first",
-        response=AuditLogOut,
-        listing=True,
-        query=[Query("max", number, f"Kriten's name for limit (default {DEFAULT_MAX})")],
-    )
-    route(
-        app,
-        "GET",
-        f"{base}/audit_logs/{{id}}",
-        get_audit_log,
-        summary="An audit log entry",
-        response=AuditLogOut,
-    )

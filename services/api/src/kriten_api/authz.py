@@ -15,13 +15,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Mapped
-from sqlmodel import or_
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import Select, SelectOfScalar
 
 from kriten_common import errors
-from kriten_common.db.models import Job
-from kriten_common.rbac import Access, Permission, Principal, is_allowed, load_permissions
+from kriten_common.db.models import Job, Role, RoleBinding
+from kriten_common.rbac import (
+    Access,
+    Permission,
+    Principal,
+    is_allowed,
+    load_permissions,
+    role_permission,
+)
 
 ALL = "*"
 
@@ -130,6 +137,18 @@ async def require_holds_all_of(session: AsyncSession, principal: Principal, user
     """No acting on an account that can do more than the caller can."""
     if user_id != principal.user_id:
         require_holds(principal, await load_permissions(session, user_id))
+
+
+async def bound_permissions(
+    session: AsyncSession, *, subject_kind: str, subject_id: str
+) -> frozenset[Permission]:
+    """The permissions bound directly to one group or user (not through its groups)."""
+    query = (
+        select(Role)
+        .join(RoleBinding, col(RoleBinding.role_id) == col(Role.id))
+        .where(RoleBinding.subject_kind == subject_kind, RoleBinding.subject_id == subject_id)
+    )
+    return frozenset(role_permission(role) for role in (await session.exec(query)).all())
 
 
 # --- lists ---

@@ -20,8 +20,7 @@ from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
-from kriten_api.authz import require_holds, require_item
-from kriten_api.roles import bound_permissions
+from kriten_api.authz import bound_permissions, require_holds, require_item
 from kriten_api.settings import ApiSettings
 from kriten_common import errors
 from kriten_common.db.models import Group, GroupMember, User

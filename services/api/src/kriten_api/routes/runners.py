@@ -25,17 +25,8 @@ from kriten_api.fields import MASK, check_name, optional_str, required_str, same
 from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
-from kriten_api.schemas import (
-    DeletedOut,
-    RunnerIn,
-    RunnerOut,
-    SecretKeysIn,
-    SecretsIn,
-    SecretsOut,
-    dump,
-    read_body,
-    validate,
-)
+from kriten_api.schemas import DeletedOut, dump, read_body, validate
+from kriten_api.schemas.runners import RunnerIn, RunnerOut, SecretKeysIn, SecretsIn, SecretsOut
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.crypto import SecretBox

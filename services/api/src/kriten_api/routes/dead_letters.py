@@ -21,7 +21,8 @@ from kriten_api.authz import require_admin
 from kriten_api.keys import BROWSING, CONNECTION, GAUGE, SETTINGS
 from kriten_api.listing import Window, list_response
 from kriten_api.openapi import route
-from kriten_api.schemas import DeadLetterOut, dump
+from kriten_api.schemas import dump
+from kriten_api.schemas.dead_letters import DeadLetterOut
 from kriten_common import dead_letters as store
 from kriten_common import errors
 from kriten_common.amqp import Topology

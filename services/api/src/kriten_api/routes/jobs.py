@@ -16,15 +16,8 @@ from kriten_api.job_events import wait_woken
 from kriten_api.keys import JOB_EVENTS, PUBLISHER, SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import ANY_CONTENT, TEXT, Query, route
-from kriten_api.schemas import (
-    CreateJobOut,
-    DeletedOut,
-    JobAcceptedOut,
-    JobOut,
-    JobSummaryOut,
-    JsonSchemaOut,
-    dump,
-)
+from kriten_api.schemas import DeletedOut, JsonSchemaOut, dump
+from kriten_api.schemas.jobs import CreateJobOut, JobAcceptedOut, JobOut, JobSummaryOut
 from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task

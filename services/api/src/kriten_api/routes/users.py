@@ -34,7 +34,9 @@ from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.passwords import hash_password_async
-from kriten_api.schemas import DeletedOut, MemberOut, UserIn, UserOut, dump, read_body
+from kriten_api.schemas import DeletedOut, dump, read_body
+from kriten_api.schemas.groups import MemberOut
+from kriten_api.schemas.users import UserIn, UserOut
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import ApiToken, CronJob, RoleBinding, User, Webhook

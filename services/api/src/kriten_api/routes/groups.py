@@ -24,18 +24,9 @@ from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
-from kriten_api.roles import UUID_SHAPE
-from kriten_api.schemas import (
-    DeletedOut,
-    GroupIn,
-    GroupOut,
-    MemberIn,
-    MemberOut,
-    MembersIn,
-    accepted_fields,
-    dump,
-    read_body,
-)
+from kriten_api.routes.roles import UUID_SHAPE
+from kriten_api.schemas import DeletedOut, accepted_fields, dump, read_body
+from kriten_api.schemas.groups import GroupIn, GroupOut, MemberIn, MemberOut, MembersIn
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Group, RoleBinding

@@ -22,7 +22,8 @@ from kriten_api.fields import optional_bool, optional_str
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
-from kriten_api.schemas import ApiTokenIn, ApiTokenOut, DeletedOut, dump, read_body, validate
+from kriten_api.schemas import DeletedOut, dump, read_body, validate
+from kriten_api.schemas.api_tokens import ApiTokenIn, ApiTokenOut
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import ApiToken

@@ -22,7 +22,8 @@ from kriten_api.authentication import presented_claims, verified_claims
 from kriten_api.keys import LDAP_CONFIG, LOGIN_LIMITER, SESSIONS, SETTINGS
 from kriten_api.login_limits import LoginLimiter
 from kriten_api.openapi import Query, route
-from kriten_api.schemas import LoginIn, MessageOut, TokenOut, dump, read_body
+from kriten_api.schemas import MessageOut, dump, read_body
+from kriten_api.schemas.login import LoginIn, TokenOut
 from kriten_common import errors
 from kriten_common.client_address import client_address, forwarded_hops
 from kriten_common.db.models import User

@@ -25,8 +25,10 @@ from kriten_api.authz import require_run_as_owner
 from kriten_api.keys import PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
-from kriten_api.schemas import AnyJson, DeliveryOut, JobAcceptedOut, TestDeliveryIn, dump
-from kriten_api.webhooks import load_webhook, optional_body
+from kriten_api.routes.webhooks import load_webhook, optional_body
+from kriten_api.schemas import AnyJson, dump
+from kriten_api.schemas.deliveries import DeliveryOut, TestDeliveryIn
+from kriten_api.schemas.jobs import JobAcceptedOut
 from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.clock import utcnow

@@ -26,17 +26,9 @@ from kriten_api.fields import MASK, optional_bool, optional_str
 from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Operation, Raw, record, route
-from kriten_api.schemas import (
-    DeletedOut,
-    In,
-    JobAcceptedOut,
-    RotateIn,
-    WebhookIn,
-    WebhookOut,
-    dump,
-    read_body,
-    validate,
-)
+from kriten_api.schemas import DeletedOut, In, dump, read_body, validate
+from kriten_api.schemas.jobs import JobAcceptedOut
+from kriten_api.schemas.webhooks import RotateIn, WebhookIn, WebhookOut
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Task, Webhook

@@ -29,15 +29,8 @@ from kriten_api.fields import check_name, optional_bool, required_str, same_name
 from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
-from kriten_api.schemas import (
-    CronJobIn,
-    CronJobOut,
-    DeletedOut,
-    JsonSchemaOut,
-    dump,
-    read_body,
-    validate,
-)
+from kriten_api.schemas import DeletedOut, JsonSchemaOut, dump, read_body, validate
+from kriten_api.schemas.cronjobs import CronJobIn, CronJobOut
 from kriten_common import errors
 from kriten_common.admission import validate_input
 from kriten_common.clock import utcnow

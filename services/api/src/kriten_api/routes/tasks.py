@@ -16,16 +16,8 @@ from kriten_api.fields import check_name, optional_bool, optional_str, required_
 from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
-from kriten_api.schemas import (
-    DeletedOut,
-    JsonObjectIn,
-    JsonSchemaOut,
-    TaskIn,
-    TaskOut,
-    dump,
-    read_body,
-    validate,
-)
+from kriten_api.schemas import DeletedOut, JsonObjectIn, JsonSchemaOut, dump, read_body, validate
+from kriten_api.schemas.tasks import TaskIn, TaskOut
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import CronJob, Runner, Task, Webhook

@@ -22,8 +22,9 @@ from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
-from kriten_api.roles import check_label
-from kriten_api.schemas import DeletedOut, RoleBindingIn, RoleBindingOut, dump, read_body
+from kriten_api.routes.roles import check_label
+from kriten_api.schemas import DeletedOut, dump, read_body
+from kriten_api.schemas.role_bindings import RoleBindingIn, RoleBindingOut
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Group, Role, RoleBinding, User

@@ -36,14 +36,14 @@ from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
-from kriten_api.schemas import DeletedOut, RoleIn, RoleOut, dump, read_body, validate
+from kriten_api.schemas import DeletedOut, dump, read_body, validate
+from kriten_api.schemas.roles import RoleIn, RoleOut
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Role, RoleBinding
 from kriten_common.rbac import (
     RESOURCES,
     Access,
-    Permission,
     role_permission,
 )
 
@@ -61,18 +61,6 @@ def check_label(value: Any, field: str = "name") -> str:
             " or digit, and must not look like an id"
         )
     return value
-
-
-async def bound_permissions(
-    session: AsyncSession, *, subject_kind: str, subject_id: str
-) -> frozenset[Permission]:
-    """The permissions bound directly to one group or user (not through its groups)."""
-    query = (
-        select(Role)
-        .join(RoleBinding, col(RoleBinding.role_id) == col(Role.id))
-        .where(RoleBinding.subject_kind == subject_kind, RoleBinding.subject_id == subject_id)
-    )
-    return frozenset(role_permission(role) for role in (await session.exec(query)).all())
 
 
 async def find_role(session: AsyncSession, key: str) -> Role | None:

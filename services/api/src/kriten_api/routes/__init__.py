@@ -1,0 +1,1 @@
+"""The api's routes, one module per resource: parse, authorize, query, answer."""
