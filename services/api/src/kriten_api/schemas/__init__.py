@@ -22,11 +22,12 @@ code behind.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import cache
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, PlainSerializer, RootModel, ValidationError
 
 from kriten_common import errors
 from kriten_common.http import read_json_object
@@ -35,7 +36,16 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 class Out(BaseModel):
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+    # `from_attributes`: an answer is built from its row, `XPublic.model_validate(row)`.
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, from_attributes=True)
+
+
+def _isoformat(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_isoformat, return_type=str)]
+"""A row's time in an answer: `isoformat()` (`+00:00`), as the api has always answered."""
 
 
 def _document_accepted_fields(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -131,7 +141,11 @@ PHRASES = {
 
 
 def validate(model: type[Model], body: Any) -> Model:
-    """`body` as `model` (strictly: no "5" for 5), or a 400 naming the first wrong field."""
+    """`body` as `model` (strictly: no "5" for 5), or a 400 naming the first wrong field.
+
+    A field validator that finds a value wrong raises `errors.InvalidInput` with its own
+    message (Pydantic lets any other exception than ValueError through unchanged), so
+    the rules that lived in handlers keep their words when they move into a model."""
     try:
         return model.model_validate(body, strict=True)
     except ValidationError as problem:
