@@ -150,18 +150,19 @@ def _document_job_fields(document: dict[str, Any], schema: str) -> set[str]:
 
 async def test_the_openapi_document_lists_both_names(api: ApiClient) -> None:
     document = await (await api.get(f"{BASE}/openapi.json")).json()
-    for schema in ("JobOut", "JobSummaryOut"):
+    for schema in ("JobPublic", "JobSummaryPublic"):
         fields = _document_job_fields(document, schema)
         assert {"start_time", "startTime", "completion_time", "completionTime"} <= fields
 
 
 async def test_the_openapi_document_says_which_request_fields_are_taken(api: ApiClient) -> None:
     document = await (await api.get(f"{BASE}/openapi.json")).json()
-    runner_in = document["components"]["schemas"]["RunnerIn"]
-    assert runner_in["additionalProperties"] is False
-    assert runner_in["properties"]["created_at"]["readOnly"] is True
-    assert "readOnly" not in runner_in["properties"]["gitURL"]
-    assert "name" in document["components"]["schemas"]["UserIn"]["properties"]
+    schemas = document["components"]["schemas"]
+    for body in ("RunnerCreate", "RunnerUpdate"):
+        assert schemas[body]["additionalProperties"] is False
+        assert schemas[body]["properties"]["created_at"]["readOnly"] is True
+        assert "readOnly" not in schemas[body]["properties"]["gitURL"]
+    assert "name" in schemas["UserCreate"]["properties"]
 
 
 @pytest.mark.parametrize(

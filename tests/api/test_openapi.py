@@ -11,8 +11,8 @@ from pydantic import SecretStr
 
 from kriten_api.app import create_app
 from kriten_api.schemas import validate
-from kriten_api.schemas.runners import RunnerIn
-from kriten_api.schemas.tasks import TaskIn
+from kriten_api.schemas.runners import RunnerUpdate
+from kriten_api.schemas.tasks import TaskUpdate
 from kriten_api.settings import ApiSettings
 from kriten_common import errors
 from tests.api.conftest import ApiClient, login
@@ -81,12 +81,12 @@ async def test_the_ingress_run_endpoint_is_documented_as_served_elsewhere(api: A
 async def test_operations_name_the_models_kriten_field_names_included(api: ApiClient) -> None:
     document = await (await api.get("/api/v1/openapi.json")).json()
     schemas = document["components"]["schemas"]
-    assert "gitURL" in schemas["RunnerOut"]["properties"]
-    assert "schema" in schemas["TaskOut"]["properties"]
+    assert "gitURL" in schemas["RunnerPublic"]["properties"]
+    assert "schema" in schemas["TaskPublic"]["properties"]
     runners = document["paths"]["/api/v1/runners"]["get"]
     ok = runners["responses"]["200"]
     assert ok["content"]["application/json"]["schema"]["items"] == {
-        "$ref": "#/components/schemas/RunnerOut"
+        "$ref": "#/components/schemas/RunnerPublic"
     }
     assert "Content-Range" in ok["headers"]
     assert {p["name"] for p in runners["parameters"]} == {"limit", "offset"}
@@ -134,9 +134,9 @@ async def test_non_ascii_digits_are_refused_as_counts(api: ApiClient, value: str
 
 def test_model_validation_errors_name_the_field_in_the_handlers_words() -> None:
     with pytest.raises(errors.InvalidInput) as refused:
-        validate(TaskIn, {"timeout_seconds": "5"})
+        validate(TaskUpdate, {"timeout_seconds": "5"})
     assert refused.value.message == "timeout_seconds must be an integer"
     with pytest.raises(errors.InvalidInput) as refused:
-        validate(RunnerIn, {"secret": {"key": 5}})
+        validate(RunnerUpdate, {"secret": {"key": 5}})
     assert refused.value.message == "secret.key: input should be a valid string"
-    assert validate(RunnerIn, {"gitURL": "https://e.org/r.git", "other": 1}).git_url
+    assert validate(RunnerUpdate, {"gitURL": "https://e.org/r.git", "other": 1}).git_url

@@ -14,7 +14,6 @@ change goes through `change`, which holds the rules whichever route asked for it
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from sqlmodel import col, delete, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -30,11 +29,11 @@ LOCAL = "local"
 DIRECTORY = "active_directory"
 
 
-def check_provider(value: Any, settings: ApiSettings) -> str:
+def check_provider(value: str | None, settings: ApiSettings) -> str:
     """A provider users and groups may be created for: `local`, and `active_directory`
     when a directory is configured (its users may be created before their first login)."""
     providers = (LOCAL, DIRECTORY) if settings.ldap_url else (LOCAL,)
-    if isinstance(value, str) and value in providers:
+    if value is not None and value in providers:
         return value
     raise errors.InvalidInput(f"provider must be one of {', '.join(providers)}")
 
@@ -165,10 +164,10 @@ async def _rows(session: AsyncSession, *, group_id: str) -> Sequence[GroupMember
     return (await session.exec(select(GroupMember).where(GroupMember.group_id == group_id))).all()
 
 
-async def resolve_groups(session: AsyncSession, keys: Any, *, provider: str) -> list[Group]:
+async def resolve_groups(
+    session: AsyncSession, keys: Sequence[str], *, provider: str
+) -> list[Group]:
     """Groups named by id, or by name within `provider` (a user's `groups` field)."""
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise errors.InvalidInput("groups must be a list of group ids")
     groups: dict[str, Group] = {}
     for key in keys:
         group = await session.get(Group, key)
@@ -181,10 +180,8 @@ async def resolve_groups(session: AsyncSession, keys: Any, *, provider: str) -> 
     return list(groups.values())
 
 
-async def resolve_user_ids(session: AsyncSession, ids: Any) -> list[User]:
+async def resolve_user_ids(session: AsyncSession, ids: Sequence[str]) -> list[User]:
     """Users named by id (a group's `users` field)."""
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise errors.InvalidInput("users must be a list of user ids")
     users: dict[str, User] = {}
     for user_id in ids:
         user = await session.get(User, user_id)
@@ -194,18 +191,12 @@ async def resolve_user_ids(session: AsyncSession, ids: Any) -> list[User]:
     return list(users.values())
 
 
-async def resolve_named_users(session: AsyncSession, body: Any, *, provider: str) -> list[User]:
-    """`[{"name": username, "provider": p}]` (Kriten also sent `username`) → users."""
-    if not isinstance(body, list):
-        raise errors.InvalidInput('body must be a list of {"name": ..., "provider": ...}')
+async def resolve_named_users(
+    session: AsyncSession, names: Sequence[tuple[str, str | None]], *, provider: str
+) -> list[User]:
+    """Users by (username, provider given), of the group's `provider` only."""
     users: dict[str, User] = {}
-    for item in body:
-        if not isinstance(item, dict):
-            raise errors.InvalidInput('body must be a list of {"name": ..., "provider": ...}')
-        name = item.get("name", item.get("username"))
-        if not isinstance(name, str) or not name:
-            raise errors.InvalidInput("name is required for every user")
-        user_provider = item.get("provider", provider)
+    for name, user_provider in names:
         if user_provider != provider:
             raise errors.InvalidInput(
                 f"user {name!r} has provider {user_provider!r} but the group has"

@@ -8,7 +8,7 @@ update and delete their own tokens without any role; `apitokens:read`/`write` re
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,12 +18,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from kriten_api import api_tokens
 from kriten_api.authentication import authenticate
 from kriten_api.authz import require, require_owner_or
-from kriten_api.fields import optional_bool, optional_str
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import DeletedOut, dump, read_body, validate
-from kriten_api.schemas.api_tokens import ApiTokenIn, ApiTokenOut
+from kriten_api.schemas.api_tokens import ApiTokenCreate, ApiTokenPublic, ApiTokenUpdate
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import ApiToken
@@ -34,66 +33,34 @@ PATHS = ("apitokens", "api_tokens")
 READ_ONLY_FIELDS = ("id", "owner", "key")
 
 
-def token_json(token: ApiToken) -> dict[str, Any]:
-    answer: dict[str, Any] = dump(
-        ApiTokenOut(
-            id=token.id,
-            owner=token.owner_id,
-            description=token.description,
-            enabled=token.enabled,
-            expires=token.expires.isoformat() if token.expires is not None else None,
-            created_at=token.created_at.isoformat(),
-            updated_at=token.updated_at.isoformat(),
-        )
-    )
-    return answer
+def token_public(token: ApiToken) -> ApiTokenPublic:
+    return ApiTokenPublic.model_validate(token)
 
 
-def parse_expires(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp with its offset, in UTC; None (never) for null."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise errors.InvalidInput("expires must be an RFC 3339 timestamp or null")
-    try:
-        expires = datetime.fromisoformat(value)
-    except ValueError:
-        raise errors.InvalidInput("expires must be an RFC 3339 timestamp or null") from None
-    if expires.tzinfo is None:
-        # A zone-less time would be read in the server's zone, which the client cannot know.
-        raise errors.InvalidInput("expires must include a UTC offset (e.g. 2030-01-01T00:00:00Z)")
-    try:
-        return expires.astimezone(UTC)
-    except OverflowError:
-        # 9999-12-31T23:59:59-14:00 is a valid timestamp whose UTC time is in year 10000,
-        # past what `datetime` can hold (and 0001-01-01T00:00:00+01:00 is before year 1).
-        raise errors.InvalidInput("expires must fall within the years 1 to 9999 in UTC") from None
-
-
-def _apply(token: ApiToken, body: dict[str, Any], *, now: datetime) -> None:
-    current = token_json(token)
+def _refuse_read_only_changes(token: ApiToken, body: dict[str, Any]) -> None:
+    current = dump(token_public(token))
     for field in READ_ONLY_FIELDS:
         if field in body and body[field] != current.get(field):
             raise errors.InvalidInput(f"{field} cannot be changed")
-    if "description" in body:
-        token.description = optional_str(body, "description") or ""
-    if "enabled" in body:
-        token.enabled = optional_bool(body, "enabled", True)
-    if "expires" in body:
-        expires = parse_expires(body["expires"])
+
+
+def _apply(token: ApiToken, data: ApiTokenCreate | ApiTokenUpdate, *, now: datetime) -> None:
+    given = data.model_fields_set
+    if "description" in given:
+        token.description = data.description or ""
+    if data.enabled is not None:
+        token.enabled = data.enabled
+    if "expires" in given:
         # A past time set on purpose is a mistake; one merely kept (an expired token's
         # own value sent back) is not.
-        if expires is not None and expires != token.expires and expires <= now:
+        if data.expires is not None and data.expires != token.expires and data.expires <= now:
             raise errors.InvalidInput("expires must be in the future")
-        token.expires = expires
-    # Last, after the checks above and their messages: whatever they let through still
-    # has the types the document gives.
-    validate(ApiTokenIn, body)
+        token.expires = data.expires
 
 
 async def create_token(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_body(request, ApiTokenIn)
+    data = validate(ApiTokenCreate, await read_body(request, ApiTokenCreate))
     now = utcnow()
     key = api_tokens.new_key()
     server_key = request.app[SETTINGS].token_key.get_secret_value()
@@ -104,11 +71,13 @@ async def create_token(request: web.Request) -> web.Response:
         updated_at=now,
     )
     # The server chooses id, owner and key; a client's values for them are not honoured.
-    _apply(token, {k: v for k, v in body.items() if k not in READ_ONLY_FIELDS}, now=now)
+    _apply(token, data, now=now)
     async with request.app[SESSIONS]() as session:
         session.add(token)
         await session.commit()
-    return web.json_response(dump(ApiTokenOut.model_validate({**token_json(token), "key": key})))
+    answer = token_public(token)
+    answer.key = key
+    return web.json_response(dump(answer))
 
 
 async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
@@ -120,7 +89,7 @@ async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
         query = query.where(ApiToken.owner_id == principal.user_id)
     async with request.app[SESSIONS]() as session:
         tokens, total = await paginate(session, query, Window.of(request))
-    return list_response([token_json(t) for t in tokens], total)
+    return list_response([dump(token_public(t)) for t in tokens], total)
 
 
 async def list_own_tokens(request: web.Request) -> web.Response:
@@ -150,19 +119,21 @@ async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> 
 async def get_token(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         token = await _load(request, session, write=False)
-    return web.json_response(token_json(token))
+    return web.json_response(dump(token_public(token)))
 
 
 async def update_token(request: web.Request) -> web.Response:
-    body = await read_body(request, ApiTokenIn)
+    body = await read_body(request, ApiTokenUpdate)
+    data = validate(ApiTokenUpdate, body)
     async with request.app[SESSIONS]() as session:
         token = await _load(request, session, write=True)
+        _refuse_read_only_changes(token, body)
         now = utcnow()
-        _apply(token, body, now=now)
+        _apply(token, data, now=now)
         token.updated_at = now
         session.add(token)
         await session.commit()
-    return web.json_response(token_json(token))
+    return web.json_response(dump(token_public(token)))
 
 
 async def delete_token(request: web.Request) -> web.Response:
@@ -182,7 +153,7 @@ def add_routes(app: web.Application, base: str) -> None:
             items,
             list_own_tokens,
             summary="List the caller's API tokens",
-            response=ApiTokenOut,
+            response=ApiTokenPublic,
             listing=True,
         )
         for method in ("POST", "PUT"):
@@ -192,9 +163,9 @@ def add_routes(app: web.Application, base: str) -> None:
                 items,
                 create_token,
                 summary="Create an API token for the caller (its key shown once)",
-                request=ApiTokenIn,
+                request=ApiTokenCreate,
                 request_required=False,
-                response=ApiTokenOut,
+                response=ApiTokenPublic,
             )
         # Before `{id}`, which would otherwise take "all" for an id.
         route(
@@ -203,10 +174,10 @@ def add_routes(app: web.Application, base: str) -> None:
             f"{items}/all",
             list_all_tokens,
             summary="List every user's API tokens",
-            response=ApiTokenOut,
+            response=ApiTokenPublic,
             listing=True,
         )
-        route(app, "GET", item, get_token, summary="Get an API token", response=ApiTokenOut)
+        route(app, "GET", item, get_token, summary="Get an API token", response=ApiTokenPublic)
         for method in ("PATCH", "PUT"):
             route(
                 app,
@@ -214,7 +185,7 @@ def add_routes(app: web.Application, base: str) -> None:
                 item,
                 update_token,
                 summary="Update an API token",
-                request=ApiTokenIn,
-                response=ApiTokenOut,
+                request=ApiTokenUpdate,
+                response=ApiTokenPublic,
             )
         route(app, "DELETE", item, delete_token, summary="Delete an API token", response=DeletedOut)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from sqlmodel import col, select
 
@@ -13,30 +11,11 @@ from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, count, list_response, paginate
 from kriten_api.openapi import Query, route
 from kriten_api.schemas import dump
-from kriten_api.schemas.audit_logs import AuditLogOut
+from kriten_api.schemas.audit_logs import AuditLogPublic
 from kriten_common import errors
 from kriten_common.db.models import AuditLog
 
 DEFAULT_MAX = 100
-
-
-def audit_json(row: AuditLog) -> dict[str, Any]:
-    """Kriten's field names, so its clients read the log unchanged."""
-    answer: dict[str, Any] = dump(
-        AuditLogOut(
-            id=row.id,
-            user_id=row.user_id,
-            username=row.username,
-            provider=row.provider,
-            event_type=row.event_type,
-            event_category=row.category,
-            event_target=row.target,
-            status=row.status,
-            detail=row.detail,
-            created_at=row.created_at.isoformat(),
-        )
-    )
-    return answer
 
 
 def _count(request: web.Request, name: str, default: int) -> int:
@@ -55,7 +34,7 @@ async def list_audit_logs(request: web.Request) -> web.Response:
     query = visible_to(query, principal, "audit", keys=[col(AuditLog.id)])
     async with request.app[SESSIONS]() as session:
         rows, total = await paginate(session, query, window)
-    return list_response([audit_json(r) for r in rows], total)
+    return list_response([dump(AuditLogPublic.model_validate(r)) for r in rows], total)
 
 
 async def get_audit_log(request: web.Request) -> web.Response:
@@ -66,7 +45,7 @@ async def get_audit_log(request: web.Request) -> web.Response:
         row = await session.get(AuditLog, log_id)
     if row is None:
         raise errors.NotFound(f"audit log {log_id!r} not found")
-    return web.json_response(audit_json(row))
+    return web.json_response(dump(AuditLogPublic.model_validate(row)))
 
 
 def add_routes(app: web.Application, base: str) -> None:
@@ -77,7 +56,7 @@ def add_routes(app: web.Application, base: str) -> None:
         f"{base}/audit_logs",
         list_audit_logs,
         summary="The audit log, newest first",
-        response=AuditLogOut,
+        response=AuditLogPublic,
         listing=True,
         query=[Query("max", number, f"Kriten's name for limit (default {DEFAULT_MAX})")],
     )
@@ -87,5 +66,5 @@ def add_routes(app: web.Application, base: str) -> None:
         f"{base}/audit_logs/{{id}}",
         get_audit_log,
         summary="An audit log entry",
-        response=AuditLogOut,
+        response=AuditLogPublic,
     )

@@ -7,84 +7,37 @@ otherwise a user with only `cronjobs:write` could make another user's cronjob ru
 or an input, that its owner may run and they may not. Disabling alone needs no `jobs:write`.
 Owners manage their own cronjobs without any role; `cronjobs:read`/`write` reach others'.
 
-Schedules are standard 5-field cron expressions (minute, hour, day of month, month, day of
-week), evaluated in UTC, parsed with `cronsim` (the same library the scheduler uses).
+Schedules are standard 5-field cron expressions, evaluated in UTC (`schemas.cronjobs`).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from cronsim import CronSim, CronSimError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api.authentication import authenticate
 from kriten_api.authz import require, require_owner_or, visible_to
-from kriten_api.fields import check_name, optional_bool, required_str, same_name
+from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import DeletedOut, JsonSchemaOut, dump, read_body, validate
-from kriten_api.schemas.cronjobs import CronJobIn, CronJobOut
+from kriten_api.schemas.cronjobs import CronJobCreate, CronJobPublic, CronJobUpdate
 from kriten_common import errors
 from kriten_common.admission import validate_input
 from kriten_common.clock import utcnow
 from kriten_common.db.models import CronJob, Task
 from kriten_common.rbac import Access, Principal
 
-CRON_FIELDS = 5
 # Changes that cannot make a cronjob run anything it would not have run anyway.
 HARMLESS_FIELDS = frozenset({"name", "owner", "disable"})
-
-
-def cronjob_json(cronjob: CronJob) -> dict[str, Any]:
-    answer: dict[str, Any] = dump(
-        CronJobOut(
-            name=cronjob.name,
-            owner=cronjob.owner,
-            task=cronjob.task,
-            schedule=cronjob.schedule,
-            disable=cronjob.disable,
-            extra_vars=cronjob.extra_vars,
-            created_at=cronjob.created_at.isoformat(),
-            updated_at=cronjob.updated_at.isoformat(),
-        )
-    )
-    return answer
-
-
-def check_schedule(value: Any, *, now: datetime | None = None) -> str:
-    """A 5-field cron expression that fires at least once; `InvalidInput` otherwise."""
-    message = (
-        "schedule must be a 5-field cron expression (minute hour day-of-month month"
-        " day-of-week), e.g. '*/5 * * * *'"
-    )
-    if not isinstance(value, str):
-        raise errors.InvalidInput(message)
-    schedule = " ".join(value.split())
-    # cronsim also takes a 6-field form with seconds; the contract is 5 fields.
-    if len(schedule.split(" ")) != CRON_FIELDS:
-        raise errors.InvalidInput(message)
-    try:
-        next(CronSim(schedule, now or datetime.now(UTC)))
-    except CronSimError as problem:
-        raise errors.InvalidInput(f"{message}: {str(problem).lower()}") from None
-    except StopIteration:
-        raise errors.InvalidInput(f"schedule {schedule!r} never fires") from None
-    return schedule
-
-
-def check_extra_vars(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise errors.InvalidInput("extra_vars must be a JSON object")
-    return value
+# What a create or an update sets from its body (`name` and `owner` are never changed).
+SETTABLE_FIELDS = ("task", "schedule", "disable", "extra_vars")
 
 
 def compact_json(extra_vars: dict[str, Any]) -> str:
@@ -107,18 +60,10 @@ async def _check_runnable(
         raise errors.InvalidInput(f"extra_vars: {problem.message}") from None
 
 
-def _apply(cronjob: CronJob, body: dict[str, Any]) -> None:
-    if "task" in body:
-        cronjob.task = required_str(body, "task")
-    if "schedule" in body:
-        cronjob.schedule = check_schedule(body["schedule"])
-    if "disable" in body:
-        cronjob.disable = optional_bool(body, "disable", False)
-    if "extra_vars" in body:
-        cronjob.extra_vars = check_extra_vars(body["extra_vars"])
-    # Last, after the checks above and their messages: whatever they let through still
-    # has the types the document gives.
-    validate(CronJobIn, body)
+def _apply(cronjob: CronJob, data: CronJobCreate | CronJobUpdate) -> None:
+    for field in SETTABLE_FIELDS:
+        if field in data.model_fields_set:
+            setattr(cronjob, field, getattr(data, field))
 
 
 async def list_cronjobs(request: web.Request) -> web.Response:
@@ -128,23 +73,23 @@ async def list_cronjobs(request: web.Request) -> web.Response:
     query = visible_to(query, principal, "cronjobs", keys=keys, owner=owner)
     async with request.app[SESSIONS]() as session:
         cronjobs, total = await paginate(session, query, Window.of(request))
-    return list_response([cronjob_json(c) for c in cronjobs], total)
+    return list_response([dump(CronJobPublic.model_validate(c)) for c in cronjobs], total)
 
 
 async def create_cronjob(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_body(request, CronJobIn)
+    data = validate(CronJobCreate, await read_body(request, CronJobCreate))
     now = utcnow()
     cronjob = CronJob(
-        name=check_name(body.get("name")),
+        name=data.name,
         owner=principal.username,
         owner_id=principal.user_id,
-        task=required_str(body, "task"),
-        schedule=check_schedule(body.get("schedule")),
+        task=data.task,
+        schedule=data.schedule,
         created_at=now,
         updated_at=now,
     )
-    _apply(cronjob, {k: v for k, v in body.items() if k in ("disable", "extra_vars")})
+    _apply(cronjob, data)
     async with request.app[SESSIONS]() as session:
         await _check_runnable(session, principal, cronjob.task, cronjob.extra_vars)
         if await session.get(CronJob, cronjob.name) is not None:
@@ -154,7 +99,7 @@ async def create_cronjob(request: web.Request) -> web.Response:
             await session.commit()
         except IntegrityError:
             raise errors.Conflict(f"cronjob {cronjob.name!r} already exists") from None
-    return web.json_response(cronjob_json(cronjob))
+    return web.json_response(dump(CronJobPublic.model_validate(cronjob)))
 
 
 async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> CronJob:
@@ -175,7 +120,7 @@ async def _load(request: web.Request, session: AsyncSession, *, write: bool) -> 
 async def get_cronjob(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         cronjob = await _load(request, session, write=False)
-    return web.json_response(cronjob_json(cronjob))
+    return web.json_response(dump(CronJobPublic.model_validate(cronjob)))
 
 
 def _only_disables(body: dict[str, Any], cronjob: CronJob) -> bool:
@@ -185,7 +130,8 @@ def _only_disables(body: dict[str, Any], cronjob: CronJob) -> bool:
 
 
 async def update_cronjob(request: web.Request) -> web.Response:
-    body = await read_body(request, CronJobIn)
+    body = await read_body(request, CronJobUpdate)
+    data = validate(CronJobUpdate, body)
     principal = await authenticate(request)
     async with request.app[SESSIONS]() as session:
         cronjob = await _load(request, session, write=True)
@@ -195,13 +141,13 @@ async def update_cronjob(request: web.Request) -> web.Response:
         harmless = _only_disables(body, cronjob)
         # Checked before anything is written: a refused change must not be half-flushed.
         with session.no_autoflush:
-            _apply(cronjob, body)
+            _apply(cronjob, data)
             if not harmless:
                 await _check_runnable(session, principal, cronjob.task, cronjob.extra_vars)
         cronjob.updated_at = utcnow()
         session.add(cronjob)
         await session.commit()
-    return web.json_response(cronjob_json(cronjob))
+    return web.json_response(dump(CronJobPublic.model_validate(cronjob)))
 
 
 async def delete_cronjob(request: web.Request) -> web.Response:
@@ -223,7 +169,13 @@ async def get_cronjob_schema(request: web.Request) -> web.Response:
 def add_routes(app: web.Application, base: str) -> None:
     items, item = f"{base}/cronjobs", f"{base}/cronjobs/{{name}}"
     route(
-        app, "GET", items, list_cronjobs, summary="List cronjobs", response=CronJobOut, listing=True
+        app,
+        "GET",
+        items,
+        list_cronjobs,
+        summary="List cronjobs",
+        response=CronJobPublic,
+        listing=True,
     )
     for method in ("POST", "PUT"):
         route(
@@ -232,11 +184,11 @@ def add_routes(app: web.Application, base: str) -> None:
             items,
             create_cronjob,
             summary="Create a cronjob",
-            request=CronJobIn,
-            response=CronJobOut,
+            request=CronJobCreate,
+            response=CronJobPublic,
             errors=[409],
         )
-    route(app, "GET", item, get_cronjob, summary="Get a cronjob", response=CronJobOut)
+    route(app, "GET", item, get_cronjob, summary="Get a cronjob", response=CronJobPublic)
     for method in ("PATCH", "PUT"):
         route(
             app,
@@ -244,8 +196,8 @@ def add_routes(app: web.Application, base: str) -> None:
             item,
             update_cronjob,
             summary="Update a cronjob (a merge)",
-            request=CronJobIn,
-            response=CronJobOut,
+            request=CronJobUpdate,
+            response=CronJobPublic,
         )
     route(app, "DELETE", item, delete_cronjob, summary="Delete a cronjob", response=DeletedOut)
     route(

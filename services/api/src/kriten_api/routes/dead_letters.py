@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import Gauge
@@ -22,11 +21,10 @@ from kriten_api.keys import BROWSING, CONNECTION, GAUGE, SETTINGS
 from kriten_api.listing import Window, list_response
 from kriten_api.openapi import route
 from kriten_api.schemas import dump
-from kriten_api.schemas.dead_letters import DeadLetterOut
+from kriten_api.schemas.dead_letters import DeadLetterPublic, DeadLetterSummaryPublic
 from kriten_common import dead_letters as store
 from kriten_common import errors
 from kriten_common.amqp import Topology
-from kriten_common.dead_letters import DeadLetter
 from kriten_common.http import METRICS_REGISTRY
 from kriten_common.logging import get_logger
 
@@ -34,31 +32,6 @@ log = get_logger(__name__)
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 GAUGE_INTERVAL_SECONDS = 15.0
-
-
-def dead_letter_json(record: DeadLetter, *, full: bool = True) -> dict[str, Any]:
-    """The dead letter; `full=False` (lists) leaves out headers, events and body."""
-    model = DeadLetterOut(
-        id=record.id,
-        message_id=record.message_id,
-        routing_key=record.routing_key,
-        queue=record.queue,
-        reason=record.reason,
-        job_id=record.job_id,
-        correlation_id=record.correlation_id,
-        dead_lettered_at=(
-            record.dead_lettered_at.isoformat() if record.dead_lettered_at is not None else None
-        ),
-        size=record.size,
-        replayable=record.replayable,
-    )
-    if full:
-        model.headers = record.headers
-        model.events = record.events
-        model.body = record.body
-        model.decode_error = record.decode_error
-    answer: dict[str, Any] = dump(model)
-    return answer
 
 
 def _topology(app: web.Application) -> Topology:
@@ -78,7 +51,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         records = await store.browse(app[CONNECTION], _topology(app), limit=offset + limit)
     # The depth counts only messages ready at that moment: never less than was seen.
     total = max(total, len(records))
-    return list_response([dead_letter_json(r, full=False) for r in records[offset:]], total)
+    listed = records[offset:]
+    return list_response([dump(DeadLetterSummaryPublic.model_validate(r)) for r in listed], total)
 
 
 async def get_dead_letter(request: web.Request) -> web.Response:
@@ -89,7 +63,7 @@ async def get_dead_letter(request: web.Request) -> web.Response:
         record = await store.find(app[CONNECTION], _topology(app), dead_letter_id)
     if record is None:
         raise errors.NotFound(f"dead letter {dead_letter_id!r} not found")
-    return web.json_response(dead_letter_json(record))
+    return web.json_response(dump(DeadLetterPublic.model_validate(record)))
 
 
 async def replay_dead_letter(request: web.Request) -> web.Response:
@@ -101,7 +75,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
         record = await store.replay(app[CONNECTION], _topology(app), dead_letter_id)
     if record is None:
         raise errors.NotFound(f"dead letter {dead_letter_id!r} not found")
-    return web.json_response(dead_letter_json(record))
+    return web.json_response(dump(DeadLetterPublic.model_validate(record)))
 
 
 # --- the gauge ---
@@ -156,7 +130,7 @@ def add_routes(app: web.Application, base: str) -> None:
             f"`limit` defaults to {DEFAULT_LIMIT}, at most {MAX_LIMIT}; the list reaches"
             f" {store.MAX_BROWSE} messages deep. Reading leaves them in the queue."
         ),
-        response=DeadLetterOut,
+        response=DeadLetterSummaryPublic,
         listing=True,
         errors=[503],
     )
@@ -166,7 +140,7 @@ def add_routes(app: web.Application, base: str) -> None:
         item,
         get_dead_letter,
         summary="A dead letter, with its headers and decoded events (admin only)",
-        response=DeadLetterOut,
+        response=DeadLetterPublic,
         errors=[503],
     )
     route(
@@ -179,6 +153,6 @@ def add_routes(app: web.Application, base: str) -> None:
             "At-least-once: the event is on its work queue (confirmed) before the dead"
             " letter is removed. A job event runs once, since the job id travels with it."
         ),
-        response=DeadLetterOut,
+        response=DeadLetterPublic,
         errors=[409, 503],
     )

@@ -26,8 +26,12 @@ from kriten_api.keys import PUBLISHER, SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
 from kriten_api.routes.webhooks import load_webhook, optional_body
-from kriten_api.schemas import AnyJson, dump
-from kriten_api.schemas.deliveries import DeliveryOut, TestDeliveryIn
+from kriten_api.schemas import AnyJson, dump, validate
+from kriten_api.schemas.deliveries import (
+    DeliveryPublic,
+    DeliverySummaryPublic,
+    TestDeliveryCreate,
+)
 from kriten_api.schemas.jobs import JobAcceptedOut
 from kriten_common import errors
 from kriten_common.admission import admit
@@ -43,28 +47,6 @@ from kriten_common.webhook_signing import sign_github, sign_netbox, sign_standar
 log = get_logger(__name__)
 OUTCOMES = ("accepted", "duplicate", "filtered", "rejected")
 TEST_TIMEOUT_SECONDS = 30.0
-
-
-def delivery_json(row: WebhookDelivery, *, full: bool = True) -> dict[str, Any]:
-    """The delivery; `full=False` (lists) leaves out the body."""
-    model = DeliveryOut(
-        id=row.id,
-        webhook_id=row.webhook_id,
-        received_at=row.received_at.isoformat(),
-        scheme=row.scheme,
-        outcome=row.outcome,
-        reason=row.reason,
-        source=row.source,
-        idempotency_key=row.idempotency_key,
-        job_id=row.job_id,
-        size=row.size,
-        secret_matched=row.secret_matched,
-        headers=row.headers,
-    )
-    if full:
-        model.body = row.body if row.outcome == "accepted" else None
-    answer: dict[str, Any] = dump(model)
-    return answer
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
@@ -83,7 +65,7 @@ async def list_deliveries(request: web.Request) -> web.Response:
             .order_by(col(WebhookDelivery.received_at).desc(), col(WebhookDelivery.id))
         )
         rows, total = await paginate(session, query, window)
-    return list_response([delivery_json(r, full=False) for r in rows], total)
+    return list_response([dump(DeliverySummaryPublic.model_validate(r)) for r in rows], total)
 
 
 async def _load_delivery(request: web.Request, *, write: bool) -> tuple[Webhook, WebhookDelivery]:
@@ -104,7 +86,7 @@ async def _load_delivery(request: web.Request, *, write: bool) -> tuple[Webhook,
 
 async def get_delivery(request: web.Request) -> web.Response:
     _, row = await _load_delivery(request, write=False)
-    return web.json_response(delivery_json(row))
+    return web.json_response(dump(DeliveryPublic.model_validate(row)))
 
 
 async def redeliver(request: web.Request) -> web.Response:
@@ -227,7 +209,7 @@ async def send_test_delivery(request: web.Request) -> web.Response:
     """`POST /webhooks/{id}/test`: signs a sample (or `{"body": ...}`) with the webhook's
     own secret, in its scheme, sends it to the run endpoint, and returns its answer. The
     delivery runs as the webhook's owner: see `require_run_as_owner`."""
-    given = await optional_body(request, TestDeliveryIn)
+    data = validate(TestDeliveryCreate, await optional_body(request, TestDeliveryCreate))
     principal_name = ""
     async with request.app[SESSIONS]() as session:
         hook = await load_webhook(request, session, write=True)
@@ -239,7 +221,9 @@ async def send_test_delivery(request: web.Request) -> web.Response:
     scheme = CONFIGURED_SCHEMES.get(hook.scheme) or "standard"
     now = time.time()
     sample = (
-        given["body"] if "body" in given else sample_body(scheme, username=principal_name, now=now)
+        data.body
+        if "body" in data.model_fields_set
+        else sample_body(scheme, username=principal_name, now=now)
     )
     secret = request.app[SECRET_BOX].decrypt(hook.secret_encrypted)
     body, headers = signed_test_request(scheme=scheme, secret=secret, sample=sample, now=now)
@@ -273,7 +257,7 @@ def add_routes(app: web.Application, base: str) -> None:
         f"{hook}/deliveries",
         list_deliveries,
         summary="A webhook's delivery log",
-        response=DeliveryOut,
+        response=DeliverySummaryPublic,
         listing=True,
         query=[Query("outcome", {"enum": list(OUTCOMES)}, "Only deliveries with this outcome")],
     )
@@ -283,7 +267,7 @@ def add_routes(app: web.Application, base: str) -> None:
         delivery,
         get_delivery,
         summary="A delivery, with its body",
-        response=DeliveryOut,
+        response=DeliveryPublic,
     )
     route(
         app,
@@ -302,7 +286,7 @@ def add_routes(app: web.Application, base: str) -> None:
         send_test_delivery,
         summary="Send a signed test delivery through the run endpoint; its answer",
         description="Answers with the run endpoint's own status and body.",
-        request=TestDeliveryIn,
+        request=TestDeliveryCreate,
         also=[202],
         request_required=False,
         response=AnyJson,

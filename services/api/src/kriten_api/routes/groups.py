@@ -8,7 +8,6 @@ never allowed.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
@@ -24,40 +23,25 @@ from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
-from kriten_api.routes.roles import UUID_SHAPE
-from kriten_api.schemas import DeletedOut, accepted_fields, dump, read_body
-from kriten_api.schemas.groups import GroupIn, GroupOut, MemberIn, MemberOut, MembersIn
+from kriten_api.schemas import DeletedOut, accepted_fields, dump, read_body, validate
+from kriten_api.schemas.groups import (
+    GroupCreate,
+    GroupMembers,
+    GroupPublic,
+    GroupUpdate,
+    MemberPublic,
+    MemberRef,
+)
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Group, RoleBinding
 from kriten_common.http import read_json
 from kriten_common.rbac import Access
 
-# Directory groups have spaces in their names ("Domain Admins"), so they are allowed.
-GROUP_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9 ._@-]{0,126}[A-Za-z0-9._@-])?$")
 
-
-def group_json(group: Group, user_ids: list[str]) -> dict[str, Any]:
-    answer: dict[str, Any] = dump(
-        GroupOut(
-            id=group.id,
-            name=group.name,
-            provider=group.provider,
-            users=user_ids,
-            created_at=group.created_at.isoformat(),
-            updated_at=group.updated_at.isoformat(),
-        )
-    )
-    return answer
-
-
-def _check_name(value: Any) -> str:
-    if not isinstance(value, str) or not GROUP_NAME.match(value) or UUID_SHAPE.match(value):
-        raise errors.InvalidInput(
-            "name must be 1-128 letters, digits, spaces, '.', '_', '@' or '-', starting"
-            " with a letter or digit, and must not look like an id"
-        )
-    return value
+def group_public(group: Group, user_ids: list[str]) -> GroupPublic:
+    # A group's members are rows of their own, not a column.
+    return GroupPublic.model_validate({**group.model_dump(), "users": user_ids})
 
 
 async def find_group(session: AsyncSession, key: str, provider: str | None) -> Group | None:
@@ -76,9 +60,9 @@ async def find_group(session: AsyncSession, key: str, provider: str | None) -> G
     return found[0] if found else None
 
 
-async def _json(session: AsyncSession, group: Group) -> dict[str, Any]:
+async def _answer(session: AsyncSession, group: Group) -> Any:
     members = await membership.members_by_group(session, [group.id])
-    return group_json(group, members[group.id])
+    return dump(group_public(group, members[group.id]))
 
 
 async def list_groups(request: web.Request) -> web.Response:
@@ -88,19 +72,18 @@ async def list_groups(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         groups, total = await paginate(session, query, Window.of(request))
         members = await membership.members_by_group(session, (g.id for g in groups))
-    return list_response([group_json(g, members[g.id]) for g in groups], total)
+    return list_response([dump(group_public(g, members[g.id])) for g in groups], total)
 
 
 async def create_group(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "groups", "*", "write")
-    body = await read_body(request, GroupIn)
+    data = validate(GroupCreate, await read_body(request, GroupCreate))
     group = Group(
-        name=_check_name(body.get("name")),
-        provider=membership.check_provider(body.get("provider", "local"), request.app[SETTINGS]),
+        name=data.name, provider=membership.check_provider(data.provider, request.app[SETTINGS])
     )
     async with request.app[SESSIONS]() as session:
-        users = await membership.resolve_user_ids(session, body.get("users") or [])
+        users = await membership.resolve_user_ids(session, data.users or [])
         existing = await session.exec(
             select(Group.id).where(Group.name == group.name, Group.provider == group.provider)
         )
@@ -116,7 +99,7 @@ async def create_group(request: web.Request) -> web.Response:
             raise errors.Conflict(
                 f"group {group.name!r} ({group.provider}) already exists"
             ) from None
-        answer = await _json(session, group)
+        answer = await _answer(session, group)
     if users:
         await publish_config_changed(request.app, "rbac", group.name)
     return web.json_response(answer)
@@ -137,29 +120,31 @@ async def _load(request: web.Request, session: AsyncSession, access: Access) -> 
 async def get_group(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         group = await _load(request, session, "read")
-        answer = await _json(session, group)
+        answer = await _answer(session, group)
     return web.json_response(answer)
 
 
 async def update_group(request: web.Request) -> web.Response:
     """Only the membership can change: the name and provider are the group's identity."""
     principal = await authenticate(request)
-    body = await read_body(request, GroupIn)
+    body = await read_body(request, GroupUpdate)
+    data = validate(GroupUpdate, body)
+    sent = data.model_fields_set
     async with request.app[SESSIONS]() as session:
         group = await _load(request, session, "write")
         require_not_builtin(group.builtin)
         same_name(body, group.name)
         if "id" in body and body["id"] != group.id:
             raise errors.InvalidInput("id cannot be changed (it is taken from the URL)")
-        if "provider" in body and body["provider"] != group.provider:
+        if "provider" in sent and data.provider != group.provider:
             raise errors.InvalidInput("provider cannot be changed")
-        if "users" in body:
-            users = await membership.resolve_user_ids(session, body["users"] or [])
+        if "users" in sent:
+            users = await membership.resolve_user_ids(session, data.users or [])
             await membership.set_members(session, principal, group, users)
         group.updated_at = utcnow()
         session.add(group)
         await _commit(session, group)
-        answer = await _json(session, group)
+        answer = await _answer(session, group)
     await publish_config_changed(request.app, "rbac", group.name)
     return web.json_response(answer)
 
@@ -197,7 +182,7 @@ async def list_group_users(request: web.Request) -> web.Response:
         users, total = await paginate(
             session, membership.members_query(group.id), Window.of(request)
         )
-    items = [dump(MemberOut(id=u.id, name=u.username, provider=u.provider)) for u in users]
+    items = [dump(MemberPublic.model_validate(u)) for u in users]
     return list_response(items, total)
 
 
@@ -206,12 +191,18 @@ async def _change_users(request: web.Request, *, adding: bool) -> web.Response:
     body = await read_json(request)
     if isinstance(body, list):
         body = [
-            accepted_fields(MemberIn, item) if isinstance(item, dict) else item for item in body
+            accepted_fields(MemberRef, item) if isinstance(item, dict) else item for item in body
         ]
+    members = validate(GroupMembers, body).root
     async with request.app[SESSIONS]() as session:
         # Write is checked by `membership.change`; reading first keeps 404 for the unseen.
         group = await _load(request, session, "read")
-        users = await membership.resolve_named_users(session, body, provider=group.provider)
+        # A member's provider defaults to the group's; another is refused by `membership`.
+        names = [
+            (m.name, m.provider if "provider" in m.model_fields_set else group.provider)
+            for m in members
+        ]
+        users = await membership.resolve_named_users(session, names, provider=group.provider)
         if adding:
             await membership.change(session, principal, group, add=users)
         else:
@@ -219,7 +210,7 @@ async def _change_users(request: web.Request, *, adding: bool) -> web.Response:
         group.updated_at = utcnow()
         session.add(group)
         await _commit(session, group)
-        answer = await _json(session, group)
+        answer = await _answer(session, group)
     await publish_config_changed(request.app, "rbac", group.name)
     return web.json_response(answer)
 
@@ -237,7 +228,7 @@ def add_routes(app: web.Application, base: str) -> None:
     members = f"{item}/users"
     # An item is named by its id, or by its name (then `?provider=` when ambiguous).
     provider = [Query("provider", {"type": "string"}, "The provider, for a name two share")]
-    route(app, "GET", items, list_groups, summary="List groups", response=GroupOut, listing=True)
+    route(app, "GET", items, list_groups, summary="List groups", response=GroupPublic, listing=True)
     for method in ("POST", "PUT"):
         route(
             app,
@@ -245,11 +236,11 @@ def add_routes(app: web.Application, base: str) -> None:
             items,
             create_group,
             summary="Create a group",
-            request=GroupIn,
-            response=GroupOut,
+            request=GroupCreate,
+            response=GroupPublic,
             errors=[409],
         )
-    route(app, "GET", item, get_group, summary="Get a group", response=GroupOut, query=provider)
+    route(app, "GET", item, get_group, summary="Get a group", response=GroupPublic, query=provider)
     for method in ("PATCH", "PUT"):
         route(
             app,
@@ -257,8 +248,8 @@ def add_routes(app: web.Application, base: str) -> None:
             item,
             update_group,
             summary="Set a group's members",
-            request=GroupIn,
-            response=GroupOut,
+            request=GroupUpdate,
+            response=GroupPublic,
             query=provider,
             errors=[409],
         )
@@ -278,7 +269,7 @@ def add_routes(app: web.Application, base: str) -> None:
         members,
         list_group_users,
         summary="A group's members",
-        response=MemberOut,
+        response=MemberPublic,
         listing=True,
         query=provider,
     )
@@ -289,8 +280,8 @@ def add_routes(app: web.Application, base: str) -> None:
             members,
             add_group_users,
             summary="Add members to a group",
-            request=MembersIn,
-            response=GroupOut,
+            request=GroupMembers,
+            response=GroupPublic,
             query=provider,
             errors=[409],
         )
@@ -300,8 +291,8 @@ def add_routes(app: web.Application, base: str) -> None:
         members,
         remove_group_users,
         summary="Remove members from a group",
-        request=MembersIn,
-        response=GroupOut,
+        request=GroupMembers,
+        response=GroupPublic,
         query=provider,
         errors=[409],
     )

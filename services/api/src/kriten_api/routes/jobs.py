@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 from sqlmodel import col, select
@@ -17,45 +16,16 @@ from kriten_api.keys import JOB_EVENTS, PUBLISHER, SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import ANY_CONTENT, TEXT, Query, route
 from kriten_api.schemas import DeletedOut, JsonSchemaOut, dump
-from kriten_api.schemas.jobs import CreateJobOut, JobAcceptedOut, JobOut, JobSummaryOut
+from kriten_api.schemas.jobs import CreateJobOut, JobAcceptedOut, JobPublic, JobSummaryPublic
 from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
-from kriten_common.jobtime import format_unix_date
 from kriten_common.messages import JobCancelRequested
 
 # A followed log re-reads the job this often for new output (and re-checks the caller's
 # credential); the job's end wakes it at once (`job.finished`), without waiting for this.
 FOLLOW_OUTPUT_SECONDS = 1.0
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-
-
-def job_json(job: Job, *, full: bool = True) -> dict[str, Any]:
-    """Kriten's fields first, then ours; `full=False` leaves out the output (lists)."""
-    fields: dict[str, Any] = {"id": job.id, "owner": job.owner}
-    # Absent, not null, until set: Kriten's clients test for the key.
-    if job.start_time is not None:
-        fields["start_time"] = fields["startTime"] = format_unix_date(job.start_time)
-    if job.completion_time is not None:
-        fields["completion_time"] = fields["completionTime"] = format_unix_date(job.completion_time)
-    fields["failed"] = 1 if job.status == "failed" else 0
-    fields["completed"] = 1 if job.status == "succeeded" else 0
-    if full:
-        fields["stdout"] = job.stdout or ""
-        fields["json_data"] = job.json_data
-    fields.update(
-        task=job.task,
-        status=job.status,
-        source=job.source,
-        webhook_id=job.webhook_id,
-        delivery_id=job.delivery_id,
-        exit_code=job.exit_code,
-        error=job.error,
-        created_at=job.created_at.isoformat(),
-    )
-    model = JobOut if full else JobSummaryOut
-    answer: dict[str, Any] = dump(model(**fields))
-    return answer
 
 
 async def _load_job(request: web.Request, session: AsyncSession) -> Job:
@@ -87,7 +57,7 @@ async def create_job(request: web.Request) -> web.Response:
     if task.synchronous:
         finished = await _wait_woken_final(request, event.job_id)
         if finished is not None:
-            return web.json_response(job_json(finished))
+            return web.json_response(dump(JobPublic.model_validate(finished)))
     return web.json_response(dump(JobAcceptedOut(msg="job created successfully", id=event.job_id)))
 
 
@@ -122,13 +92,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     query = visible_to(query, principal, "jobs", keys=keys, owner=owner)
     async with request.app[SESSIONS]() as session:
         jobs, total = await paginate(session, query, Window.of(request))
-    return list_response([job_json(j, full=False) for j in jobs], total)
+    return list_response([dump(JobSummaryPublic.model_validate(j)) for j in jobs], total)
 
 
 async def get_job(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         job = await _load_job(request, session)
-    return web.json_response(job_json(job))
+    return web.json_response(dump(JobPublic.model_validate(job)))
 
 
 async def get_job_log(request: web.Request) -> web.StreamResponse:
@@ -207,7 +177,7 @@ def add_routes(app: web.Application, base: str) -> None:
         f"{base}/jobs",
         list_jobs,
         summary="List jobs, newest first",
-        response=JobSummaryOut,
+        response=JobSummaryPublic,
         listing=True,
         query=filters,
     )
@@ -227,7 +197,7 @@ def add_routes(app: web.Application, base: str) -> None:
         response=CreateJobOut,
         errors=[400, 503],
     )
-    route(app, "GET", item, get_job, summary="Get a job, with its output", response=JobOut)
+    route(app, "GET", item, get_job, summary="Get a job, with its output", response=JobPublic)
     route(
         app,
         "DELETE",

@@ -22,8 +22,8 @@ from kriten_api.authentication import presented_claims, verified_claims
 from kriten_api.keys import LDAP_CONFIG, LOGIN_LIMITER, SESSIONS, SETTINGS
 from kriten_api.login_limits import LoginLimiter
 from kriten_api.openapi import Query, route
-from kriten_api.schemas import MessageOut, dump, read_body
-from kriten_api.schemas.login import LoginIn, TokenOut
+from kriten_api.schemas import MessageOut, dump, read_body, validate
+from kriten_api.schemas.login import LOCAL, LoginIn, TokenOut
 from kriten_common import errors
 from kriten_common.client_address import client_address, forwarded_hops
 from kriten_common.db.models import User
@@ -32,7 +32,6 @@ from kriten_common.logging import get_logger
 log = get_logger(__name__)
 INVALID_CREDENTIALS = "invalid credentials."
 DIRECTORY_UNAVAILABLE = "the directory is unavailable; try again later."
-LOCAL = "local"
 REFRESH_NEEDS_LOGIN = "only a login token can be refreshed, not an API token"
 
 
@@ -74,11 +73,8 @@ def request_client_address(request: web.Request) -> str:
 
 
 async def login(request: web.Request) -> web.Response:
-    body = await read_body(request, LoginIn)
-    username, password = body.get("username"), body.get("password")
-    provider = body.get("provider") or LOCAL
-    if not isinstance(username, str) or not isinstance(password, str):
-        raise errors.InvalidInput("username and password are required strings")
+    data = validate(LoginIn, await read_body(request, LoginIn))
+    username, password, provider = data.username, data.password, data.provider
     directory = request.app.get(LDAP_CONFIG)
     if provider != LOCAL and (provider != ldap_auth.PROVIDER or directory is None):
         raise errors.InvalidInput(f"provider {provider!r} is not configured")

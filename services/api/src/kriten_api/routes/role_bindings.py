@@ -8,8 +8,6 @@ of the role it binds (the escalation rule, see `roles`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -22,38 +20,27 @@ from kriten_api.fields import same_name
 from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
-from kriten_api.routes.roles import check_label
-from kriten_api.schemas import DeletedOut, dump, read_body
-from kriten_api.schemas.role_bindings import RoleBindingIn, RoleBindingOut
+from kriten_api.schemas import DeletedOut, dump, read_body, validate
+from kriten_api.schemas.role_bindings import (
+    RoleBindingBase,
+    RoleBindingCreate,
+    RoleBindingPublic,
+    RoleBindingUpdate,
+)
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Group, Role, RoleBinding, User
 from kriten_common.rbac import Access, role_permission
 
-SUBJECT_KINDS = ("groups", "users")
 
-
-def binding_json(binding: RoleBinding, role: Role) -> dict[str, Any]:
-    answer: dict[str, Any] = dump(
-        RoleBindingOut(
-            id=binding.id,
-            name=binding.name,
-            role_name=role.name,
-            role_id=role.id,
-            subject_kind=binding.subject_kind,
-            subject_provider=binding.subject_provider,
-            subject_name=binding.subject_name,
-            subject_id=binding.subject_id,
-            created_at=binding.created_at.isoformat(),
-            updated_at=binding.updated_at.isoformat(),
-        )
+def binding_public(binding: RoleBinding, role: Role) -> RoleBindingPublic:
+    # The role's name is the role row's, not a column of the binding.
+    return RoleBindingPublic.model_validate(
+        {**binding.model_dump(), "role_name": role.name, "role_id": role.id}
     )
-    return answer
 
 
-async def _role(session: AsyncSession, name: Any) -> Role:
-    if not isinstance(name, str) or not name:
-        raise errors.InvalidInput("role_name is required")
+async def _role(session: AsyncSession, name: str) -> Role:
     role = (await session.exec(select(Role).where(Role.name == name))).first()
     if role is None:
         raise errors.InvalidInput(f"role {name!r} does not exist")
@@ -73,30 +60,27 @@ async def _subject_id(session: AsyncSession, kind: str, provider: str, name: str
     return found
 
 
-async def _apply(session: AsyncSession, binding: RoleBinding, body: dict[str, Any]) -> Role:
-    """Resolves the role and subject the binding names after `body`; returns the role."""
-    if "role_name" in body:
-        role = await _role(session, body["role_name"])
+async def _apply(session: AsyncSession, binding: RoleBinding, data: RoleBindingBase) -> Role:
+    """Merges the fields sent into the binding, resolving the role and subject it names;
+    returns the role."""
+    if data.role_name is not None:
+        role = await _role(session, data.role_name)
         binding.role_id = role.id
     else:
         found = await session.get(Role, binding.role_id)
         if found is None:
             raise errors.Conflict(f"the role of binding {binding.name!r} no longer exists")
         role = found
-    kind = body.get("subject_kind", binding.subject_kind)
-    if kind not in SUBJECT_KINDS:
-        raise errors.InvalidInput(f"subject_kind must be one of {', '.join(SUBJECT_KINDS)}")
-    provider = body.get("subject_provider", binding.subject_provider)
-    if not isinstance(provider, str) or not provider:
-        raise errors.InvalidInput("subject_provider must be a provider name")
-    name = body.get("subject_name", binding.subject_name)
-    if not isinstance(name, str) or not name:
-        raise errors.InvalidInput("subject_name is required")
-    binding.subject_kind = kind
-    binding.subject_provider = provider
-    binding.subject_name = name
+    if data.subject_kind is not None:
+        binding.subject_kind = data.subject_kind
+    if data.subject_provider is not None:
+        binding.subject_provider = data.subject_provider
+    if data.subject_name is not None:
+        binding.subject_name = data.subject_name
     # Resolved on every change, so an update cannot leave a name and an id that disagree.
-    binding.subject_id = await _subject_id(session, kind, provider, name)
+    binding.subject_id = await _subject_id(
+        session, binding.subject_kind, binding.subject_provider, binding.subject_name
+    )
     return role
 
 
@@ -126,28 +110,24 @@ async def list_bindings(request: web.Request) -> web.Response:
         query = query.where(RoleBinding.subject_name == subject_name)
     async with request.app[SESSIONS]() as session:
         rows, total = await paginate(session, query, Window.of(request))
-    return list_response([binding_json(b, r) for b, r in rows], total)
+    return list_response([dump(binding_public(b, r)) for b, r in rows], total)
 
 
 async def create_binding(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "role_bindings", "*", "write")
-    body = await read_body(request, RoleBindingIn)
-    name = check_label(body.get("name"))
-    if "role_name" not in body:
-        raise errors.InvalidInput("role_name is required")
-    if "subject_name" not in body:
-        raise errors.InvalidInput("subject_name is required")
+    data = validate(RoleBindingCreate, await read_body(request, RoleBindingCreate))
+    name = data.name
     binding = RoleBinding(
         name=name,
         role_id="",
-        subject_kind="groups",
-        subject_provider="local",
-        subject_name="",
+        subject_kind=data.subject_kind,
+        subject_provider=data.subject_provider,
+        subject_name=data.subject_name,
         subject_id="",
     )
     async with request.app[SESSIONS]() as session:
-        role = await _apply(session, binding, body)
+        role = await _apply(session, binding, data)
         require_holds(principal, [role_permission(role)])
         if await find_binding(session, name) is not None:
             raise errors.Conflict(f"role binding {name!r} already exists")
@@ -157,7 +137,7 @@ async def create_binding(request: web.Request) -> web.Response:
         except IntegrityError:
             raise errors.Conflict(f"role binding {name!r} already exists") from None
     await publish_config_changed(request.app, "rbac", binding.name)
-    return web.json_response(binding_json(binding, role))
+    return web.json_response(dump(binding_public(binding, role)))
 
 
 async def _load(request: web.Request, session: AsyncSession, access: Access) -> RoleBinding:
@@ -178,19 +158,20 @@ async def get_binding(request: web.Request) -> web.Response:
         role = await session.get(Role, binding.role_id)
     if role is None:
         raise errors.NotFound(f"the role of binding {binding.name!r} no longer exists")
-    return web.json_response(binding_json(binding, role))
+    return web.json_response(dump(binding_public(binding, role)))
 
 
 async def update_binding(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_body(request, RoleBindingIn)
+    body = await read_body(request, RoleBindingUpdate)
+    data = validate(RoleBindingUpdate, body)
     async with request.app[SESSIONS]() as session:
         binding = await _load(request, session, "write")
         require_not_builtin(binding.builtin)
         same_name(body, binding.name)
         if "id" in body and body["id"] != binding.id:
             raise errors.InvalidInput("id cannot be changed (it is taken from the URL)")
-        role = await _apply(session, binding, body)
+        role = await _apply(session, binding, data)
         # Checked on every change, not only a new role: moving a binding to another
         # subject hands its role to someone new.
         require_holds(principal, [role_permission(role)])
@@ -198,7 +179,7 @@ async def update_binding(request: web.Request) -> web.Response:
         session.add(binding)
         await session.commit()
     await publish_config_changed(request.app, "rbac", binding.name)
-    return web.json_response(binding_json(binding, role))
+    return web.json_response(dump(binding_public(binding, role)))
 
 
 async def delete_binding(request: web.Request) -> web.Response:
@@ -224,7 +205,7 @@ def add_routes(app: web.Application, base: str) -> None:
         items,
         list_bindings,
         summary="List role bindings",
-        response=RoleBindingOut,
+        response=RoleBindingPublic,
         listing=True,
         query=filters,
     )
@@ -235,8 +216,8 @@ def add_routes(app: web.Application, base: str) -> None:
             items,
             create_binding,
             summary="Bind a role to a group or user",
-            request=RoleBindingIn,
-            response=RoleBindingOut,
+            request=RoleBindingCreate,
+            response=RoleBindingPublic,
             errors=[409],
         )
     route(
@@ -245,7 +226,7 @@ def add_routes(app: web.Application, base: str) -> None:
         item,
         get_binding,
         summary="Get a role binding (by id or name)",
-        response=RoleBindingOut,
+        response=RoleBindingPublic,
     )
     for method in ("PATCH", "PUT"):
         route(
@@ -254,8 +235,8 @@ def add_routes(app: web.Application, base: str) -> None:
             item,
             update_binding,
             summary="Update a role binding (a merge)",
-            request=RoleBindingIn,
-            response=RoleBindingOut,
+            request=RoleBindingUpdate,
+            response=RoleBindingPublic,
             errors=[409],
         )
     route(app, "DELETE", item, delete_binding, summary="Delete a role binding", response=DeletedOut)

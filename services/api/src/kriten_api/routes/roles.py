@@ -1,8 +1,9 @@
 """`/roles`, and the rule that keeps RBAC from being used to climb it.
 
 A role is one permission: `access` (read or write) on `resource` for each of
-`resource_ids`. Roles are where permissions are defined, so the escalation rule lives
-here too: nobody can give anyone, themselves included, a permission they do not hold.
+`resource_ids`. Roles are where permissions are defined, so the escalation rule
+(`kriten_api.authz.require_holds`) guards them and every way to grant one: nobody can
+give anyone, themselves included, a permission they do not hold.
 
 - Creating or changing a role needs `roles:write` (on `*` to create, on the role to
   change it) and the caller must hold the role's permission afterwards: `access` on
@@ -21,9 +22,6 @@ only write on what is changed. Admin (`*` on `["*"]`, write) holds everything.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -37,30 +35,11 @@ from kriten_api.keys import SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import DeletedOut, dump, read_body, validate
-from kriten_api.schemas.roles import RoleIn, RoleOut
+from kriten_api.schemas.roles import RoleBase, RoleCreate, RolePublic, RoleUpdate
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Role, RoleBinding
-from kriten_common.rbac import (
-    RESOURCES,
-    Access,
-    role_permission,
-)
-
-LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-UUID_SHAPE = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
-ACCESSES: tuple[Access, ...] = ("read", "write")
-MAX_RESOURCE_ID_LENGTH = 253
-
-
-def check_label(value: Any, field: str = "name") -> str:
-    """A role or binding name: item routes take the id or the name, so no UUID shapes."""
-    if not isinstance(value, str) or not LABEL.match(value) or UUID_SHAPE.match(value):
-        raise errors.InvalidInput(
-            f"{field} must be 1-63 letters, digits, '.', '_' or '-', starting with a letter"
-            " or digit, and must not look like an id"
-        )
-    return value
+from kriten_common.rbac import Access, role_permission
 
 
 async def find_role(session: AsyncSession, key: str) -> Role | None:
@@ -70,63 +49,14 @@ async def find_role(session: AsyncSession, key: str) -> Role | None:
     return role
 
 
-def role_json(role: Role) -> dict[str, Any]:
-    answer: dict[str, Any] = dump(
-        RoleOut(
-            id=role.id,
-            name=role.name,
-            resource=role.resource,
-            resource_ids=list(role.resource_ids),
-            access=role.access,
-            created_at=role.created_at.isoformat(),
-            updated_at=role.updated_at.isoformat(),
-        )
-    )
-    return answer
-
-
-def _resource(value: Any) -> str:
-    if isinstance(value, str) and (value == "*" or value in RESOURCES):
-        return value
-    raise errors.InvalidInput(f"resource must be '*' or one of {', '.join(RESOURCES)}")
-
-
-def _resource_ids(value: Any) -> list[str]:
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(
-            isinstance(i, str) and 0 < len(i) <= MAX_RESOURCE_ID_LENGTH and i.strip() == i
-            for i in value
-        )
-    ):
-        raise errors.InvalidInput(
-            "resource_ids must be a non-empty list of names or ids (['*'] for all)"
-        )
-    return list(dict.fromkeys(value))
-
-
-def _access(value: Any) -> Access:
-    if value == "read":
-        return "read"
-    if value == "write":
-        return "write"
-    raise errors.InvalidInput("access must be 'read' or 'write'")
-
-
-def _apply(role: Role, body: dict[str, Any]) -> None:
-    # Kriten called the list `resource_names` in some versions; its scripts still send it.
-    if "resource_ids" not in body and "resource_names" in body:
-        body = {**body, "resource_ids": body["resource_names"]}
-    if "resource" in body:
-        role.resource = _resource(body["resource"])
-    if "resource_ids" in body:
-        role.resource_ids = _resource_ids(body["resource_ids"])
-    if "access" in body:
-        role.access = _access(body["access"])
-    # Last, after the checks above and their messages: whatever they let through still
-    # has the types the document gives.
-    validate(RoleIn, body)
+def _apply(role: Role, data: RoleBase) -> None:
+    """A merge: the fields sent replace the role's."""
+    if data.resource is not None:
+        role.resource = data.resource
+    if data.resource_ids is not None:
+        role.resource_ids = data.resource_ids
+    if data.access is not None:
+        role.access = data.access
 
 
 async def list_roles(request: web.Request) -> web.Response:
@@ -135,20 +65,16 @@ async def list_roles(request: web.Request) -> web.Response:
     query = visible_to(query, principal, "roles", keys=[col(Role.id), col(Role.name)])
     async with request.app[SESSIONS]() as session:
         roles, total = await paginate(session, query, Window.of(request))
-    return list_response([role_json(r) for r in roles], total)
+    return list_response([dump(RolePublic.model_validate(r)) for r in roles], total)
 
 
 async def create_role(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "roles", "*", "write")
-    body = await read_body(request, RoleIn)
-    for field in ("resource", "access"):
-        if field not in body:
-            raise errors.InvalidInput(f"{field} is required")
-    if "resource_ids" not in body and "resource_names" not in body:
-        raise errors.InvalidInput("resource_ids is required")
-    role = Role(name=check_label(body.get("name")), resource="", access="")
-    _apply(role, body)
+    data = validate(RoleCreate, await read_body(request, RoleCreate))
+    role = Role(
+        name=data.name, resource=data.resource, resource_ids=data.resource_ids, access=data.access
+    )
     require_holds(principal, [role_permission(role)])
     async with request.app[SESSIONS]() as session:
         session.add(role)
@@ -156,7 +82,7 @@ async def create_role(request: web.Request) -> web.Response:
             await session.commit()
         except IntegrityError:
             raise errors.Conflict(f"role {role.name!r} already exists") from None
-    return web.json_response(role_json(role))
+    return web.json_response(dump(RolePublic.model_validate(role)))
 
 
 async def _load(request: web.Request, session: AsyncSession, access: Access) -> Role:
@@ -174,25 +100,26 @@ async def _load(request: web.Request, session: AsyncSession, access: Access) -> 
 async def get_role(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         role = await _load(request, session, "read")
-    return web.json_response(role_json(role))
+    return web.json_response(dump(RolePublic.model_validate(role)))
 
 
 async def update_role(request: web.Request) -> web.Response:
     principal = await authenticate(request)
-    body = await read_body(request, RoleIn)
+    body = await read_body(request, RoleUpdate)
+    data = validate(RoleUpdate, body)
     async with request.app[SESSIONS]() as session:
         role = await _load(request, session, "write")
         require_not_builtin(role.builtin)
         same_name(body, role.name)
         if "id" in body and body["id"] != role.id:
             raise errors.InvalidInput("id cannot be changed (it is taken from the URL)")
-        _apply(role, body)
+        _apply(role, data)
         require_holds(principal, [role_permission(role)])
         role.updated_at = utcnow()
         session.add(role)
         await session.commit()
     await publish_config_changed(request.app, "rbac", role.name)
-    return web.json_response(role_json(role))
+    return web.json_response(dump(RolePublic.model_validate(role)))
 
 
 async def delete_role(request: web.Request) -> web.Response:
@@ -216,7 +143,7 @@ async def delete_role(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, base: str) -> None:
     items, item = f"{base}/roles", f"{base}/roles/{{id}}"
-    route(app, "GET", items, list_roles, summary="List roles", response=RoleOut, listing=True)
+    route(app, "GET", items, list_roles, summary="List roles", response=RolePublic, listing=True)
     for method in ("POST", "PUT"):
         route(
             app,
@@ -224,11 +151,11 @@ def add_routes(app: web.Application, base: str) -> None:
             items,
             create_role,
             summary="Create a role",
-            request=RoleIn,
-            response=RoleOut,
+            request=RoleCreate,
+            response=RolePublic,
             errors=[409],
         )
-    route(app, "GET", item, get_role, summary="Get a role (by id or name)", response=RoleOut)
+    route(app, "GET", item, get_role, summary="Get a role (by id or name)", response=RolePublic)
     for method in ("PATCH", "PUT"):
         route(
             app,
@@ -236,8 +163,8 @@ def add_routes(app: web.Application, base: str) -> None:
             item,
             update_role,
             summary="Update a role (a merge)",
-            request=RoleIn,
-            response=RoleOut,
+            request=RoleUpdate,
+            response=RolePublic,
         )
     route(
         app,

@@ -13,7 +13,6 @@ credentials written into the URL itself are refused: `runners:read` would show t
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
@@ -21,127 +20,46 @@ from sqlmodel import col, select
 
 from kriten_api.authentication import authenticate
 from kriten_api.authz import require, visible_to
-from kriten_api.fields import MASK, check_name, optional_str, required_str, same_name
+from kriten_api.fields import MASK, same_name
 from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import DeletedOut, dump, read_body, validate
-from kriten_api.schemas.runners import RunnerIn, RunnerOut, SecretKeysIn, SecretsIn, SecretsOut
+from kriten_api.schemas.runners import (
+    BOX,
+    RunnerBase,
+    RunnerCreate,
+    RunnerPublic,
+    RunnerUpdate,
+    SecretKeysIn,
+    SecretsIn,
+    SecretsOut,
+    check_secret_keys,
+    git_origin,
+)
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.crypto import SecretBox
 from kriten_common.db.models import Runner, Task
 from kriten_common.http import read_json, read_json_object
-from kriten_common.local_jobs import is_valid_secret_name
 
-# Schemes whose URLs name a login user as a matter of course (`ssh://git@host/...`): the
-# user name is no secret there, a password still is.
-USER_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
-DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
-CREDENTIALS_IN_URL = (
-    "gitURL must not contain credentials (user:password@): give the token in the `token`"
-    " field, which is stored encrypted and never shown"
-)
 PLAIN_HTTP_REFUSED = (
     "a git token is never sent over plain http: use an https:// gitURL, or remove the token"
     ' (`"token": ""`)'
 )
 
 
-def _split_authority(url: str) -> tuple[str, str, str, str] | None:
-    """(scheme, userinfo, host[:port], rest) of a `scheme://` URL, None for other forms
-    (local paths, scp-like `git@host:path`). By hand rather than `urlsplit`, which raises
-    on some malformed hosts: masking must work on any stored value."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return None
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:end], rest[end:]
-    userinfo, at, host = authority.rpartition("@")
-    return scheme.lower(), userinfo if at else "", host, tail
-
-
-def has_credentials(url: str) -> bool:
-    """A password, or (except for ssh, where it is the login) a user name: a token is often
-    given as the user name alone (`https://<token>@github.com/...`)."""
-    parts = _split_authority(url)
-    if parts is None:
-        return False
-    scheme, userinfo, _, _ = parts
-    return ":" in userinfo or (bool(userinfo) and scheme not in USER_SCHEMES)
-
-
-def masked_git_url(url: str) -> str:
-    """The URL with the credentials `has_credentials` finds masked, for rows stored before
-    they were refused (the user name of an ssh URL is kept)."""
-    parts = _split_authority(url)
-    if parts is None or not parts[1]:
-        return url
-    scheme, userinfo, host, tail = parts
-    user, colon, _ = userinfo.partition(":")
-    if colon:
-        userinfo = f"{user}:{MASK}"
-    elif scheme not in USER_SCHEMES:
-        userinfo = MASK
-    return f"{url.partition('://')[0]}://{userinfo}@{host}{tail}"
-
-
-def git_origin(url: str) -> tuple[str, str, int | None]:
-    """Where a clone of `url` connects: scheme, host and port (the default port spelled
-    out, so `https://h` and `https://h:443` are one origin). Local paths have none."""
-    parts = _split_authority(url)
-    if parts is None:
-        head = url.split("/", 1)[0]
-        if ":" in head and not url.startswith((".", "/")):
-            # scp-like `[user@]host:path`: ssh to host.
-            return "ssh", head.rpartition("@")[2].split(":", 1)[0].lower(), 22
-        return "file", "", None
-    scheme, _, host, _ = parts
-    try:
-        split = urlsplit(f"{scheme}://{host}")
-        port = split.port or DEFAULT_PORTS.get(scheme)
-        hostname = split.hostname or ""
-    except ValueError:
-        # A malformed host or port: compared as written, so any change counts as a move.
-        return scheme, host.lower(), None
-    return scheme, hostname.lower(), port
-
-
-def runner_json(runner: Runner, box: SecretBox) -> dict[str, Any]:
-    secrets = box.decrypt_map(runner.secrets_encrypted)
-    answer: dict[str, Any] = dump(
-        RunnerOut(
-            name=runner.name,
-            image=runner.image,
-            git_url=masked_git_url(runner.git_url),
-            branch=runner.branch,
-            token=MASK if runner.token_encrypted else "",
-            secret=dict.fromkeys(secrets, MASK),
-            created_at=runner.created_at.isoformat(),
-            updated_at=runner.updated_at.isoformat(),
-        )
-    )
-    return answer
-
-
-def _secret_map(body: dict[str, Any]) -> dict[str, str] | None:
-    value = body.get("secret")
-    return None if value is None else _checked_secrets(value)
+def runner_public(runner: Runner, box: SecretBox) -> RunnerPublic:
+    return RunnerPublic.model_validate(runner, context={BOX: box})
 
 
 def _checked_secrets(value: Any) -> dict[str, str]:
+    """The body of `/runners/{name}/secret`, in the words its clients have always read."""
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise errors.InvalidInput("secret must be an object of string values")
-    for key, secret in value.items():
-        # Refused here rather than when a job launches: every key becomes a file name and
-        # an environment variable, under Kubernetes' rules for Secret keys.
-        if secret != "" and not is_valid_secret_name(key):
-            raise errors.InvalidInput(
-                f"secret key {key!r} is invalid: use letters, digits, '.', '-' and '_'"
-            )
-    return value
+    return check_secret_keys(value)
 
 
 def merge_secrets(current: dict[str, str], update: dict[str, str]) -> dict[str, str]:
@@ -155,35 +73,29 @@ def merge_secrets(current: dict[str, str], update: dict[str, str]) -> dict[str, 
     return merged
 
 
-def _apply(runner: Runner, body: dict[str, Any], box: SecretBox) -> None:
-    if "image" in body:
-        runner.image = optional_str(body, "image") or ""
-    if "gitURL" in body:
-        git_url = required_str(body, "gitURL")
-        if has_credentials(git_url):
-            raise errors.InvalidInput(CREDENTIALS_IN_URL)
-        if git_origin(git_url) != git_origin(runner.git_url):
+def _apply(runner: Runner, data: RunnerBase, box: SecretBox) -> None:
+    """The fields `data` was given, onto `runner`: the rules that depend on what the row
+    holds (the token's origin, the secrets' merge) are here, the others in the model."""
+    given = data.model_fields_set
+    if "image" in given:
+        runner.image = data.image or ""
+    if data.git_url is not None:
+        if git_origin(data.git_url) != git_origin(runner.git_url):
             # The token was given for the old origin; a `token` in this same request (set
             # below) is one given for the new one. The mask is not: it keeps nothing here.
             runner.token_encrypted = None
-        runner.git_url = git_url
-    if "branch" in body:
-        runner.branch = optional_str(body, "branch") or "main"
-    if "token" in body:
-        token = optional_str(body, "token")
-        if token != MASK:
-            runner.token_encrypted = box.encrypt(token) if token else None
+        runner.git_url = data.git_url
+    if "branch" in given:
+        runner.branch = data.branch or "main"
+    if "token" in given and data.token != MASK:
+        runner.token_encrypted = box.encrypt(data.token) if data.token else None
     if runner.token_encrypted and git_origin(runner.git_url)[0] == "http":
         # Whether the token or the URL is what changed (or neither, on a row stored before
         # this rule): a token beside an http URL would go over the wire in clear.
         raise errors.InvalidInput(PLAIN_HTTP_REFUSED)
-    secrets = _secret_map(body)
-    if secrets is not None:
-        merged = merge_secrets(box.decrypt_map(runner.secrets_encrypted), secrets)
+    if data.secret is not None:
+        merged = merge_secrets(box.decrypt_map(runner.secrets_encrypted), data.secret)
         runner.secrets_encrypted = box.encrypt_map(merged) if merged else None
-    # Last, after the checks above and their messages: whatever they let through still
-    # has the types the document gives.
-    validate(RunnerIn, body)
 
 
 async def list_runners(request: web.Request) -> web.Response:
@@ -193,23 +105,23 @@ async def list_runners(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         runners, total = await paginate(session, query, Window.of(request))
     box = request.app[SECRET_BOX]
-    return list_response([runner_json(r, box) for r in runners], total)
+    return list_response([dump(runner_public(r, box)) for r in runners], total)
 
 
 async def create_runner(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "runners", "*", "write")
-    body = await read_body(request, RunnerIn)
-    runner = Runner(name=check_name(body.get("name")), git_url=required_str(body, "gitURL"))
+    data = validate(RunnerCreate, await read_body(request, RunnerCreate))
+    runner = Runner(name=data.name, git_url=data.git_url)
     box = request.app[SECRET_BOX]
-    _apply(runner, body, box)
+    _apply(runner, data, box)
     async with request.app[SESSIONS]() as session:
         session.add(runner)
         try:
             await session.commit()
         except IntegrityError:
             raise errors.Conflict(f"runner {runner.name!r} already exists") from None
-    return web.json_response(runner_json(runner, box))
+    return web.json_response(dump(runner_public(runner, box)))
 
 
 async def _load(request: web.Request, session: Any, access: str) -> Runner:
@@ -225,20 +137,22 @@ async def _load(request: web.Request, session: Any, access: str) -> Runner:
 async def get_runner(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         runner = await _load(request, session, "read")
-    return web.json_response(runner_json(runner, request.app[SECRET_BOX]))
+    return web.json_response(dump(runner_public(runner, request.app[SECRET_BOX])))
 
 
 async def update_runner(request: web.Request) -> web.Response:
-    body = await read_body(request, RunnerIn)
+    body = await read_body(request, RunnerUpdate)
     box = request.app[SECRET_BOX]
     async with request.app[SESSIONS]() as session:
         runner = await _load(request, session, "write")
+        # The values are checked once the caller may change the runner, as before.
+        data = validate(RunnerUpdate, body)
         same_name(body, runner.name)
-        _apply(runner, body, box)
+        _apply(runner, data, box)
         runner.updated_at = utcnow()
         session.add(runner)
         await session.commit()
-    return web.json_response(runner_json(runner, box))
+    return web.json_response(dump(runner_public(runner, box)))
 
 
 async def delete_runner(request: web.Request) -> web.Response:
@@ -311,7 +225,9 @@ async def delete_secret(request: web.Request) -> web.Response:
 def add_routes(app: web.Application, base: str) -> None:
     items, item = f"{base}/runners", f"{base}/runners/{{name}}"
     secret = f"{item}/secret"
-    route(app, "GET", items, list_runners, summary="List runners", response=RunnerOut, listing=True)
+    route(
+        app, "GET", items, list_runners, summary="List runners", response=RunnerPublic, listing=True
+    )
     for method in ("POST", "PUT"):
         route(
             app,
@@ -319,11 +235,11 @@ def add_routes(app: web.Application, base: str) -> None:
             items,
             create_runner,
             summary="Create a runner",
-            request=RunnerIn,
-            response=RunnerOut,
+            request=RunnerCreate,
+            response=RunnerPublic,
             errors=[409],
         )
-    route(app, "GET", item, get_runner, summary="Get a runner", response=RunnerOut)
+    route(app, "GET", item, get_runner, summary="Get a runner", response=RunnerPublic)
     for method in ("PATCH", "PUT"):
         route(
             app,
@@ -331,8 +247,8 @@ def add_routes(app: web.Application, base: str) -> None:
             item,
             update_runner,
             summary="Update a runner (a merge)",
-            request=RunnerIn,
-            response=RunnerOut,
+            request=RunnerUpdate,
+            response=RunnerPublic,
         )
     route(
         app,

@@ -12,9 +12,6 @@ user is gone is refused.
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
@@ -34,57 +31,31 @@ from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.passwords import hash_password_async
-from kriten_api.schemas import DeletedOut, dump, read_body
-from kriten_api.schemas.groups import MemberOut
-from kriten_api.schemas.users import UserIn, UserOut
+from kriten_api.schemas import DeletedOut, dump, read_body, validate
+from kriten_api.schemas.groups import MemberPublic
+from kriten_api.schemas.users import LOCAL_USERS_NEED_ONE, UserCreate, UserPublic, UserUpdate
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import ApiToken, CronJob, RoleBinding, User, Webhook
 from kriten_common.rbac import Access
 
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
-MAX_PASSWORD_LENGTH = 1024
 
-
-def user_json(user: User, group_ids: list[str]) -> dict[str, Any]:
-    # Built from named fields so that the password hash can never slip into an answer.
-    answer: dict[str, Any] = dump(
-        UserOut(
-            id=user.id,
-            username=user.username,
-            provider=user.provider,
-            groups=group_ids,
-            created_at=user.created_at.isoformat(),
-            updated_at=user.updated_at.isoformat(),
-        )
+def user_public(user: User, group_ids: list[str]) -> UserPublic:
+    # A user's groups are rows of their own, not a column. The hash is left out of the
+    # dict, and the answer names its fields, so it can never slip into an answer.
+    return UserPublic.model_validate(
+        {**user.model_dump(exclude={"password_hash"}), "groups": group_ids}
     )
-    return answer
 
 
-def _username(body: dict[str, Any]) -> Any:
-    # Kriten's user object calls the username `name`; its scripts still send that.
-    return body["username"] if "username" in body else body.get("name")
-
-
-def _check_username(value: Any) -> str:
-    if not isinstance(value, str) or not USERNAME.match(value):
-        raise errors.InvalidInput(
-            "username must be 1-128 letters, digits, '.', '_', '@' or '-',"
-            " starting with a letter or digit"
-        )
-    return value
-
-
-async def _password_hash(body: dict[str, Any], provider: str) -> str | None:
-    password = body.get("password")
+async def _password_hash(password: str | None, provider: str) -> str | None:
+    """The hash of a new password; whether one is wanted depends on the provider."""
     if provider != "local":
         if password not in (None, ""):
             raise errors.InvalidInput(f"password is not used for {provider} users")
         return None
-    if not isinstance(password, str) or not password:
-        raise errors.InvalidInput("password is required for local users")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise errors.InvalidInput(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
+    if not password:
+        raise errors.InvalidInput(LOCAL_USERS_NEED_ONE)
     return await hash_password_async(password)
 
 
@@ -95,20 +66,19 @@ async def list_users(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         users, total = await paginate(session, query, Window.of(request))
         groups = await membership.groups_by_user(session, (u.id for u in users))
-    return list_response([user_json(u, groups[u.id]) for u in users], total)
+    return list_response([dump(user_public(u, groups[u.id])) for u in users], total)
 
 
 async def create_user(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "users", "*", "write")
-    body = await read_body(request, UserIn)
-    username = _check_username(_username(body))
-    provider = membership.check_provider(body.get("provider", "local"), request.app[SETTINGS])
-    group_keys = body.get("groups") or []
-    password_hash = await _password_hash(body, provider)
+    data = validate(UserCreate, await read_body(request, UserCreate))
+    username = data.username
+    provider = membership.check_provider(data.provider, request.app[SETTINGS])
+    password_hash = await _password_hash(data.password, provider)
     user = User(username=username, provider=provider, password_hash=password_hash)
     async with request.app[SESSIONS]() as session:
-        groups = await membership.resolve_groups(session, group_keys, provider=provider)
+        groups = await membership.resolve_groups(session, data.groups or [], provider=provider)
         existing = await session.exec(
             select(User.id).where(User.username == username, User.provider == provider)
         )
@@ -124,7 +94,7 @@ async def create_user(request: web.Request) -> web.Response:
             raise errors.Conflict(f"user {username!r} ({provider}) already exists") from None
     if groups:
         await publish_config_changed(request.app, "user", user.id)
-    return web.json_response(user_json(user, sorted(g.id for g in groups)))
+    return web.json_response(dump(user_public(user, sorted(g.id for g in groups))))
 
 
 async def _load(request: web.Request, session: AsyncSession, access: Access) -> User:
@@ -143,33 +113,34 @@ async def get_user(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         user = await _load(request, session, "read")
         groups = await membership.groups_by_user(session, [user.id])
-    return web.json_response(user_json(user, groups[user.id]))
+    return web.json_response(dump(user_public(user, groups[user.id])))
 
 
 async def update_user(request: web.Request) -> web.Response:
     """Changes the password and/or the groups; the username and provider stay."""
     principal = await authenticate(request)
-    body = await read_body(request, UserIn)
+    body = await read_body(request, UserUpdate)
+    data = validate(UserUpdate, body)
+    sent = data.model_fields_set
     async with request.app[SESSIONS]() as session:
         user = await _load(request, session, "write")
         require_not_builtin(user.builtin)
         if "id" in body and body["id"] != user.id:
             raise errors.InvalidInput("id cannot be changed (it is taken from the URL)")
-        username = _username(body)
-        if username is not None and username != user.username:
+        if data.username is not None and data.username != user.username:
             raise errors.InvalidInput("username cannot be changed")
-        if "provider" in body and body["provider"] != user.provider:
+        if "provider" in sent and data.provider != user.provider:
             raise errors.InvalidInput("provider cannot be changed")
-        if "password" in body:
+        if "password" in sent:
             await require_holds_all_of(session, principal, user.id)
-            user.password_hash = await _password_hash(body, user.provider)
+            user.password_hash = await _password_hash(data.password, user.provider)
             if user.password_hash is not None:
                 # A new password ends the user's sessions, the caller's own included if
                 # it is their own: whoever knew the old one must not stay logged in.
                 await jwt_tokens.end_sessions(session, user.id)
-        if "groups" in body:
+        if "groups" in sent:
             groups = await membership.resolve_groups(
-                session, body["groups"] or [], provider=user.provider
+                session, data.groups or [], provider=user.provider
             )
             await membership.set_groups(session, principal, user, groups)
         user.updated_at = utcnow()
@@ -180,7 +151,7 @@ async def update_user(request: web.Request) -> web.Response:
             raise errors.Conflict("the user or one of its groups changed meanwhile") from None
         groups_now = await membership.groups_by_user(session, [user.id])
     await publish_config_changed(request.app, "user", user.id)
-    return web.json_response(user_json(user, groups_now[user.id]))
+    return web.json_response(dump(user_public(user, groups_now[user.id])))
 
 
 async def _still_owned(session: AsyncSession, user_id: str) -> list[str]:
@@ -230,13 +201,13 @@ async def list_user_groups(request: web.Request) -> web.Response:
         groups, total = await paginate(
             session, membership.groups_query(user.id), Window.of(request)
         )
-    items = [dump(MemberOut(id=g.id, name=g.name, provider=g.provider)) for g in groups]
+    items = [dump(MemberPublic.model_validate(g)) for g in groups]
     return list_response(items, total)
 
 
 def add_routes(app: web.Application, base: str) -> None:
     items, item = f"{base}/users", f"{base}/users/{{id}}"
-    route(app, "GET", items, list_users, summary="List users", response=UserOut, listing=True)
+    route(app, "GET", items, list_users, summary="List users", response=UserPublic, listing=True)
     for method in ("POST", "PUT"):
         route(
             app,
@@ -244,11 +215,11 @@ def add_routes(app: web.Application, base: str) -> None:
             items,
             create_user,
             summary="Create a user",
-            request=UserIn,
-            response=UserOut,
+            request=UserCreate,
+            response=UserPublic,
             errors=[409],
         )
-    route(app, "GET", item, get_user, summary="Get a user", response=UserOut)
+    route(app, "GET", item, get_user, summary="Get a user", response=UserPublic)
     for method in ("PATCH", "PUT"):
         route(
             app,
@@ -256,8 +227,8 @@ def add_routes(app: web.Application, base: str) -> None:
             item,
             update_user,
             summary="Change a user's password or groups",
-            request=UserIn,
-            response=UserOut,
+            request=UserUpdate,
+            response=UserPublic,
             errors=[409],
         )
     route(
@@ -275,6 +246,6 @@ def add_routes(app: web.Application, base: str) -> None:
         f"{item}/groups",
         list_user_groups,
         summary="A user's groups",
-        response=MemberOut,
+        response=MemberPublic,
         listing=True,
     )

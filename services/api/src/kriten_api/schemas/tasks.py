@@ -4,29 +4,91 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
-from kriten_api.schemas import In, Out
+from kriten_api.fields import check_name
+from kriten_api.schemas import In, Out, Timestamp
+from kriten_common import errors
+from kriten_common.task_schemas import check_schema
+
+# The largest timeout the database's integer column holds.
+MAX_TIMEOUT_SECONDS = 2**31 - 1
 
 
-class TaskOut(Out):
+class TaskPublic(Out):
     name: str
     runner: str
     command: str
     synchronous: bool
-    schema_: dict[str, Any] | None = Field(alias="schema")
+    # A row's `schema` is Pydantic's deprecated `BaseModel.schema()`: read `schema_` first.
+    schema_: dict[str, Any] | None = Field(
+        alias="schema", validation_alias=AliasChoices("schema_", "schema")
+    )
     timeout_seconds: int | None
     description: str
-    created_at: str
-    updated_at: str
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
-class TaskIn(In):
-    answer = TaskOut
-    name: str | None = Field(default=None, description="A DNS-1123 name; only on create")
+class TaskBase(In):
+    """The fields a create and an update share. A null `schema`, `timeout_seconds` or
+    `description` clears it; an empty schema is no schema."""
+
+    answer = TaskPublic
+    # First: fields are validated in order, and a bad name is the first thing to tell.
+    name: str | None = Field(
+        default=None, description="A DNS-1123 name on create; an update takes it from the URL"
+    )
     runner: str | None = Field(default=None, description="Required on create")
     command: str | None = Field(default=None, description="Required on create")
     synchronous: bool | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     timeout_seconds: int | None = Field(default=None, description="A positive integer")
     description: str | None = None
+
+    @field_validator("runner", "command", mode="before")
+    @classmethod
+    def _given(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before the type check: null and "" are "required", as a missing field is.
+        if value is None or value == "":
+            raise errors.InvalidInput(f"{info.field_name} is required")
+        return value
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Left out, it keeps its value (false on create); null is no boolean.
+        if value is None:
+            raise errors.InvalidInput("synchronous must be a boolean")
+        return value
+
+    @field_validator("schema_")
+    @classmethod
+    def _usable_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_schema(value)
+        return value
+
+    @field_validator("timeout_seconds")
+    @classmethod
+    def _timeout_in_range(cls, value: int | None) -> int | None:
+        if value is not None and not 0 < value <= MAX_TIMEOUT_SECONDS:
+            raise errors.InvalidInput(
+                f"timeout_seconds must be an integer from 1 to {MAX_TIMEOUT_SECONDS}"
+            )
+        return value
+
+
+class TaskCreate(TaskBase):
+    name: str = Field(description="A DNS-1123 name")
+    runner: str
+    command: str
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _dns_name(cls, value: Any) -> str:
+        return check_name(value)
+
+
+class TaskUpdate(TaskBase):
+    """A merge: only the fields given change."""
