@@ -70,6 +70,11 @@ def may_read_job(principal: Principal, job: Job) -> bool:
     return job.owner_id == principal.user_id or may(principal, "jobs", job.task, "read")
 
 
+def require_read_job(principal: Principal, job: Job) -> None:
+    if not may_read_job(principal, job):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+
+
 def is_admin(principal: Principal) -> bool:
     """Holds `write` on every item of every resource (the built-in Admin role, or a role
     equal to it): the only callers trusted with what no narrower role can be given."""
@@ -163,6 +168,12 @@ def readable_ids(principal: Principal, resource: str) -> set[str] | None:
                 return None
             ids.update(permission.resource_ids)
     return ids
+
+
+def own_items(query: Query, principal: Principal, *, owner: Mapped[Any]) -> Query:
+    """`query` narrowed to the principal's own items: a caller's own list (`/webhooks`,
+    `/api_tokens`), which needs no permission; everyone's (`.../all`) needs read on `*`."""
+    return query.where(owner == principal.user_id)
 
 
 def visible_to(

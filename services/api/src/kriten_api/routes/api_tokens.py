@@ -17,7 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api import api_tokens
 from kriten_api.authentication import authenticate
-from kriten_api.authz import require, require_owner_or
+from kriten_api.authz import own_items, require, require_owner_or
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
@@ -86,7 +86,7 @@ async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
     if all_owners:
         require(principal, "apitokens", "*", "read")
     else:
-        query = query.where(ApiToken.owner_id == principal.user_id)
+        query = own_items(query, principal, owner=col(ApiToken.owner_id))
     async with request.app[SESSIONS]() as session:
         tokens, total = await paginate(session, query, Window.of(request))
     return list_response([dump(token_public(t)) for t in tokens], total)

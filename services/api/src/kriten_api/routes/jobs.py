@@ -10,7 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api import job_events
 from kriten_api.authentication import authenticate, still_authenticated
-from kriten_api.authz import may_read_job, require, require_owner_or, visible_to
+from kriten_api.authz import may_read_job, require, require_owner_or, require_read_job, visible_to
 from kriten_api.job_events import wait_woken
 from kriten_api.keys import JOB_EVENTS, PUBLISHER, SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
@@ -34,8 +34,7 @@ async def _load_job(request: web.Request, session: AsyncSession) -> Job:
     job = await session.get(Job, job_id)
     if job is None:
         raise errors.NotFound(f"job {job_id!r} not found")
-    if not may_read_job(principal, job):
-        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+    require_read_job(principal, job)
     return job
 
 

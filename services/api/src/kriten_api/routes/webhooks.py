@@ -18,7 +18,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api.authentication import authenticate
-from kriten_api.authz import require, require_owner_or, require_owner_or_admin
+from kriten_api.authz import own_items, require, require_owner_or, require_owner_or_admin
 from kriten_api.config_events import publish_config_changed
 from kriten_api.fields import MASK
 from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
@@ -118,7 +118,7 @@ async def _list(request: web.Request, *, all_owners: bool) -> web.Response:
     if all_owners:
         require(principal, "webhooks", "*", "read")
     else:
-        query = query.where(Webhook.owner_id == principal.user_id)
+        query = own_items(query, principal, owner=col(Webhook.owner_id))
     async with request.app[SESSIONS]() as session:
         hooks, total = await paginate(session, query.order_by(col(Webhook.id)), Window.of(request))
     return list_response([dump(webhook_public(request, h)) for h in hooks], total)
