@@ -94,10 +94,10 @@ class ServiceProcess:
                 await asyncio.sleep(0.2)
         raise AssertionError(f"{self.name} not ready in {timeout}s:\n{self.logs()}")
 
-    def stop(self) -> int | None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int | None:
         if self.process is None or self.process.poll() is not None:
             return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
+        self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -3,6 +3,8 @@ SQLite and the local executor, driven through the seed scenario."""
 
 from __future__ import annotations
 
+import json
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -52,6 +54,14 @@ async def test_one_url_serves_api_and_webhooks(kriten: ServiceProcess, tmp_path:
     # Every job of the scenario was healthy: none may have logged an error (such as the
     # unroutable `job.finished` each finished job once did).
     assert kriten.problems() == []
+
+
+async def test_ctrl_c_stops_it_cleanly_and_says_so(kriten: ServiceProcess) -> None:
+    assert kriten.stop(signal.SIGINT) == 0
+    lines = kriten.log_path.read_text().splitlines()
+    assert "Traceback" not in "\n".join(lines)
+    events = [json.loads(line)["event"] for line in lines]  # every line is one JSON event
+    assert events[-2:] == ["service_stopping", "service_stopped"]
 
 
 async def test_unreachable_broker_is_one_clear_line(tmp_path: Path) -> None:

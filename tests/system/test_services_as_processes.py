@@ -3,6 +3,7 @@ RabbitMQ and PostgreSQL, with the local executor."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,3 +76,6 @@ async def test_seed_scenario_on_separate_processes(deployment: Deployment, tmp_p
 async def test_services_stop_cleanly_on_sigterm(deployment: Deployment) -> None:
     for name, service in deployment.services.items():
         assert service.stop() == 0, f"{name}:\n{service.logs()}"
+        # The stop is logged, its beginning and its end, as the last two events.
+        last_two = [json.loads(line)["event"] for line in service.logs().splitlines()[-2:]]
+        assert last_two == ["service_stopping", "service_stopped"], name

@@ -83,8 +83,16 @@ def run_service(app: Callable[[], web.Application], settings: CommonSettings, na
     try:
         settings.check_production()
         log.info("service_starting", service=name, host=settings.host, port=settings.port)
+        application = app()
+
+        async def stopping(_app: web.Application) -> None:
+            # SIGTERM or SIGINT: what follows (in-flight work finishing, connections
+            # closing) belongs to this stop, which an operator should see begin and end.
+            log.info("service_stopping", service=name)
+
+        application.on_shutdown.append(stopping)
         web.run_app(
-            app(),
+            application,
             host=settings.host,
             port=settings.port,
             shutdown_timeout=settings.shutdown_grace_seconds,
@@ -92,6 +100,7 @@ def run_service(app: Callable[[], web.Application], settings: CommonSettings, na
             access_log=None,
             handle_signals=True,
         )
+        log.info("service_stopped", service=name)
     except (ConfigurationError, BrokerUnreachable) as problem:
         print(f"kriten-{name}: {problem}", file=sys.stderr)
         sys.exit(2)
