@@ -55,12 +55,6 @@ def presented_jwt(request: web.Request) -> PresentedJwt | None:
     return PresentedJwt(cookie, by_cookie=True) if cookie else None
 
 
-def bearer_or_cookie(request: web.Request) -> str | None:
-    """The JWT the request presents, if any."""
-    presented = presented_jwt(request)
-    return presented.token if presented is not None else None
-
-
 def _origin(url: str) -> tuple[str, str, int] | None:
     """(scheme, host, port) of an origin or URL, default port filled in; None if not one."""
     try:

@@ -20,28 +20,16 @@ def check_name(value: Any, field: str = "name") -> str:
     return value
 
 
-def optional_str(body: dict[str, Any], field: str, default: str | None = None) -> str | None:
-    value = body.get(field, default)
-    if value is not None and not isinstance(value, str):
-        raise errors.InvalidInput(f"{field} must be a string")
-    return value
-
-
-def required_str(body: dict[str, Any], field: str) -> str:
-    value = optional_str(body, field)
-    if not value:
-        raise errors.InvalidInput(f"{field} is required")
-    return value
-
-
-def optional_bool(body: dict[str, Any], field: str, default: bool) -> bool:
-    value = body.get(field, default)
-    if not isinstance(value, bool):
-        raise errors.InvalidInput(f"{field} must be a boolean")
-    return value
-
-
 def same_name(body: dict[str, Any], name: str) -> None:
     """Updates use the URL's name; a different name in the body is refused, not obeyed."""
     if "name" in body and body["name"] != name:
         raise errors.InvalidInput("name cannot be changed (it is taken from the URL)")
+
+
+def optional_strings(value: Any, message: str) -> Any:
+    """`value` when it is null or a list of strings; else a 400 with `message`."""
+    if value is not None and (
+        not isinstance(value, list) or not all(isinstance(item, str) for item in value)
+    ):
+        raise errors.InvalidInput(message)
+    return value

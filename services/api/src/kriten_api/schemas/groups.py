@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import AliasChoices, Field, RootModel, field_validator, model_validator
 
+from kriten_api.fields import optional_strings
 from kriten_api.schemas import In, Out, Timestamp
 from kriten_api.schemas.roles import UUID_SHAPE
 from kriten_common import errors
@@ -47,11 +48,7 @@ class GroupBase(In):
     @classmethod
     def _check_users(cls, value: Any) -> Any:
         # Null is an empty list, as it has always been.
-        if value is not None and (
-            not isinstance(value, list) or not all(isinstance(i, str) for i in value)
-        ):
-            raise errors.InvalidInput("users must be a list of user ids")
-        return value
+        return optional_strings(value, "users must be a list of user ids")
 
 
 class GroupCreate(GroupBase):

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from kriten_api.fields import optional_strings
 from kriten_api.schemas import In, Out, Timestamp
 from kriten_common import errors
 
@@ -67,11 +68,7 @@ class UserBase(In):
     @field_validator("groups", mode="before")
     @classmethod
     def _check_groups(cls, value: Any) -> Any:
-        if value is not None and (
-            not isinstance(value, list) or not all(isinstance(key, str) for key in value)
-        ):
-            raise errors.InvalidInput("groups must be a list of group ids")
-        return value
+        return optional_strings(value, "groups must be a list of group ids")
 
 
 class UserCreate(UserBase):
