@@ -128,10 +128,12 @@ async def delete_broker_objects(prefix: str) -> None:
 
 @dataclass(frozen=True)
 class ProcessSample:
-    """A process's own CPU time (user + system, children excluded) and resident memory."""
+    """A process's own CPU time (user + system), the CPU time of its children it has
+    reaped, and its resident memory."""
 
     cpu_seconds: float
     rss_bytes: int
+    children_cpu_seconds: float = 0.0
 
 
 def sample_process(pid: int) -> ProcessSample:
@@ -139,13 +141,35 @@ def sample_process(pid: int) -> ProcessSample:
         # The command name (field 2) may hold spaces: count fields after its ')'.
         fields = file.read().rsplit(")", 1)[1].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    cutime, cstime = int(fields[13]), int(fields[14])  # 16 and 17: reaped children
     rss = 0
     with open(f"/proc/{pid}/status") as file:
         for line in file:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) * 1024
                 break
-    return ProcessSample((utime + stime) * _CLOCK_TICK_SECONDS, rss)
+    return ProcessSample(
+        (utime + stime) * _CLOCK_TICK_SECONDS, rss, (cutime + cstime) * _CLOCK_TICK_SECONDS
+    )
+
+
+def cpu_seconds_of_programs(names: tuple[str, ...]) -> float:
+    """CPU time (user + system) of every live process whose command name is in `names`
+    (`beam.smp` for RabbitMQ, `postgres` for PostgreSQL's server and backends). A lower
+    bound across an interval: a process that exits within it takes its share along."""
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as file:
+                head, _, tail = file.read().rpartition(")")
+        except OSError:
+            continue  # gone meanwhile
+        if head.partition("(")[2] in names:
+            fields = tail.split()
+            total += int(fields[11]) + int(fields[12])
+    return total * _CLOCK_TICK_SECONDS
 
 
 @dataclass

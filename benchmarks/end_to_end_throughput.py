@@ -8,6 +8,12 @@ disproving three targets, each against figures measured in the same run:
   time from /proc/<pid>/stat; the job processes they start, reaped or not, are excluded);
 - memory: every service's RSS is flat (within noise) from the second to the last batch.
 
+Beside those, where the CPU goes per job, for the baseline and for Kriten: the job
+processes (the baseline's children; the dispatcher's reaped wrappers with their `cp` and
+command), the four services, RabbitMQ (`beam.smp`) and PostgreSQL (`postgres`). The run is
+CPU-bound on a small machine, so the rate ratio cannot exceed the baseline's CPU per job
+over Kriten's: the report prints that ceiling, which tells a slow path from a full machine.
+
 The services run as separate processes (`python -m kriten_<name>`) on a fresh PostgreSQL
 database (`kriten_bench_<random>`, dropped at the end) and the machine's RabbitMQ under a
 unique `KRITEN_AMQP_PREFIX` (its exchange and queues deleted at the end), with the
@@ -32,6 +38,7 @@ import asyncio
 import json
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,6 +58,7 @@ from benchmarks._system import (
     AMQP_URL,
     ProcessSample,
     Service,
+    cpu_seconds_of_programs,
     delete_broker_objects,
     make_one_file_repo,
     postgres_database,
@@ -75,6 +83,9 @@ RATE_TARGET = 0.8
 CPU_TARGET_MS = 10.0
 RSS_NOISE_BYTES = 2 * 1024 * 1024
 RSS_NOISE_FRACTION = 0.02
+# Command names of the broker's and the database's processes, for their CPU per job.
+BROKER_PROGRAMS = ("beam.smp",)
+DATABASE_PROGRAMS = ("postgres",)
 MIB = 1024 * 1024
 
 
@@ -109,11 +120,23 @@ async def baseline_job(template: Path, job_dir: Path) -> int:
     return await process.wait()
 
 
+@dataclass(frozen=True)
+class BaselineRun:
+    per_second: float
+    # The job processes' CPU time (this process's reaped children), per job.
+    job_cpu_ms: float
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def run_baseline(
     template: Path, root: Path, jobs: int, concurrency: int, timeout: float = 600
-) -> float:
-    """Jobs per second of a plain asyncio loop running `jobs` baseline jobs, `concurrency`
-    at a time, each in a fresh directory."""
+) -> BaselineRun:
+    """A plain asyncio loop running `jobs` baseline jobs, `concurrency` at a time, each in
+    a fresh directory: its rate and its job processes' CPU per job."""
     root.mkdir(parents=True)
     indexes = iter(range(jobs))
     failures: list[int] = []
@@ -125,16 +148,17 @@ async def run_baseline(
             if code := await baseline_job(template, job_dir):
                 failures.append(code)
 
-    started = time.perf_counter()
+    started, children_before = time.perf_counter(), children_cpu_seconds()
     try:
         await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout)
     except TimeoutError:
         raise BenchmarkError(f"baseline: timed out after {timeout:.0f} s") from None
     elapsed = time.perf_counter() - started
+    job_cpu = children_cpu_seconds() - children_before
     await asyncio.to_thread(shutil.rmtree, root, True)
     if failures:
         raise BenchmarkError(f"baseline: {len(failures)} jobs failed (exit {failures[0]})")
-    return jobs / elapsed
+    return BaselineRun(jobs / elapsed, job_cpu * 1000 / jobs)
 
 
 # --- Kriten --------------------------------------------------------------------------
@@ -152,6 +176,11 @@ class Batch:
     first_error: str | None = None
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     rss_bytes: dict[str, int] = field(default_factory=dict)
+    # The dispatcher's reaped job wrappers (their `cp` and command included), RabbitMQ's
+    # and PostgreSQL's processes.
+    job_cpu_seconds: float = 0.0
+    broker_cpu_seconds: float = 0.0
+    database_cpu_seconds: float = 0.0
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -272,14 +301,21 @@ async def run_batch(
 ) -> Batch:
     batch = Batch(index, args.jobs)
     before = samples(services)
+    broker_before = cpu_seconds_of_programs(BROKER_PROGRAMS)
+    database_before = cpu_seconds_of_programs(DATABASE_PROGRAMS)
     first_send, batch.send_seconds, ids = await send(session, run_url, f"batch {index}", args.jobs)
     batch.statuses = await wait_final(engine, ids, services, f"batch {index}", args.stall_timeout)
     await job_figures(engine, ids, first_send, batch)
     await asyncio.sleep(SETTLE_SECONDS)
     after = samples(services)
+    batch.broker_cpu_seconds = cpu_seconds_of_programs(BROKER_PROGRAMS) - broker_before
+    batch.database_cpu_seconds = cpu_seconds_of_programs(DATABASE_PROGRAMS) - database_before
     for name in services:
         batch.cpu_seconds[name] = after[name].cpu_seconds - before[name].cpu_seconds
         batch.rss_bytes[name] = after[name].rss_bytes
+    batch.job_cpu_seconds = (
+        after["dispatcher"].children_cpu_seconds - before["dispatcher"].children_cpu_seconds
+    )
     failed = batch.jobs - batch.statuses.get("succeeded", 0)
     print(
         f"  batch {index}: {batch.per_second:.2f} jobs/s, sent in {batch.send_seconds:.1f} s, "
@@ -362,7 +398,43 @@ def mark(holds: bool) -> str:
     return "✓" if holds else "✗"
 
 
-def report(args: argparse.Namespace, baselines: list[float], batches: list[Batch]) -> None:
+def report_pipeline_cpu(
+    baseline_runs: list[BaselineRun], batches: list[Batch], services_ms: float
+) -> None:
+    """Where the CPU goes per job, and the rate ratio that leaves on a CPU-bound machine."""
+    total_jobs = sum(b.jobs for b in batches)
+
+    def per_job(seconds: float) -> float:
+        return seconds * 1000 / total_jobs
+
+    baseline_jobs_ms = statistics.mean(run.job_cpu_ms for run in baseline_runs)
+    jobs_ms = per_job(sum(b.job_cpu_seconds for b in batches))
+    broker_ms = per_job(sum(b.broker_cpu_seconds for b in batches))
+    database_ms = per_job(sum(b.database_cpu_seconds for b in batches))
+    kriten_ms = jobs_ms + services_ms + broker_ms + database_ms
+    print("\nCPU ms/job, the whole pipeline (all batches)")
+    print(f"{'':<28}{'baseline':>10}{'Kriten':>10}")
+    print(f"{'job processes (cp + sh)':<28}{baseline_jobs_ms:>10.2f}{jobs_ms:>10.2f}")
+    for label, value in (
+        ("the four services", services_ms),
+        ("RabbitMQ (beam.smp)", broker_ms),
+        ("PostgreSQL (postgres)", database_ms),
+    ):
+        print(f"{label:<28}{'-':>10}{value:>10.2f}")
+    print(f"{'total':<28}{baseline_jobs_ms:>10.2f}{kriten_ms:>10.2f}")
+    overhead_budget = (1 / RATE_TARGET - 1) * baseline_jobs_ms
+    print(
+        f"with every core busy, the rate ratio cannot exceed {baseline_jobs_ms / kriten_ms:.2f}x "
+        f"(baseline CPU/job over Kriten's); {RATE_TARGET}x leaves "
+        f"{overhead_budget:.2f} ms/job for the services, the broker and the database "
+        f"together (they use {kriten_ms - jobs_ms:.2f})"
+    )
+
+
+def report(
+    args: argparse.Namespace, baseline_runs: list[BaselineRun], batches: list[Batch]
+) -> None:
+    baselines = [run.per_second for run in baseline_runs]
     base_low, base_high = min(baselines), max(baselines)
     base_mean = statistics.mean(baselines)
     rates = [b.per_second for b in batches]
@@ -411,6 +483,8 @@ def report(args: argparse.Namespace, baselines: list[float], batches: list[Batch
             + "".join(f"{c:>10.2f}" for c in cells)
             + f"{per_service_all[name]:>10.2f}"
         )
+
+    report_pipeline_cpu(baseline_runs, batches, per_service_all["total"])
 
     rss_holds: bool | None = None
     print("\nRSS MiB after each batch")
@@ -469,11 +543,11 @@ async def run(args: argparse.Namespace) -> None:
         # Warm-up (page cache, the first fork of sh and cp), not measured.
         await run_baseline(template, work / "baseline-warm-up", args.concurrency, args.concurrency)
         before = await run_baseline(template, work / "baseline-before", args.jobs, args.concurrency)
-        print(f"  {before:.1f} jobs/s\nKriten ({args.batches} batches)...", flush=True)
+        print(f"  {before.per_second:.1f} jobs/s\nKriten ({args.batches} batches)...", flush=True)
         batches = await through_kriten(repo, work, args)
         print("baseline after...", flush=True)
         after = await run_baseline(template, work / "baseline-after", args.jobs, args.concurrency)
-        print(f"  {after:.1f} jobs/s", flush=True)
+        print(f"  {after.per_second:.1f} jobs/s", flush=True)
     report(args, [before, after], batches)
 
 
