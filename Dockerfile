@@ -87,6 +87,11 @@ ENV PYTHONUNBUFFERED=1 \
     KRITEN_HOST=0.0.0.0 \
     KRITEN_PORT=8080
 
+# Where compose's `init-secrets` service writes the secrets (kriten-init-secrets)
+# and the services read them (KRITEN_*_FILE). A new named volume copies this
+# directory's owner and mode: the non-root user can write to it, nobody else read it.
+RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/kriten/secrets
+
 WORKDIR /app
 EXPOSE 8080
 
@@ -106,7 +111,9 @@ CMD ["kriten-ingress"]
 FROM runtime AS dispatcher
 
 # The local executor clones the runner's repository with git and runs the task with sh;
-# ca-certificates for https remotes.
+# ca-certificates for https remotes. Not pinned (hadolint's DL3008): the base image's
+# Debian release fixes them, and a pinned Debian version disappears from the mirrors.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates \
     && rm -rf /var/lib/apt/lists/*

@@ -16,6 +16,7 @@ from kriten_api.migrate import upgrade_database
 from kriten_api.settings import ApiSettings
 from kriten_common.db.engine import create_engine, session_factory
 from kriten_common.db.models import AuditLog
+from kriten_common.http import METRICS_REGISTRY
 from tests.api.conftest import ApiClient, BuildApi, login
 
 pytestmark = pytest.mark.integration
@@ -112,3 +113,42 @@ async def test_rows_past_the_retention_are_purged_by_the_api(
         await asyncio.sleep(0.1)
     assert await _rows(api, AuditLog.target == "old") == 0
     assert await _rows(api, AuditLog.target == "recent") == 1
+    purged = api.app[METRICS_REGISTRY].get_sample_value(
+        "kriten_retention_purged_rows_total", {"table": "audit_logs"}
+    )
+    assert purged == 1
+
+
+async def test_a_retention_of_0_keeps_the_audit_log_forever(
+    api_settings: ApiSettings,
+    sqlite_url: str,
+    build_api: BuildApi,
+) -> None:
+    await upgrade_database(sqlite_url)
+    engine = create_engine(sqlite_url)
+    try:
+        async with session_factory(engine)() as session:
+            session.add(
+                AuditLog(
+                    created_at=datetime.now(UTC) - timedelta(days=3650),
+                    username="root",
+                    provider="local",
+                    event_type="create",
+                    category="runners",
+                    target="ancient",
+                    status="success",
+                )
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    api = await build_api(api_settings.model_copy(update={"audit_retention_days": 0}))
+    registry = api.app[METRICS_REGISTRY]
+    deadline = time.monotonic() + 10
+    while (
+        not registry.get_sample_value("kriten_retention_last_run_timestamp_seconds")
+        and time.monotonic() < deadline
+    ):
+        await asyncio.sleep(0.05)
+    assert registry.get_sample_value("kriten_retention_last_run_timestamp_seconds")
+    assert await _rows(api, AuditLog.target == "ancient") == 1

@@ -28,7 +28,7 @@ from kriten_api.migrate import (
     upgrade_database,
 )
 
-HEAD = "0003"
+HEAD = "0004"
 BASE = "0001"
 
 Schema = dict[str, dict[str, Any]]

@@ -1,9 +1,8 @@
 """The delivery log's store on each database: idempotent by delivery id, bodies only for
-accepted deliveries, purged after the retention; and the collector routing to it."""
+accepted deliveries; and the collector routing to it. (Its purge: test_retention.py.)"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import select
@@ -38,7 +37,7 @@ async def rows(sessions: SessionFactory) -> list[WebhookDelivery]:
 
 
 async def test_a_delivery_is_stored_once(db_sessions: SessionFactory) -> None:
-    store = DeliveryStore(db_sessions, retention=timedelta(days=7))
+    store = DeliveryStore(db_sessions)
     event = delivered("d-1", job_id="hello-abc", secret_matched="previous", source="10.0.0.1")
     assert await store.record(event)
     assert not await store.record(event)  # the broker redelivered the message
@@ -56,7 +55,7 @@ async def test_a_delivery_is_stored_once(db_sessions: SessionFactory) -> None:
 
 
 async def test_only_accepted_deliveries_keep_their_body(db_sessions: SessionFactory) -> None:
-    store = DeliveryStore(db_sessions, retention=timedelta(days=7))
+    store = DeliveryStore(db_sessions)
     for outcome in ("accepted", "duplicate", "filtered", "rejected"):
         await store.record(delivered(outcome, outcome=outcome, reason="why"))
     bodies = {row.outcome: row.body for row in await rows(db_sessions)}
@@ -71,7 +70,7 @@ async def test_only_accepted_deliveries_keep_their_body(db_sessions: SessionFact
 async def test_a_retry_accepted_by_another_replica_is_logged_duplicate(
     db_sessions: SessionFactory,
 ) -> None:
-    store = DeliveryStore(db_sessions, retention=timedelta(days=7))
+    store = DeliveryStore(db_sessions)
     await store.record(delivered("first", job_id="hello-abc"))
     await store.record(delivered("retry", job_id="hello-abc"))
     await store.record(delivered("other", job_id="hello-xyz"))
@@ -83,29 +82,8 @@ async def test_a_retry_accepted_by_another_replica_is_logged_duplicate(
     }
 
 
-async def test_deliveries_past_the_retention_are_purged(db_sessions: SessionFactory) -> None:
-    now = [0.0]
-    store = DeliveryStore(
-        db_sessions,
-        retention=timedelta(hours=1),
-        purge_interval_seconds=60,
-        clock=lambda: now[0],
-    )
-    old = utcnow() - timedelta(hours=2)
-    await store.record(delivered("new", received_at=utcnow()))  # the first record purges...
-    await store.record(delivered("old-1", received_at=old))  # ...then not for a minute
-    await store.record(delivered("old-2", received_at=old))
-    assert sorted(r.id for r in await rows(db_sessions)) == ["new", "old-1", "old-2"]
-    now[0] = 61.0
-    await store.record(delivered("newer", received_at=utcnow()))
-    assert sorted(r.id for r in await rows(db_sessions)) == ["new", "newer"]
-    cutoff: datetime = utcnow() + timedelta(seconds=1)
-    assert await store.purge(older_than=cutoff) == 2
-    assert await rows(db_sessions) == []
-
-
 async def test_the_collector_stores_delivery_events(db_sessions: SessionFactory) -> None:
-    store = DeliveryStore(db_sessions, retention=timedelta(days=7))
+    store = DeliveryStore(db_sessions)
     collector = Collector(
         store=JobStore(db_sessions),
         publisher=None,  # type: ignore[arg-type]  (not used for delivery events)

@@ -15,9 +15,10 @@ import jsonschema
 import pytest
 import pytest_asyncio
 
-from kriten_collector.kube_observer import KubernetesJobObserver
+from kriten_collector.kube_observer import NO_POD_ERROR, KubernetesJobObserver
+from kriten_collector.kube_pod_status import POD_DELETED_ERROR
 from kriten_collector.ports import ExecutionUpdate, JobObserver
-from kriten_common.kube import job_name
+from kriten_common.kube import ANNOTATION_CANCEL_REQUESTED, job_name
 from kriten_dispatcher.kube_launcher import KubernetesJobLauncher
 from kriten_dispatcher.ports import JobSpec
 from tests.fake_kube import SCHEMA_DIR, FakeKube, selector_matches
@@ -388,7 +389,29 @@ async def test_cancelled_job_whose_pod_went_at_once_has_no_output(
 
 
 @fake_only
-async def test_pod_vanishing_while_unwatched_is_cancelled(
+async def test_pod_deleted_while_running_is_failed(
+    kube: KubeTarget, launcher: KubernetesJobLauncher, observe: Any
+) -> None:
+    """Deleted by anyone but Kriten's cancel (kubectl, a lost node): nobody asked for the
+    job to stop, so it failed, and says why."""
+    fake = kube.require_fake
+    fake.graceful_deletion_seconds = 0.5
+    updates = observe()
+    spec = make_spec()
+    await launcher.launch(spec)
+    fake.start_task(spec.job_id, logs="started\n")
+    assert (await updates.next_for(spec.job_id)).state == "running"
+    fake.delete_job(spec.job_id)
+    final = await updates.final_for(spec.job_id)
+    assert final.state == "failed"
+    assert final.error == POD_DELETED_ERROR
+    assert final.exit_code == 143
+    assert final.output == "started\n"
+    assert await updates.quiet(1.0) == []
+
+
+@fake_only
+async def test_pod_vanishing_while_unwatched_is_failed(
     kube: KubeTarget, launcher: KubernetesJobLauncher, observe: Any
 ) -> None:
     fake = kube.require_fake
@@ -403,8 +426,59 @@ async def test_pod_vanishing_while_unwatched_is_cancelled(
     await asyncio.sleep(0.2)
     fake.set_unavailable(False)
     final = await updates.final_for(spec.job_id)
+    assert final.state == "failed"
+    assert final.error == POD_DELETED_ERROR
+    assert final.output is None
+
+
+@fake_only
+async def test_cancelled_pod_vanishing_while_unwatched_is_cancelled(
+    kube: KubeTarget, launcher: KubernetesJobLauncher, observe: Any
+) -> None:
+    """The cancel's mark was seen before the watch went down: the pod's removal, seen
+    only by the relist, is still a cancel."""
+    fake = kube.require_fake
+    updates = observe()
+    spec = make_spec()
+    await launcher.launch(spec)
+    fake.start_task(spec.job_id)
+    assert (await updates.next_for(spec.job_id)).state == "running"
+
+    def mark(pod: dict[str, Any]) -> None:
+        pod["metadata"]["annotations"][ANNOTATION_CANCEL_REQUESTED] = "true"
+
+    fake.update_pod(spec.job_id, mark)
+    await asyncio.sleep(0.3)  # the watch sees the mark
+    fake.set_unavailable()
+    fake.delete_job(spec.job_id, graceful=False)
+    fake.compact()
+    await asyncio.sleep(0.2)
+    fake.set_unavailable(False)
+    final = await updates.final_for(spec.job_id)
     assert final.state == "cancelled"
     assert final.output is None
+
+
+@fake_only
+async def test_missing_names_jobs_without_a_pod(
+    kube: KubeTarget, launcher: KubernetesJobLauncher, observe: Any
+) -> None:
+    fake = kube.require_fake
+    updates = observe()
+    spec = make_spec()
+    await launcher.launch(spec)
+    fake.start_task(spec.job_id)
+    assert (await updates.next_for(spec.job_id)).state == "running"
+    observer = updates.observer
+    never = new_job_id("never")
+    assert await observer.missing([spec.job_id, never]) == {never: NO_POD_ERROR}
+    # A pod the observer has not seen (another replica's, or before its first list)
+    # is looked up.
+    fresh = KubernetesJobObserver(settings=kube.settings())
+    try:
+        assert await fresh.missing([spec.job_id]) == {}
+    finally:
+        await fresh.close()
 
 
 # -- keeping up: 410, outages, disconnects, restarts --------------------------------------

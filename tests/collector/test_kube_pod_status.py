@@ -10,6 +10,7 @@ import pytest
 
 from kriten_collector.kube_pod_status import (
     INIT_HEADING,
+    POD_DELETED_ERROR,
     assemble_output,
     assess,
     describe_failure,
@@ -18,6 +19,7 @@ from kriten_collector.kube_pod_status import (
     pod_job_id,
     vanished,
 )
+from kriten_common.kube import ANNOTATION_CANCEL_REQUESTED
 
 NOW = datetime(2025, 6, 30, 21, 15, 0, tzinfo=UTC)
 GRACE = 300.0
@@ -258,21 +260,40 @@ def test_git_image_pull_error() -> None:
     assert view.error == "image pull failed for git-clone (alpine/git:2.45.2): ImagePullBackOff"
 
 
-def test_deleted_while_running_is_cancelled() -> None:
-    p = pod(phase="Failed", init=CLONED, task=terminated(143, finished=2))
+def cancel_marked(p: dict[str, Any]) -> dict[str, Any]:
+    """As the dispatcher's cancel leaves a pod before it deletes the Job."""
+    p["metadata"].setdefault("annotations", {})[ANNOTATION_CANCEL_REQUESTED] = "true"
+    return p
+
+
+def test_deleted_while_running_by_a_cancel_is_cancelled() -> None:
+    p = cancel_marked(pod(phase="Failed", init=CLONED, task=terminated(143, finished=2)))
     p["metadata"]["deletionTimestamp"] = ts(-28)  # now + 28 s: requested 2 s ago
     p["metadata"]["deletionGracePeriodSeconds"] = 30
     view = view_of(p)
     assert view.state == "cancelled"
     assert view.final
     assert view.exit_code == 143
-    assert view.error == "the job was deleted before it finished"
+    assert view.error == "cancelled"
 
 
-def test_deleted_while_pending_is_cancelled() -> None:
+def test_deleted_while_running_by_anyone_else_is_failed() -> None:
+    """kubectl delete, a node lost, an eviction: nobody asked for the job to stop."""
+    p = pod(phase="Failed", init=CLONED, task=terminated(143, finished=2))
+    p["metadata"]["deletionTimestamp"] = ts(-28)
+    p["metadata"]["deletionGracePeriodSeconds"] = 30
+    view = view_of(p)
+    assert view.state == "failed"
+    assert view.exit_code == 143
+    assert view.error == POD_DELETED_ERROR
+    assert view.error.startswith("execution vanished: ")
+
+
+def test_deleted_while_pending_is_cancelled_or_failed() -> None:
     p = pod(phase="Failed")
     p["metadata"]["deletionTimestamp"] = ts(-30)
-    assert view_of(p).state == "cancelled"
+    assert view_of(p).state == "failed"
+    assert view_of(cancel_marked(p)).state == "cancelled"
 
 
 def test_finished_then_removed_by_ttl_keeps_its_outcome() -> None:
@@ -319,11 +340,15 @@ def test_describe_failure_does_not_mutate() -> None:
 
 
 def test_vanished() -> None:
-    view = vanished("pod-x", "job-1")
+    view = vanished("pod-x", "job-1", cancelled=True)
     assert view.state == "cancelled"
     assert view.final
     assert view.job_id == "job-1"
-    assert view.error is not None
+    assert view.error == "cancelled"
+    view = vanished("pod-x", "job-1", cancelled=False)
+    assert view.state == "failed"
+    assert view.final
+    assert view.error == POD_DELETED_ERROR
 
 
 # -- output ------------------------------------------------------------------------------

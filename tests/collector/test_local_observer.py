@@ -176,7 +176,7 @@ async def test_dead_supervisor_without_result_is_failed(jobs_dir: Path) -> None:
     updates = await gather(observer, 2)
 
     assert [u.state for u in updates] == ["running", "failed"]
-    assert updates[1].error == "executor process died"
+    assert updates[1].error == "execution vanished: the executor process died"
     assert updates[1].start_time == START
     assert updates[1].output == "partial output\n"
 
@@ -361,7 +361,7 @@ async def test_a_job_without_its_message_is_found_when_the_directory_changes(
         ("0\n", "cancel-requested", "succeeded", None),
         (None, "cancel-requested", "cancelled", "cancelled"),
         (None, "deadline-exceeded", "failed", "deadline exceeded"),
-        (None, None, "failed", "executor process died"),
+        (None, None, "failed", "execution vanished: the executor process died"),
     ],
 )
 async def test_a_job_that_ended_with_no_dispatcher_watching_is_read_from_its_files(

@@ -114,6 +114,8 @@ EXPECTED_RBAC: dict[str, frozenset[Rule]] = {
             ("", "secrets", "create"),
             ("", "secrets", "patch"),
             ("", "secrets", "delete"),
+            ("", "pods", "list"),
+            ("", "pods", "patch"),
         }
     ),
     "collector": frozenset(

@@ -449,7 +449,7 @@ async def test_killed_wrapper_is_failed_by_the_dispatcher_watching_it(
 
     updates = (await collect(observer, {spec.job_id}))[spec.job_id]
     assert [u.state for u in updates] == ["running", "failed"]
-    assert updates[-1].error == "executor process died"
+    assert updates[-1].error == "execution vanished: the executor process died"
     # Its task went with it, as a pod's processes go with its main one.
     assert not running(task_pid)
 
@@ -468,7 +468,7 @@ async def test_dead_job_without_a_dispatcher_is_reported_failed(
 
     updates = (await collect(observer, {spec.job_id}))[spec.job_id]
     assert [u.state for u in updates] == ["running", "failed"]
-    assert updates[-1].error == "executor process died"
+    assert updates[-1].error == "execution vanished: the executor process died"
     assert not paths.result.exists()
 
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from kriten_common.amqp import Settled
 from kriten_common.client_address import parse_networks
 from kriten_common.clock import utcnow
-from kriten_common.messages import Event, WebhookDelivered
+from kriten_common.messages import Event, IngressHeartbeat, WebhookDelivered
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog, recorded_headers, redact_signature
 from kriten_ingress.filters import compile_filter, filter_rejection, is_truthy
@@ -24,6 +24,7 @@ from kriten_ingress.limits import (
     source_allowed,
 )
 from kriten_ingress.metrics import IngressMetrics
+from kriten_ingress.peers import Peers
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.webhook_config import WebhookConfig
 
@@ -38,15 +39,63 @@ def test_token_bucket_allows_burst_then_rate() -> None:
     assert sum(bucket.take(1000.0) for _ in range(10)) == 3
 
 
-def test_buckets_are_per_key_and_rebuilt_on_a_new_rate() -> None:
+def test_buckets_are_per_key_and_rescaled_on_a_new_rate() -> None:
     buckets = Buckets(max_keys=2)
     first = buckets.bucket("a", rate=1.0, burst=1.0, now=0.0)
     assert first.take(0.0)
     assert not buckets.bucket("a", rate=1.0, burst=1.0, now=0.0).take(0.0)
     assert buckets.bucket("b", rate=1.0, burst=1.0, now=0.0).take(0.0)
-    assert buckets.bucket("a", rate=5.0, burst=5.0, now=0.0).take(0.0)  # reconfigured
+    # Reconfigured (or the replicas changed): as empty as it was, refilling faster.
+    rescaled = buckets.bucket("a", rate=5.0, burst=5.0, now=0.0)
+    assert rescaled is first
+    assert not rescaled.take(0.0)
+    assert rescaled.take(0.2)
     buckets.bucket("c", rate=1.0, burst=1.0, now=0.0)
     assert buckets.bucket("b", rate=1.0, burst=1.0, now=0.0).take(0.0)  # evicted: new
+
+
+def test_rescaled_bucket_keeps_its_fullness() -> None:
+    bucket = TokenBucket(rate=10.0, burst=10.0, now=0.0)
+    assert all(bucket.take(0.0) for _ in range(4))  # 6 of 10 left
+    bucket.rescale(5.0, 5.0, now=0.0)  # a second replica came: 3 of 5
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    bucket.rescale(10.0, 10.0, now=0.0)  # it left: empty still, refilling at 10 a second
+    assert not bucket.take(0.0)
+    assert sum(bucket.take(10.0) for _ in range(20)) == 10
+
+
+async def test_peers_count_heartbeats_and_forget_the_silent() -> None:
+    now = [0.0]
+    peers = Peers(interval_seconds=2.0, instance_id="me", clock=lambda: now[0])
+    assert peers.count() == 1
+    await peers.on_event(peers.heartbeat())  # its own: not a peer
+    assert peers.count() == 1
+    assert not peers.newcomer.is_set()
+    await peers.on_event(IngressHeartbeat(instance_id="b", interval_seconds=2.0))
+    assert peers.newcomer.is_set()  # answered at once, so b learns of this replica
+    await peers.on_event(IngressHeartbeat(instance_id="c", interval_seconds=1.0))
+    assert peers.count() == 3
+    now[0] = 3.0  # c's three intervals have passed, b's not
+    assert peers.refresh() == 2
+    await peers.on_event(IngressHeartbeat(instance_id="b", interval_seconds=2.0, leaving=True))
+    assert peers.count() == 1
+
+
+async def test_peers_keep_the_last_count_while_the_broker_is_unreachable() -> None:
+    now = [0.0]
+    up = [True]
+    peers = Peers(interval_seconds=2.0, clock=lambda: now[0])
+    peers.subscribed = lambda: up[0]
+    await peers.on_event(IngressHeartbeat(instance_id="b", interval_seconds=2.0))
+    up[0] = False
+    now[0] = 60.0
+    assert peers.refresh() == 2  # nothing can be heard: the last count holds
+    up[0] = True
+    peers.restored()  # b gets three intervals anew to be heard from
+    now[0] = 65.0
+    assert peers.refresh() == 2
+    now[0] = 66.0
+    assert peers.refresh() == 1
 
 
 def test_replica_share_and_retry_after() -> None:

@@ -34,6 +34,7 @@ from kriten_common.messages import (
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
 from kriten_common.webhook_signing import sign_github
 from kriten_ingress.app import create_app
+from kriten_ingress.keys import INTAKE, PEERS
 from kriten_ingress.metrics import webhook_label
 from kriten_ingress.settings import IngressSettings
 from tests.ingress.test_sender_bodies import (
@@ -286,9 +287,9 @@ async def test_per_webhook_body_cap(world: World) -> None:
     ]
 
 
-async def test_rate_limit_is_shared_between_replicas(world: World) -> None:
-    hook = await world.webhook(rate_limit_per_second=2.0)
-    client = await world.ingress(ingress_replicas=2)  # this replica's share: 1 a second
+async def test_rate_limit_answers_429_with_retry_after(world: World) -> None:
+    hook = await world.webhook(rate_limit_per_second=1.0)
+    client = await world.ingress()
     answers = []
     for _ in range(3):
         raw, headers = netbox_wire(netbox_device_update(name=str(uuid.uuid4())), SECRET)
@@ -306,6 +307,52 @@ async def test_rate_limit_is_shared_between_replicas(world: World) -> None:
         assert (await client.post(RUN + hook, data=raw, headers=headers)).status == 401
     events = await world.drain(until=lambda es: len(deliveries(es)) >= 9)
     assert [d.reason for d in deliveries(events)].count("rate limited") == 2
+
+
+async def _burst(client: Client, hook: str, count: int) -> dict[int, int]:
+    """Answers to `count` signed deliveries in a row, by status."""
+    answers: dict[int, int] = {}
+    for _ in range(count):
+        raw, headers = netbox_wire(netbox_device_update(name=str(uuid.uuid4())), SECRET)
+        status = (await client.post(RUN + hook, data=raw, headers=headers)).status
+        answers[status] = answers.get(status, 0) + 1
+    return answers
+
+
+def _stop_clock(client: Client) -> None:
+    """Freezes the replica's rate-limit clock: no refill during the test, so a burst is
+    answered by the buckets' size alone, however slow the machine."""
+    client.app[INTAKE].clock = lambda: 1000.0
+
+
+async def _until_peers(clients: list[Client], count: int, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while any(c.app[PEERS].count() != count for c in clients):
+        assert time.monotonic() < deadline, [c.app[PEERS].count() for c in clients]
+        await asyncio.sleep(0.02)
+
+
+async def test_rate_limit_holds_whatever_the_number_of_replicas(world: World) -> None:
+    # Heartbeats far apart: the replicas meet (a newcomer is answered at once) and part
+    # (a stopping one says goodbye) without waiting for one, let alone three.
+    slow = {"ingress_heartbeat_seconds": 30.0}
+    first = await world.ingress(**slow)
+    _stop_clock(first)
+    alone = await world.webhook(rate_limit_per_second=20.0)
+    assert await _burst(first, alone, 30) == {202: 20, 429: 10}
+
+    second = await world.ingress(**slow)
+    _stop_clock(second)
+    await _until_peers([first, second], 2)
+    assert await _metric(first, "kriten_ingress_peers") == 2
+    shared = await world.webhook(rate_limit_per_second=20.0)
+    assert await _burst(first, shared, 30) == {202: 10, 429: 20}
+    assert await _burst(second, shared, 30) == {202: 10, 429: 20}
+
+    await second.close()
+    await _until_peers([first], 1, seconds=2.0)
+    again = await world.webhook(rate_limit_per_second=20.0)
+    assert await _burst(first, again, 30) == {202: 20, 429: 10}
 
 
 async def test_source_allow_list_and_trusted_proxies(world: World) -> None:

@@ -4,6 +4,7 @@ API server, whose pods an emulated kubelet runs locally."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kriten_common.amqp import Topology
+from kriten_common.kube import job_name
 from tests.fake_kube import FakeKube
 from tests.system import scenario
 from tests.system.emulated_kubelet import EmulatedKubelet
@@ -68,9 +70,27 @@ async def test_seed_scenario_on_kubernetes(deployment: Deployment, tmp_path: Pat
     await scenario.duplicate_delivery_runs_once(client, url, tmp_path)
     await scenario.failing_command_is_recorded_failed(client)
     await scenario.running_job_can_be_cancelled(client)
+    await job_deleted_by_someone_else_is_failed(client, deployment.fake)
     # Every Job the dispatcher created is a valid batch/v1 Job carrying Kriten's labels.
     assert deployment.fake.jobs
     for job in deployment.fake.jobs.values():
         labels = job["metadata"]["labels"]
         assert labels["app.kubernetes.io/managed-by"] == "kriten"
         assert job["spec"]["backoffLimit"] == 0
+
+
+async def job_deleted_by_someone_else_is_failed(client: KritenClient, fake: FakeKube) -> None:
+    """`kubectl delete job` while it runs: nobody cancelled it, so it failed, and says why
+    (the cancel just before, through the api, stayed `cancelled`)."""
+    status, answer = await client.call("POST", "/api/v1/jobs/sleeps", data=b"")
+    assert status == 200, answer
+    job_id = answer["id"]
+    for _ in range(300):
+        status, job = await client.call("GET", f"/api/v1/jobs/{job_id}")
+        if status == 200 and job["status"] == "running":
+            break
+        await asyncio.sleep(0.1)
+    fake.delete_job(job_name(job_id))
+    job = await client.wait_job(job_id, timeout=30)
+    assert job["status"] == "failed", job
+    assert job["error"].startswith("execution vanished: "), job

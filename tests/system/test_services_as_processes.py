@@ -4,6 +4,7 @@ RabbitMQ and PostgreSQL, with the local executor."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,12 @@ async def test_seed_scenario_on_separate_processes(deployment: Deployment, tmp_p
         assert service.problems() == [], name
 
 
-async def test_services_stop_cleanly_on_sigterm(deployment: Deployment) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["term", "int"])
+async def test_services_stop_cleanly(deployment: Deployment, stop_signal: signal.Signals) -> None:
     for name, service in deployment.services.items():
-        assert service.stop() == 0, f"{name}:\n{service.logs()}"
-        # The stop is logged, its beginning and its end, as the last two events.
-        last_two = [json.loads(line)["event"] for line in service.logs().splitlines()[-2:]]
-        assert last_two == ["service_stopping", "service_stopped"], name
+        assert service.stop(stop_signal) == 0, f"{name}:\n{service.logs()}"
+        # Every line is JSON (no traceback of its own), and the stop is logged, its
+        # beginning and its end, as the last two events.
+        events = [json.loads(line)["event"] for line in service.logs().splitlines()]
+        assert events[-2:] == ["service_stopping", "service_stopped"], name
+        assert service.problems() == [], name

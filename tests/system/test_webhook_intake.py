@@ -63,7 +63,6 @@ async def deployment(
         "KRITEN_LOG_LEVEL": "warning",
         # Far longer than any wait below: a change seen in time came by event.
         "KRITEN_CONFIG_CACHE_SECONDS": "300",
-        "KRITEN_INGRESS_REPLICAS": "2",
     }
     ingresses = [
         ServiceProcess(f"ingress-{n}", "kriten_ingress", free_port(), env, tmp_path / f"i{n}.log")

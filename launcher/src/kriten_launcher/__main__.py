@@ -16,7 +16,7 @@ from kriten_collector.app import create_app as create_collector_app
 from kriten_collector.settings import CollectorSettings
 from kriten_common.http import METRICS_REGISTRY, READINESS_CHECKS
 from kriten_common.paths import RUN_PREFIX
-from kriten_common.service import run_service
+from kriten_common.service import load_settings, run_service
 from kriten_dispatcher.app import create_app as create_dispatcher_app
 from kriten_dispatcher.settings import DispatcherSettings
 from kriten_ingress.app import create_run_app
@@ -39,11 +39,11 @@ def create_app(
 
 
 def main() -> None:
-    api = ApiSettings()
+    api = load_settings(ApiSettings, "kriten")
     # One port for everything: the api's (KRITEN_PORT, default 8080).
-    ingress = IngressSettings(host=api.host, port=api.port)
-    dispatcher = DispatcherSettings(host=api.host, port=api.port)
-    collector = CollectorSettings(host=api.host, port=api.port)
+    ingress = load_settings(lambda: IngressSettings(host=api.host, port=api.port), "kriten")
+    dispatcher = load_settings(lambda: DispatcherSettings(host=api.host, port=api.port), "kriten")
+    collector = load_settings(lambda: CollectorSettings(host=api.host, port=api.port), "kriten")
     run_service(lambda: create_app(api, ingress, dispatcher, collector), api, "kriten")
 
 

@@ -18,6 +18,10 @@ Publishing waits for the broker's confirm of a persistent message on a quorum qu
 returned `publish()` means the event is on disk; an unroutable message raises, unless it
 was published with `mandatory=False` (a notification such as `job.finished`, whose only
 listeners are the per-instance queues of `BroadcastSubscription`s and may be none).
+
+Given their service's metrics (`kriten_common.consumer_metrics`), consumers count each
+message by outcome and time its handling, and read their queue's depth now and then; the
+publisher counts what it sent by routing key and outcome.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -50,8 +55,13 @@ from kriten_common.backoff import (
     jitter_seconds,
     transient_level,
 )
-from kriten_common.consumer_metrics import ConsumerMetrics
-from kriten_common.logging import get_logger
+from kriten_common.consumer_metrics import (
+    QUEUE_DEPTH_INTERVAL_SECONDS,
+    ConsumerMetrics,
+    MessageOutcome,
+    PublisherMetrics,
+)
+from kriten_common.logging import bound_ids, get_logger, without_ids
 from kriten_common.outcomes import PermanentError, RetryableError
 from kriten_common.transient import is_transient
 
@@ -113,13 +123,40 @@ class BrokerUnreachable(Exception):
 
 async def connect(url: str) -> AbstractRobustConnection:
     try:
-        return await aio_pika.connect_robust(url, timeout=10)
+        connection = await aio_pika.connect_robust(url, timeout=10)
     except Exception as problem:
         reason = str(problem) or type(problem).__name__
         raise BrokerUnreachable(
             f"cannot connect to RabbitMQ at {_without_password(url)}: {reason}"
             " (set KRITEN_AMQP_URL)"
         ) from None
+    watch_connection(connection)
+    return connection
+
+
+def watch_connection(connection: AbstractRobustConnection) -> None:
+    """Logs a cut of the robust connection once, as `broker_connection_lost` (warning),
+    and its return once, as `broker_reconnected`, however many attempts it takes: the
+    libraries' own records of the same are demoted to debug (`kriten_common.logging`)."""
+    lost = False
+
+    def closed(_sender: Any, problem: BaseException | None = None) -> None:
+        nonlocal lost
+        # Our own close (shutdown) is no loss; nor is a failed attempt while lost.
+        if lost or connection.close_called:
+            return
+        lost = True
+        reason = (str(problem) or type(problem).__name__) if problem is not None else None
+        log.warning("broker_connection_lost", error=reason)
+
+    def reconnected(_sender: Any) -> None:
+        nonlocal lost
+        if lost:
+            lost = False
+            log.info("broker_reconnected")
+
+    connection.close_callbacks.add(closed)
+    connection.reconnect_callbacks.add(reconnected)
 
 
 def _without_password(url: str) -> str:
@@ -254,9 +291,11 @@ class Publisher:
         *,
         max_batch: int = 100,
         max_in_flight: int = BATCHES_IN_FLIGHT,
+        metrics: PublisherMetrics | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
+        self._metrics = metrics
         self._max_batch = max(1, max_batch)
         # Group commit off (`max_batch=1`): nothing to amortise, so nothing waits.
         self._max_in_flight = max(1, max_in_flight) if max_batch > 1 else 1_000_000
@@ -318,7 +357,8 @@ class Publisher:
     def _pump(self) -> None:
         """Starts batches while fewer than `max_in_flight` wait for their confirms."""
         while self._waiting and len(self._batches) < self._max_in_flight:
-            task = asyncio.create_task(self._send_batch(self._next_batch()))
+            # A batch serves many callers: its lines carry none of the first one's ids.
+            task = asyncio.create_task(self._send_batch(self._next_batch()), context=without_ids())
             self._batches.add(task)
             task.add_done_callback(self._batch_done)
 
@@ -350,6 +390,12 @@ class Publisher:
             outcome: errors.Unavailable | None = problem
         else:
             outcome = None
+        if self._metrics is not None:
+            self._metrics.sent(
+                entries[0].event.routing_key,
+                "confirmed" if outcome is None else "failed",
+                len(entries),
+            )
         for entry in entries:
             if entry.settled is not None:
                 entry.settled(outcome)
@@ -392,6 +438,16 @@ def _job_id(event: messages.Event) -> str | None:
     return job_id if isinstance(job_id, str) else None
 
 
+def _log_ids(event: messages.Event) -> dict[str, str | None]:
+    """The ids a consumer binds while it handles `event` (see `kriten_common.logging`)."""
+    webhook_id = getattr(event, "webhook_id", None)
+    return {
+        "correlation_id": event.correlation_id,
+        "job_id": _job_id(event),
+        "webhook_id": webhook_id if isinstance(webhook_id, str) else None,
+    }
+
+
 class Consumer:
     """Consumes one work queue; a handler's outcome decides ack, retry or dead-letter.
 
@@ -409,7 +465,8 @@ class Consumer:
     Before dead-lettering an event, `on_dead_letter` is awaited with the reason. Messages
     waiting in a delay queue are durable there, so a shutdown loses none. `stop()` stops
     consuming first, then waits for in-flight messages, so a shutdown never cancels a
-    half-handled one.
+    half-handled one. With `metrics`, a message counts once, as its worst event's fate
+    (dead-letter, then retry, then ack).
     """
 
     def __init__(
@@ -423,6 +480,7 @@ class Consumer:
         max_attempts: int = 10,
         on_dead_letter: DeadLetterHook | None = None,
         metrics: ConsumerMetrics | None = None,
+        depth_interval: float = QUEUE_DEPTH_INTERVAL_SECONDS,
     ) -> None:
         self._connection = connection
         self._topology = topology
@@ -432,6 +490,10 @@ class Consumer:
         self._max_attempts = max_attempts
         self._on_dead_letter = on_dead_letter
         self._metrics = metrics
+        # Bound once: a message costs an increment and an observation, no lookup.
+        self._queue_metrics = None if metrics is None else metrics.queue(consumer)
+        self._depth_interval = depth_interval
+        self._depth_task: asyncio.Task[None] | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -443,52 +505,103 @@ class Consumer:
         await self._channel.set_qos(prefetch_count=self._prefetch)
         self._queue = await self._channel.get_queue(self._topology.queue(self._consumer))
         self._tag = await self._queue.consume(self._on_message)
+        if self._metrics is not None:
+            self._depth_task = asyncio.create_task(
+                self._watch_depth(self._metrics), name=f"queue-depth-{self._consumer}"
+            )
+
+    async def _watch_depth(self, metrics: ConsumerMetrics) -> None:
+        """Reads the queue's depth (its lag) and consumer count every `depth_interval`
+        seconds, with a passive declare on a channel of its own (a failing declare closes
+        its channel, which must not be the consumer's); on a broker error the last values
+        stay."""
+        name = self._topology.queue(self._consumer)
+        depth, consumers = metrics.depth_gauges(self._consumer)
+
+        async def read() -> None:
+            async with await self._connection.channel() as channel:
+                queue = await channel.declare_queue(name, passive=True)
+            result = queue.declaration_result
+            depth.set(result.message_count or 0)
+            consumers.set(result.consumer_count or 0)
+
+        connected = self._connection.connected
+        while True:
+            try:
+                # Nothing to read while the connection is down (a channel opened then
+                # waits, and is cancelled with a warning of aiormq's).
+                if connected.is_set():
+                    await asyncio.wait_for(read(), timeout=PUBLISH_TIMEOUT_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as problem:
+                # A cut is logged once, as `broker_connection_lost` (`watch_connection`).
+                if connected.is_set():
+                    log.warning("queue_depth_not_read", queue=self._consumer, error=str(problem))
+            await asyncio.sleep(self._depth_interval)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        started = time.perf_counter()
         try:
-            await self._process(message)
+            outcome = await self._process(message)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+        bound = self._queue_metrics
+        if bound is not None:
+            bound.consumed(outcome, time.perf_counter() - started)
+            if message.redelivered:
+                bound.redelivered.inc()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, message: AbstractIncomingMessage) -> MessageOutcome:
         try:
             events = messages.decode(message.type or "", message.body)
         except ValueError as problem:
             await self._dead_letter_raw(message, f"undecodable message: {problem}")
             await message.ack()
-            return
+            return "dead_letter"
         attempt = header_count(message.headers, ATTEMPT_HEADER, 1)
         backoff = header_count(message.headers, BACKOFF_HEADER, 0)
+        outcome: MessageOutcome = "ack"
         try:
             for event in events:
-                await self._handle_one(event, attempt, backoff)
+                # Every line about the event (the handler's and ours) carries its ids.
+                with bound_ids(**_log_ids(event)):
+                    handled = await self._handle_one(event, attempt, backoff)
+                # What the message counts as: its worst event's fate.
+                if handled == "dead_letter" or outcome == "ack":
+                    outcome = handled
         except Exception:
             # Could not even retry or dead-letter (broker gone): let it come back.
             log.exception("consumer_message_requeued", queue=self._consumer)
             with contextlib.suppress(Exception):
                 await message.nack(requeue=True)
-            return
+            return "requeue"
         await message.ack()
+        return outcome
 
-    async def _handle_one(self, event: messages.Event, attempt: int, backoff: int) -> None:
+    async def _handle_one(
+        self, event: messages.Event, attempt: int, backoff: int
+    ) -> MessageOutcome:
         try:
             await self._handler(event)
         except PermanentError as problem:
             await self._dead_letter(event, str(problem), attempt)
+            return "dead_letter"
         except Exception as problem:
             if is_transient(problem):
                 await self._back_off(event, attempt, backoff, problem)
-                return
+                return "retry"
             if isinstance(problem, RetryableError):
                 delay, reason = problem.delay, str(problem)
             else:
                 log.exception("event_handler_failed", queue=self._consumer, job_id=_job_id(event))
                 delay, reason = 1.0, f"{type(problem).__name__}: {problem}"
-            await self._retry(event, attempt, delay, reason)
+            return await self._retry(event, attempt, delay, reason)
+        return "ack"
 
     async def _back_off(
         self, event: messages.Event, attempt: int, backoff: int, problem: Exception
@@ -515,10 +628,12 @@ class Consumer:
         if self._metrics is not None:
             self._metrics.retried(self._consumer, "transient")
 
-    async def _retry(self, event: messages.Event, attempt: int, delay: float, reason: str) -> None:
+    async def _retry(
+        self, event: messages.Event, attempt: int, delay: float, reason: str
+    ) -> MessageOutcome:
         if attempt >= self._max_attempts:
             await self._dead_letter(event, f"gave up after {attempt} attempts: {reason}", attempt)
-            return
+            return "dead_letter"
         level = delay_level(delay)
         log.info(
             "event_retry_scheduled",
@@ -537,6 +652,7 @@ class Consumer:
         )
         if self._metrics is not None:
             self._metrics.retried(self._consumer, "attempt")
+        return "retry"
 
     async def _dead_letter(self, event: messages.Event, reason: str, attempt: int) -> None:
         job_id = _job_id(event)
@@ -585,6 +701,11 @@ class Consumer:
             self._metrics.dead_lettered(self._consumer)
 
     async def stop(self, grace_seconds: float = 20.0) -> None:
+        if self._depth_task is not None:
+            self._depth_task.cancel()
+            # Bounded: a read cancelled half-way through opening a channel on a broken
+            # connection must not hold up the shutdown.
+            await asyncio.wait({self._depth_task}, timeout=5)
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)
@@ -623,10 +744,13 @@ class BroadcastSubscription:
         routing_keys: Sequence[str],
         handler: EventHandler,
         on_restored: Callable[[], None] | None = None,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._queue_name = f"{topology.prefix}.broadcast.{name}.{uuid.uuid4().hex[:12]}"
+        # Labelled without the random suffix, so a restart adds no series.
+        self._queue_metrics = None if metrics is None else metrics.queue(f"broadcast.{name}")
         self._routing_keys = tuple(routing_keys)
         self._handler = handler
         self._on_restored = on_restored
@@ -661,21 +785,32 @@ class BroadcastSubscription:
         channel.reopen_callbacks.add(self._restored)
 
     def _restored(self, *_args: Any) -> None:
-        log.info("broadcast_subscription_restored", queue=self._queue_name)
+        # Debug: the connection's return is logged once, as `broker_reconnected`.
+        log.debug("broadcast_subscription_restored", queue=self._queue_name)
         if self._on_restored is not None:
             self._on_restored()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        outcome = await self._handle(message)
+        if self._queue_metrics is not None:
+            self._queue_metrics.consumed(outcome, time.perf_counter() - started)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> MessageOutcome:
         try:
             events = messages.decode(message.type or "", message.body)
         except ValueError as problem:
             log.warning("broadcast_undecodable", queue=self._queue_name, error=str(problem))
-            return
+            return "reject"
+        outcome: MessageOutcome = "ack"
         for event in events:
-            try:
-                await self._handler(event)
-            except Exception:
-                log.exception("broadcast_handler_failed", queue=self._queue_name)
+            with bound_ids(**_log_ids(event)):
+                try:
+                    await self._handler(event)
+                except Exception:
+                    log.exception("broadcast_handler_failed", queue=self._queue_name)
+                    outcome = "reject"
+        return outcome
 
     async def stop(self) -> None:
         tag, self._tag = self._tag, None
@@ -692,7 +827,10 @@ class BroadcastSubscription:
 
 
 async def publish_broadcast(
-    connection: AbstractRobustConnection, topology: Topology, *events: messages.Event
+    connection: AbstractRobustConnection,
+    topology: Topology,
+    *events: messages.Event,
+    metrics: PublisherMetrics | None = None,
 ) -> None:
     """Publishes events for `BroadcastSubscription`s, waiting for the broker's confirm.
 
@@ -702,16 +840,19 @@ async def publish_broadcast(
     """
     if not events:
         return
+    routing_key = events[0].routing_key
     try:
         async with await connection.channel(publisher_confirms=True) as channel:
             exchange = await _declare_exchange(channel, topology)
             await exchange.publish(
-                _message(list(events)),
-                routing_key=events[0].routing_key,
-                timeout=PUBLISH_TIMEOUT_SECONDS,
+                _message(list(events)), routing_key=routing_key, timeout=PUBLISH_TIMEOUT_SECONDS
             )
     except asyncio.CancelledError:
         raise
     except Exception as problem:
-        log.warning("broadcast_failed", routing_key=events[0].routing_key, error=str(problem))
+        log.warning("broadcast_failed", routing_key=routing_key, error=str(problem))
+        if metrics is not None:
+            metrics.sent(routing_key, "failed", len(events))
         raise errors.Unavailable("message broker unavailable") from None
+    if metrics is not None:
+        metrics.sent(routing_key, "confirmed", len(events))

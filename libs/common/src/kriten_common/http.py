@@ -8,9 +8,11 @@ aiohttp's own HTTP errors get the same JSON shape; anything else is logged and a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,7 +20,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from kriten_common import errors
-from kriten_common.logging import get_logger
+from kriten_common.consumer_metrics import ConsumerMetrics, PublisherMetrics
+from kriten_common.logging import bound_ids, get_logger
 
 log = get_logger(__name__)
 
@@ -54,6 +57,23 @@ def response_for(error: errors.KritenError) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+REQUEST_ID_HEADER = "X-Request-Id"
+# What a proxy's request id may look like to be kept as the correlation id; anything
+# else (it is whatever the client wrote) is replaced by one of our own.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,128}")
+
+
+@web.middleware
+async def log_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Binds the request's `correlation_id` (a proxy's `X-Request-Id`, else a new one)
+    for every line logged while it is handled; handlers may bind more ids (see
+    `kriten_common.logging`)."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    correlation_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    with bound_ids(correlation_id=correlation_id):
+        return await handler(request)
 
 
 @web.middleware
@@ -195,17 +215,30 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """200 when every dependency answers; else 503 naming the missing ones in `missing`.
+    The checks run at once, each bounded, so a probe gets its answer within
+    `READINESS_CHECK_TIMEOUT_SECONDS` whatever a dependency does."""
     checks = request.app[READINESS_CHECKS]
-    results = {name: await _safe(check) for name, check in checks.items()}
-    status = 200 if all(results.values()) else 503
+    names = list(checks)
+    answers = await asyncio.gather(*(_safe(checks[name]) for name in names))
+    results = dict(zip(names, answers, strict=True))
+    missing = [name for name, ready in results.items() if not ready]
+    if not missing:
+        return web.json_response({"status": "ok", "checks": results})
     return web.json_response(
-        {"status": "ok" if status == 200 else "unavailable", "checks": results}, status=status
+        {"status": "unavailable", "missing": missing, "checks": results}, status=503
     )
+
+
+# Shorter than a probe's timeout (3 s in k8s/): a dependency that does not answer (a
+# database host that is gone, a connection attempt waiting out its own 10 s) counts as
+# missing, and the probe still gets the body that says so.
+READINESS_CHECK_TIMEOUT_SECONDS = 2.0
 
 
 async def _safe(check: ReadinessCheck) -> bool:
     try:
-        return await check()
+        return await asyncio.wait_for(check(), READINESS_CHECK_TIMEOUT_SECONDS)
     except Exception:
         return False
 
@@ -222,10 +255,15 @@ def create_service_app(
 ) -> web.Application:
     """An aiohttp app with the error middleware and `/healthz`, `/readyz`, `/metrics`."""
     app = web.Application(
-        middlewares=[error_middleware, url_middleware], client_max_size=client_max_size
+        middlewares=[log_context_middleware, error_middleware, url_middleware],
+        client_max_size=client_max_size,
     )
     app[READINESS_CHECKS] = {}
     app[METRICS_REGISTRY] = registry
+    # Every service consumes and publishes: their metrics are registered from the start,
+    # so /metrics names them (HELP, TYPE) before the first message.
+    ConsumerMetrics.of(registry)
+    PublisherMetrics.of(registry)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -32,6 +32,10 @@ COLLECTED_VALUE = "true"
 # Labels are lossy (63 characters, a restricted alphabet): the exact job id travels in an
 # annotation too, and that is what the collector reports.
 ANNOTATION_JOB_ID = "kriten.io/job-id"
+# Set by the dispatcher on a job's pods before it deletes the Job for a user's cancel: a
+# pod deleted without it (kubectl, a node lost, an eviction) is a failure, not a cancel.
+ANNOTATION_CANCEL_REQUESTED = "kriten.io/cancel-requested"
+CANCEL_REQUESTED_VALUE = "true"
 
 # What the collector lists and watches: every pod Kriten made that it has not collected.
 POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_VALUE},{LABEL_COLLECTED}!={COLLECTED_VALUE}"

@@ -81,7 +81,7 @@ CHECKOUTS_DIR_NAME = ".checkouts"
 OUTPUT_CLONE_HEADING = "--- git clone ---\n"
 OUTPUT_TASK_HEADING = "--- task ---\n"
 # The outcome of a job whose supervision ended without a word about how it ended.
-DIED_ERROR = "executor process died"
+DIED_ERROR = "execution vanished: the executor process died"
 
 
 def is_valid_job_id(job_id: str) -> bool:

@@ -112,6 +112,18 @@ class ConfigChanged(Event):
     name: str
 
 
+class IngressHeartbeat(Event):
+    """An ingress replica is alive (or, with `leaving`, stopping): every replica counts
+    the others it hears from to share each webhook's rate limit (broadcast, not kept)."""
+
+    routing_key: ClassVar[str] = "ingress.heartbeat"
+
+    instance_id: str
+    # The sender's heartbeat interval: a peer not heard from for three of them is gone.
+    interval_seconds: float = Field(gt=0)
+    leaving: bool = False
+
+
 EVENT_CLASSES: dict[str, type[Event]] = {
     cls.routing_key: cls
     for cls in (
@@ -122,6 +134,7 @@ EVENT_CLASSES: dict[str, type[Event]] = {
         JobFinished,
         WebhookDelivered,
         ConfigChanged,
+        IngressHeartbeat,
     )
 }
 

@@ -5,21 +5,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aio_pika.abc import AbstractRobustConnection
 from aiohttp import web
 from sqlalchemy import text
 
 from kriten_common.amqp import BrokerUnreachable, Publisher, Topology, connect
+from kriten_common.consumer_metrics import PublisherMetrics
 from kriten_common.db.engine import SessionFactory, create_engine, session_factory
-from kriten_common.http import READINESS_CHECKS
+from kriten_common.http import METRICS_REGISTRY, READINESS_CHECKS
 from kriten_common.logging import configure_logging, get_logger
 from kriten_common.settings import CommonSettings, ConfigurationError
 
 log = get_logger(__name__)
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+_Settings = TypeVar("_Settings", bound=CommonSettings)
 
 
 def database_context(
@@ -51,13 +53,18 @@ def broker_context(
     connection_key: web.AppKey[AbstractRobustConnection],
     publisher_key: web.AppKey[Publisher] | None = None,
 ) -> CleanupContext:
-    """Connects to RabbitMQ (a one-line error when it cannot), declares the topology."""
+    """Connects to RabbitMQ (a one-line error when it cannot), declares the topology.
+    The publisher counts what it sends in the app's metrics registry, if it has one."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         connection = await connect(settings.amqp_url.get_secret_value())
         app[connection_key] = connection
+        registry = app.get(METRICS_REGISTRY)
         publisher = Publisher(
-            connection, Topology(settings.amqp_prefix), max_batch=settings.publish_max_batch
+            connection,
+            Topology(settings.amqp_prefix),
+            max_batch=settings.publish_max_batch,
+            metrics=None if registry is None else PublisherMetrics.of(registry),
         )
         await publisher.open()
         if publisher_key is not None:
@@ -77,9 +84,20 @@ def broker_context(
     return context
 
 
+def load_settings(make: Callable[[], _Settings], name: str) -> _Settings:
+    """The service's settings from `make()`; when they cannot be read (an unreadable
+    secret file, a secret given both as a variable and as a file), one clear line and
+    exit status 2, as for any configuration that cannot run."""
+    try:
+        return make()
+    except ConfigurationError as problem:
+        print(f"kriten-{name}: {problem}", file=sys.stderr)
+        sys.exit(2)
+
+
 def run_service(app: Callable[[], web.Application], settings: CommonSettings, name: str) -> None:
     """Runs until SIGTERM/SIGINT; exits with one clear line when the config cannot run."""
-    configure_logging(level=settings.log_level, log_format=settings.log_format)
+    configure_logging(level=settings.log_level, log_format=settings.log_format, service=name)
     try:
         settings.check_production()
         log.info("service_starting", service=name, host=settings.host, port=settings.port)

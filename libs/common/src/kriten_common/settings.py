@@ -2,15 +2,28 @@
 
 Each service's `main()` builds its own settings class (a subclass of `CommonSettings`)
 once and passes it down; nothing reads the environment anywhere else.
+
+Every secret setting (a `SecretStr`) can also be read from a file: `KRITEN_<NAME>_FILE`
+names it, and its content, without the trailing newline, is the value (Docker and
+Kubernetes secrets mounted as files, the secrets compose generates; see `SecretFiles`).
 """
 
 from __future__ import annotations
 
+import os
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from kriten_common.client_address import IPNetwork, parse_networks
 
@@ -19,6 +32,70 @@ DEVELOPMENT_ENCRYPTION_KEY = "ZGV2ZWxvcG1lbnQta2V5LW5vdC1mb3ItcHJvZHVjdGlvbiE="
 
 class ConfigurationError(Exception):
     """The configuration cannot run (a missing production secret, say)."""
+
+
+FILE_SUFFIX = "_FILE"
+
+
+def is_secret(field: FieldInfo) -> bool:
+    """Whether the setting is a secret: a `SecretStr`, optional or not."""
+    annotation = field.annotation
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return SecretStr in typing.get_args(annotation)
+    return annotation is SecretStr
+
+
+def variable_of(name: str, field: FieldInfo, prefix: str) -> str:
+    """The environment variable a setting is read from (its first alias, if it has any)."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        alias = next((choice for choice in alias.choices if isinstance(choice, str)), None)
+    if isinstance(alias, str):
+        return alias.upper()
+    return f"{prefix}{name}".upper()
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """Secret settings read from the files `KRITEN_<NAME>_FILE` name.
+
+    The value is the file's content without its trailing newline (`echo secret > file`
+    writes one). An unreadable or empty file, or a setting given both as a variable and
+    as a file, is a `ConfigurationError`: which one was meant cannot be guessed.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: `__call__` below reads every secret at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = str(self.config.get("env_prefix") or "")
+        environment = {key.upper(): value for key, value in os.environ.items()}
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if not is_secret(field):
+                continue
+            variable = variable_of(name, field, prefix)
+            path = environment.get(variable + FILE_SUFFIX)
+            if not path:
+                continue
+            if environment.get(variable):
+                raise ConfigurationError(
+                    f"both {variable} and {variable}{FILE_SUFFIX} are set; set one of them"
+                )
+            values[name] = read_secret_file(Path(path), variable + FILE_SUFFIX)
+        return values
+
+
+def read_secret_file(path: Path, variable: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as problem:
+        reason = getattr(problem, "strerror", None) or str(problem)
+        raise ConfigurationError(f"{variable}: cannot read {path}: {reason}") from None
+    value = text.rstrip("\r\n")
+    if not value:
+        raise ConfigurationError(f"{variable}: {path} is empty")
+    return value
 
 
 class CommonSettings(BaseSettings):
@@ -47,6 +124,23 @@ class CommonSettings(BaseSettings):
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     # Most events per published message (group commit); 1 publishes each event alone.
     publish_max_batch: int = Field(default=100, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            SecretFiles(settings_cls),
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

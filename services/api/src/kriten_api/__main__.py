@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from kriten_api.app import create_app
 from kriten_api.settings import ApiSettings
-from kriten_common.service import run_service
+from kriten_common.service import load_settings, run_service
 
 
 def main() -> None:
-    settings = ApiSettings()
+    settings = load_settings(ApiSettings, "api")
     run_service(lambda: create_app(settings), settings, "api")
 
 

@@ -23,6 +23,7 @@ from kriten_api.keys import (
     SETTINGS,
 )
 from kriten_api.migrate import upgrade_database
+from kriten_api.request_metrics import request_metrics_middleware
 from kriten_api.routes import (
     api_tokens,
     audit_logs,
@@ -42,11 +43,13 @@ from kriten_api.routes import (
 from kriten_api.settings import ApiSettings
 from kriten_api.trailing_slash import trailing_slash_middleware
 from kriten_common.amqp import BroadcastSubscription, Topology
+from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.crypto import SecretBox
-from kriten_common.http import create_service_app
+from kriten_common.http import METRICS_REGISTRY, create_service_app
 from kriten_common.logging import get_logger
 from kriten_common.messages import JobFinished
 from kriten_common.paths import API_BASE
+from kriten_common.retention import API_LOCK_KEY, Purger, RetentionMetrics
 from kriten_common.service import CleanupContext, broker_context, database_context
 
 log = get_logger(__name__)
@@ -56,6 +59,8 @@ MAINTENANCE_INTERVAL_SECONDS = 3600.0
 def create_app(settings: ApiSettings) -> web.Application:
     """Builds the app; every connection is opened by its cleanup context, not here."""
     app = create_service_app(registry=CollectorRegistry(), client_max_size=settings.max_body_bytes)
+    # Outermost: it times the whole answer, and sees the status the error middleware chose.
+    app.middlewares.insert(0, request_metrics_middleware(app[METRICS_REGISTRY]))
     # Before the audit: a redirect is no event of its own (the request it leads to is).
     app.middlewares.append(trailing_slash_middleware)
     # Inside the error middleware, so it sees a refused request's exception and status.
@@ -66,6 +71,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app.cleanup_ctx.append(_migrations(settings))
     app.cleanup_ctx.append(database_context(settings, SESSIONS))
     app.cleanup_ctx.append(_builtins)
+    RetentionMetrics.of(app[METRICS_REGISTRY])  # on /metrics before the first purge
     app.cleanup_ctx.append(_maintenance)
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(dead_letters.gauge_context)  # uses the broker's connection
@@ -122,6 +128,7 @@ async def _job_events(app: web.Application) -> AsyncIterator[None]:
         handler=job_events.on_event,
         # Events sent while the connection was down are lost: let every waiter re-read.
         on_restored=job_events.wake_all,
+        metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
     )
     await subscription.start()
     yield
@@ -130,8 +137,9 @@ async def _job_events(app: web.Application) -> AsyncIterator[None]:
 
 async def _maintenance(app: web.Application) -> AsyncIterator[None]:
     """Deletes what no longer matters, at start and then hourly: audit rows past their
-    retention, and revocations of tokens that have expired anyway. Every replica does
-    it; the deletes are idempotent, so they need no coordination."""
+    retention (in batches, one replica at a time, with the retention metrics:
+    `kriten_common.retention`), and revocations of tokens that have expired anyway
+    (every replica; the deletes are idempotent)."""
     task = asyncio.create_task(_maintain(app))
     yield
     task.cancel()
@@ -140,16 +148,20 @@ async def _maintenance(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _maintain(app: web.Application) -> None:
-    retention_days = app[SETTINGS].audit_retention_days
+    purger = Purger(
+        app[SESSIONS],
+        [audit.retention_rule(app[SETTINGS].audit_retention_days)],
+        RetentionMetrics.of(app[METRICS_REGISTRY]),
+        lock_key=API_LOCK_KEY,
+    )
     while True:
+        await purger.run_guarded()  # logs its own line; a failure is logged, not raised
         now = datetime.now(UTC)
         try:
             async with app[SESSIONS]() as session:
-                cutoff = audit.retention_cutoff(retention_days, now)
-                audit_rows = await audit.purge_old(session, before=cutoff)
                 revocations = await jwt_tokens.purge_expired(session, now)
-            if audit_rows or revocations:
-                log.info("purged", audit_rows=audit_rows, revocations=revocations)
+            if revocations:
+                log.info("purged", revocations=revocations)
         except Exception:
             # A database briefly away: the next round catches up.
             log.exception("purge_failed")

@@ -25,7 +25,8 @@ deliveries: a token bucket per category, `KRITEN_AUDIT_ANONYMOUS_PER_MINUTE` wit
 burst of as many, in memory per replica. What is left out is counted, and the count is
 written on the next row of that category that is kept. Requests by authenticated callers
 and successful logins are always recorded. Rows older than `KRITEN_AUDIT_RETENTION_DAYS`
-are deleted by `purge_old` (the api runs it periodically).
+are deleted (0 keeps them forever) by the api's maintenance loop, in batches of
+`delete_old` (`retention_rule`, run by `kriten_common.retention`).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import delete
-from sqlmodel import col
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.sql.dml import UpdateBase
+from sqlmodel import col, select
 
 from kriten_api.audit_events import Event, audited_route
 from kriten_api.authentication import PRINCIPAL
@@ -50,6 +51,7 @@ from kriten_common import errors
 from kriten_common.db.models import AuditLog
 from kriten_common.http import Handler, response_for
 from kriten_common.logging import get_logger
+from kriten_common.retention import RetentionRule
 
 log = get_logger(__name__)
 
@@ -92,15 +94,20 @@ class AnonymousSampler:
         return skipped
 
 
-async def purge_old(session: AsyncSession, *, before: datetime) -> int:
-    """Deletes the rows created before `before`; commits; the count."""
-    result = await session.exec(delete(AuditLog).where(col(AuditLog.created_at) < before))
-    await session.commit()
-    return result.rowcount
+def delete_old(cutoff: datetime, batch_size: int) -> UpdateBase:
+    """Deletes at most `batch_size` of the rows created before `cutoff`."""
+    batch = select(AuditLog.id).where(col(AuditLog.created_at) < cutoff).limit(batch_size)
+    return (
+        delete(AuditLog)
+        .where(col(AuditLog.id).in_(batch.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
 
 
-def retention_cutoff(retention_days: int, now: datetime) -> datetime:
-    return now - timedelta(days=retention_days)
+def retention_rule(retention_days: float) -> RetentionRule:
+    """The audit log's retention; 0 days keeps it forever."""
+    kept = timedelta(days=retention_days) if retention_days > 0 else None
+    return RetentionRule("audit_logs", kept, delete_old)
 
 
 @web.middleware

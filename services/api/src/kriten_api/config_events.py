@@ -19,6 +19,8 @@ from aiohttp import web
 from kriten_api.keys import CONNECTION, SETTINGS
 from kriten_common import errors
 from kriten_common.amqp import Topology, publish_broadcast
+from kriten_common.consumer_metrics import PublisherMetrics
+from kriten_common.http import METRICS_REGISTRY
 from kriten_common.logging import get_logger
 from kriten_common.messages import ConfigChanged
 
@@ -38,6 +40,11 @@ async def publish_config_changed(app: web.Application, kind: ConfigKind, name: s
     event = ConfigChanged(kind=kind, name=name)
     try:
         async with asyncio.timeout(ANNOUNCE_TIMEOUT_SECONDS):
-            await publish_broadcast(app[CONNECTION], Topology(app[SETTINGS].amqp_prefix), event)
+            await publish_broadcast(
+                app[CONNECTION],
+                Topology(app[SETTINGS].amqp_prefix),
+                event,
+                metrics=PublisherMetrics.of(app[METRICS_REGISTRY]),
+            )
     except (errors.Unavailable, TimeoutError):
         log.warning("config_change_not_announced", kind=kind, name=name)

@@ -58,8 +58,9 @@ class ApiSettings(CommonSettings):
     # Most usernames and addresses remembered each; the least recently failed go first.
     login_limit_max_entries: int = Field(default=50_000, ge=1)
 
-    # The audit log (docs/rbac.md): rows older than this many days are deleted, hourly.
-    audit_retention_days: int = Field(default=90, ge=1)
+    # The audit log (docs/rbac.md): rows older than this many days are deleted, hourly;
+    # 0 keeps them forever.
+    audit_retention_days: float = Field(default=90, ge=0)
     # Rows of unidentified callers (401s, failed logins) kept per category and minute,
     # per replica; the rest are counted, not written, so nobody can fill the table.
     audit_anonymous_per_minute: float = Field(default=60.0, gt=0)

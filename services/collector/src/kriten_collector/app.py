@@ -13,8 +13,11 @@ from prometheus_client import CollectorRegistry
 from kriten_collector.collecting import Collector
 from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import JobStore
-from kriten_collector.keys import CONNECTION, PUBLISHER, SESSIONS, SETTINGS
+from kriten_collector.keys import CONNECTION, METRICS, PUBLISHER, SESSIONS, SETTINGS
+from kriten_collector.metrics import CollectorMetrics
 from kriten_collector.ports import JobObserver
+from kriten_collector.reconcile import Reconciler, ReconcileSettings
+from kriten_collector.retention import add_retention
 from kriten_collector.settings import CollectorSettings
 from kriten_common.amqp import COLLECTOR_EVENTS, Consumer, Topology
 from kriten_common.consumer_metrics import ConsumerMetrics
@@ -39,23 +42,27 @@ def make_observer(settings: CollectorSettings) -> JobObserver:
 def create_app(settings: CollectorSettings) -> web.Application:
     app = create_service_app(registry=CollectorRegistry())
     app[SETTINGS] = settings
+    app[METRICS] = CollectorMetrics(app[METRICS_REGISTRY])
     # No ping before each use: every database write here is retried by its consumer or
     # loop, so a connection that died with a database restart costs one retry.
     app.cleanup_ctx.append(database_context(settings, SESSIONS, pre_ping=False))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_collecting)
+    add_retention(app)  # the purge loop (stopped first)
     return app
 
 
 async def _collecting(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     observer = make_observer(settings)
+    metrics = app[METRICS]
+    store = JobStore(app[SESSIONS], metrics=metrics)
     collector = Collector(
-        store=JobStore(app[SESSIONS]),
+        store=store,
         publisher=app[PUBLISHER],
         observer=observer,
         deliveries=DeliveryStore(
-            app[SESSIONS], retention=timedelta(hours=settings.delivery_retention_hours)
+            app[SESSIONS], batch_sizes=metrics.batch_sizes("deliveries").observe
         ),
     )
     consumer = Consumer(
@@ -63,13 +70,26 @@ async def _collecting(app: web.Application) -> AsyncIterator[None]:
         topology=Topology(settings.amqp_prefix),
         consumer=COLLECTOR_EVENTS,
         handler=collector.handle,
-        metrics=ConsumerMetrics(app[METRICS_REGISTRY]),
+        metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
     )
     await consumer.start()
     watching = asyncio.create_task(collector.observe(), name="collector-observe")
+    reconciler = Reconciler(
+        sessions=app[SESSIONS],
+        store=store,
+        observer=observer,
+        announce=collector.announce,
+        settings=ReconcileSettings(
+            interval_seconds=settings.reconcile_interval_seconds,
+            running_grace=timedelta(seconds=settings.reconcile_running_grace_seconds),
+            queued_grace=timedelta(seconds=settings.reconcile_queued_grace_seconds),
+        ),
+    )
+    reconciling = asyncio.create_task(reconciler.run(), name="collector-reconcile")
     yield
     await consumer.stop(settings.shutdown_grace_seconds)
-    watching.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watching
+    for task in (reconciling, watching):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await observer.close()

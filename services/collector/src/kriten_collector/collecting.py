@@ -11,7 +11,7 @@ from kriten_collector.job_store import FinishedJob, JobStore
 from kriten_collector.ports import ExecutionUpdate, JobObserver
 from kriten_collector.update_pipeline import UpdatePipeline
 from kriten_common.amqp import Publisher
-from kriten_common.logging import get_logger
+from kriten_common.logging import bound_ids, get_logger
 from kriten_common.messages import (
     Event,
     FinalStatus,
@@ -92,7 +92,8 @@ class Collector:
         again)."""
         ended = [job for job in finished if job is not None]
         for job in ended:
-            log.info("job_finished", job_id=job.id, status=job.status, exit_code=job.exit_code)
+            with bound_ids(correlation_id=job.delivery_id, job_id=job.id):
+                log.info("job_finished", status=job.status, exit_code=job.exit_code)
         try:
             await self._announce(ended)
         except asyncio.CancelledError:
@@ -115,6 +116,10 @@ class Collector:
             # nothing stored, and is asked to forget it again then.
             log.warning("job_not_forgotten", job_id=job_id, error=str(problem))
 
+    async def announce(self, jobs: Sequence[FinishedJob]) -> None:
+        """Publishes the `JobFinished` of `jobs` made final elsewhere (reconciliation)."""
+        await self._announce(jobs)
+
     async def _announce(self, jobs: Sequence[FinishedJob]) -> None:
         """Publishes the `JobFinished` of `jobs` in one message."""
         if not jobs:
@@ -125,6 +130,7 @@ class Collector:
                 task=job.task,
                 status=FINAL_STATUSES.get(job.status, "failed"),
                 exit_code=job.exit_code,
+                correlation_id=job.delivery_id,
             )
             for job in jobs
         ]

@@ -2,31 +2,27 @@
 
 Each `WebhookDelivered` becomes one row keyed by its delivery id, so a redelivered
 message changes nothing. Writes are group-committed (`WriteBatcher`): a batch reads what
-it needs in two selects and inserts its new rows in one transaction. Rows older than the
-retention are purged, at most once per `purge_interval_seconds`, by the same writer (no
-extra loop to run).
+it needs in two selects and inserts its new rows in one transaction. Rows older than
+`KRITEN_DELIVERY_RETENTION_HOURS` are purged by the collector's retention loop
+(`kriten_collector.retention`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from kriten_collector.write_batcher import DEFAULT_MAX_BATCH, WriteBatcher
-from kriten_common.clock import utcnow
+from kriten_collector.write_batcher import DEFAULT_MAX_BATCH, BatchSizes, WriteBatcher
 from kriten_common.db.engine import SessionFactory
+from kriten_common.db.in_lists import padded
 from kriten_common.db.models import WebhookDelivery
-from kriten_common.logging import get_logger
 from kriten_common.messages import WebhookDelivered
 
-log = get_logger(__name__)
 # Another replica storing the same delivery between a batch's read and its insert is
 # retried with a fresh read; this many times in a row means something else is wrong.
 INSERT_ATTEMPTS = 3
@@ -57,7 +53,7 @@ def delivery_values(event: WebhookDelivered) -> dict[str, Any]:
 
 async def _stored_ids(session: AsyncSession, ids: set[str]) -> set[str]:
     found = await session.exec(
-        select(WebhookDelivery.id).where(col(WebhookDelivery.id).in_(sorted(ids)))
+        select(WebhookDelivery.id).where(col(WebhookDelivery.id).in_(padded(ids)))
     )
     return set(found.all())
 
@@ -68,7 +64,7 @@ async def _delivered_jobs(session: AsyncSession, job_ids: set[str]) -> dict[str,
         return {}
     found = await session.exec(
         select(WebhookDelivery.job_id, WebhookDelivery.id).where(
-            col(WebhookDelivery.job_id).in_(sorted(job_ids)),
+            col(WebhookDelivery.job_id).in_(padded(job_ids)),
             col(WebhookDelivery.outcome).in_(_DELIVERED),
         )
     )
@@ -84,18 +80,12 @@ class DeliveryStore:
         self,
         sessions: SessionFactory,
         *,
-        retention: timedelta,
-        purge_interval_seconds: float = 600.0,
-        clock: Callable[[], float] = time.monotonic,
         max_batch: int = DEFAULT_MAX_BATCH,
+        batch_sizes: BatchSizes | None = None,
     ) -> None:
         self._sessions = sessions
-        self._retention = retention
-        self._purge_interval = purge_interval_seconds
-        self._clock = clock
-        self._last_purge: float | None = None
         self._batcher: WriteBatcher[WebhookDelivered, bool] = WriteBatcher(
-            self._commit, max_batch=max_batch
+            self._commit, max_batch=max_batch, batch_sizes=batch_sizes
         )
 
     async def record(self, event: WebhookDelivered) -> bool:
@@ -115,8 +105,6 @@ class DeliveryStore:
             except IntegrityError as problem:
                 conflict = problem  # stored concurrently by another replica: read again
                 continue
-            # Before the callers are released, as when each record purged in its turn.
-            await self._maybe_purge()
             return stored
         raise RuntimeError(f"could not record a batch of {len(events)} deliveries") from conflict
 
@@ -148,26 +136,3 @@ class DeliveryStore:
                 await connection.execute(insert(WebhookDelivery), rows)
                 await session.commit()
             return stored
-
-    async def _maybe_purge(self) -> None:
-        now = self._clock()
-        if self._last_purge is not None and now - self._last_purge < self._purge_interval:
-            return
-        self._last_purge = now
-        try:
-            await self.purge(older_than=utcnow() - self._retention)
-        except Exception:
-            # Purging is housekeeping: a failure must not make the delivery retry.
-            log.exception("delivery_purge_failed")
-
-    async def purge(self, *, older_than: datetime) -> int:
-        """Deletes deliveries received before `older_than`; returns how many."""
-        async with self._sessions() as session:
-            result = await session.exec(
-                delete(WebhookDelivery).where(col(WebhookDelivery.received_at) < older_than)
-            )
-            await session.commit()
-        count: int = result.rowcount
-        if count:
-            log.info("deliveries_purged", count=count, older_than=older_than.isoformat())
-        return count

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_collector.json_data import extract_json_data
+from kriten_collector.metrics import NEW, CollectorMetrics, Transition, transition
 from kriten_collector.ports import ExecutionUpdate
 from kriten_collector.write_batcher import DEFAULT_MAX_BATCH, WriteBatcher
 from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
+from kriten_common.db.in_lists import padded
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, failed_before_launch
 from kriten_common.messages import JobDispatchFailed, JobRequested
 
@@ -45,6 +48,17 @@ class FinishedJob:
     task: str
     status: str
     exit_code: int | None
+    # A webhook delivery's id is the correlation id of everything logged about its job.
+    delivery_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StaleJob:
+    """A non-final job as the reconciliation read it (`kriten_collector.reconcile`)."""
+
+    id: str
+    status: str
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -56,10 +70,19 @@ class JobWrite:
 
 
 class JobStore:
-    def __init__(self, sessions: SessionFactory, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        metrics: CollectorMetrics | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._metrics = metrics
         self._batcher: WriteBatcher[JobWrite, FinishedJob | None] = WriteBatcher(
-            self._commit, max_batch=max_batch
+            self._commit,
+            max_batch=max_batch,
+            batch_sizes=None if metrics is None else metrics.batch_sizes("jobs").observe,
         )
 
     async def record_requested(self, event: JobRequested) -> None:
@@ -75,6 +98,18 @@ class JobStore:
         """Stores what the executor reported; returns the job when this made it final."""
         (finished,) = await self.record_updates([update])
         return finished
+
+    async def record_vanished(
+        self, jobs: Sequence[tuple[StaleJob, str]], *, completion_time: datetime
+    ) -> list[FinishedJob | None]:
+        """Records each job failed with its reason, if it is still as it was read; for
+        each, the job when this made it final."""
+        return await self._batcher.write_all(
+            [
+                JobWrite(job.id, vanished_change(job, reason, completion_time), True)
+                for job, reason in jobs
+            ]
+        )
 
     async def record_updates(self, updates: Sequence[ExecutionUpdate]) -> list[FinishedJob | None]:
         """Stores `updates` in order and all in one transaction (all or none stored);
@@ -97,13 +132,31 @@ class JobStore:
             jobs = await _load(session, {write.job_id for write in writes})
             results: list[FinishedJob | None] = []
             changed = False
+            # Jobs made in memory for this batch and not written yet: no row before.
+            unwritten: set[str] = set()
+            transitions: list[Transition] = []
             for write in writes:
                 job = jobs.get(write.job_id)
                 if job is None:
                     job = jobs[write.job_id] = Job(id=write.job_id, task="", owner="", owner_id="")
+                    unwritten.add(write.job_id)
+                before = job.status
                 if not write.change(job):
                     results.append(None)
                     continue
+                if write.job_id in unwritten:
+                    unwritten.discard(write.job_id)
+                    before = NEW
+                if self._metrics is not None and job.status != before:
+                    transitions.append(
+                        transition(
+                            before,
+                            job.status,
+                            task=job.task,
+                            start_time=job.start_time,
+                            completion_time=job.completion_time,
+                        )
+                    )
                 changed = True
                 job.updated_at = utcnow()
                 session.add(job)  # a new row joins the session only once it has content
@@ -112,17 +165,25 @@ class JobStore:
                 results.append(_finished(job) if final else None)
             if changed:
                 await session.commit()
+            if self._metrics is not None and transitions:
+                self._metrics.transitioned(transitions)
             return results
 
 
 async def _load(session: AsyncSession, job_ids: set[str]) -> dict[str, Job]:
     """The stored jobs among `job_ids`, in one select."""
-    found = await session.exec(select(Job).where(col(Job.id).in_(sorted(job_ids))))
+    found = await session.exec(select(Job).where(col(Job.id).in_(padded(job_ids))))
     return {job.id: job for job in found.all()}
 
 
 def _finished(job: Job) -> FinishedJob:
-    return FinishedJob(id=job.id, task=job.task, status=job.status, exit_code=job.exit_code)
+    return FinishedJob(
+        id=job.id,
+        task=job.task,
+        status=job.status,
+        exit_code=job.exit_code,
+        delivery_id=job.delivery_id,
+    )
 
 
 def requested_change(event: JobRequested) -> Change:
@@ -149,6 +210,21 @@ def dispatch_failed_change(event: JobDispatchFailed) -> Change:
         job.status = "failed"
         job.error = event.error
         job.completion_time = event.occurred_at
+        return True
+
+    return change
+
+
+def vanished_change(seen: StaleJob, reason: str, completion_time: datetime) -> Change:
+    """Fails a job whose execution is gone, unless it changed since it was `seen` (an
+    update of its execution, or its end, arrived meanwhile)."""
+
+    def change(job: Job) -> bool:
+        if job.status != seen.status or job.updated_at != seen.updated_at:
+            return False
+        job.status = "failed"
+        job.error = reason
+        job.completion_time = completion_time
         return True
 
     return change

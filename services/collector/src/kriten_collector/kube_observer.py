@@ -9,7 +9,10 @@ How it keeps up:
   it) starts a new list; errors and disconnects are retried with exponential backoff.
 - The first list is the reconciliation: every pod that finished while nobody watched is
   reported then, and a list after a `410` reports what happened in the gap, including a
-  job whose pod vanished (`cancelled`).
+  job whose pod vanished: `cancelled` when Kriten's cancel deleted it (the dispatcher
+  marks the pod first), else `failed`, "execution vanished".
+- `missing(job_ids)` is the collector's reconciliation of the jobs table: a job with no
+  pod at all (deleted while nobody watched and past its Job's TTL, or never created).
 - "Forgotten" is durable on the pod itself: `forget(job_id)` labels its pod
   `kriten.io/collected=true`, which the selector excludes, so neither a relist nor a
   restarted collector reports it again (nor even transfers it). A final update not yet
@@ -40,7 +43,7 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +57,7 @@ from kriten_collector.kube_pod_status import (
     PodView,
     assemble_output,
     assess,
+    cancel_requested,
     is_collected,
     pod_job_id,
     vanished,
@@ -76,6 +80,7 @@ _TRANSPORT_ERRORS = (urllib3.exceptions.HTTPError, OSError)
 # server or proxy that closes at once cannot make the observer spin.
 _MIN_HEALTHY_WATCH_SECONDS = 1.0
 _FORGET_ATTEMPTS = 3
+NO_POD_ERROR = "execution vanished: the job has no pod (deleted, or never created)"
 
 
 class _Expired(Exception):
@@ -167,6 +172,9 @@ class KubernetesJobObserver:
         self._active: dict[str, str] = {}
         # job ids whose 'running' was reported (a subset of _active).
         self._running: set[str] = set()
+        # job ids whose pod was seen marked by Kriten's cancel (a subset of _active): its
+        # removal is a cancel even when the last state seen lacks the mark.
+        self._cancelling: set[str] = set()
         # job id -> pod name, final update reported but not yet forgotten.
         self._reported: dict[str, str] = {}
         self._closed = asyncio.Event()
@@ -234,6 +242,7 @@ class KubernetesJobObserver:
         name = self._reported.pop(job_id, None) or self._active.get(job_id)
         self._active.pop(job_id, None)
         self._running.discard(job_id)
+        self._cancelling.discard(job_id)
         self._unfollow(job_id)
         if name is not None:
             names = [name]
@@ -250,6 +259,17 @@ class KubernetesJobObserver:
     def launched(self, job_id: str) -> None:
         # The watch sees every Job of the namespace already.
         return None
+
+    async def missing(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Of `job_ids`, those with no pod at all (collected or not). A pod this observer
+        knows of is there; the others cost one list call each."""
+        absent: dict[str, str] = {}
+        for job_id in job_ids:
+            if job_id in self._active or job_id in self._reported:
+                continue
+            if not await self._pods_of(job_id):
+                absent[job_id] = NO_POD_ERROR
+        return absent
 
     async def close(self) -> None:
         self._closed.set()
@@ -322,7 +342,9 @@ class KubernetesJobObserver:
             name = self._active.pop(job_id)
             self._running.discard(job_id)
             self._unfollow(job_id)
-            yield self._final_update(vanished(name, job_id), output=None)
+            cancelled = job_id in self._cancelling
+            self._cancelling.discard(job_id)
+            yield self._final_update(vanished(name, job_id, cancelled=cancelled), output=None)
             self._reported[job_id] = name
         self._resource_version = version
         log.info("kubernetes_pods_listed", pods=len(seen), resource_version=version)
@@ -422,10 +444,13 @@ class KubernetesJobObserver:
             output = await self._read_output(view)
             self._active.pop(job_id, None)
             self._running.discard(job_id)
+            self._cancelling.discard(job_id)
             self._reported[job_id] = view.name
             yield self._final_update(view, output=output)
             return
         self._active[job_id] = view.name
+        if cancel_requested(pod):
+            self._cancelling.add(job_id)
         if view.state == "running" and job_id not in self._running:
             self._running.add(job_id)
             yield ExecutionUpdate(job_id=job_id, state="running", start_time=view.start_time)
@@ -439,6 +464,8 @@ class KubernetesJobObserver:
         name = self._active.pop(job_id, None)
         self._running.discard(job_id)
         self._unfollow(job_id)
+        cancelled = cancel_requested(pod) or job_id in self._cancelling
+        self._cancelling.discard(job_id)
         if name is None or is_collected(pod) or job_id in self._reported:
             # Ours already, or it left the selector because it was collected.
             return None
@@ -448,7 +475,7 @@ class KubernetesJobObserver:
             # reported; nothing new to say.
             return None
         self._reported[job_id] = name
-        return self._final_update(vanished(name, job_id), output=None)
+        return self._final_update(vanished(name, job_id, cancelled=cancelled), output=None)
 
     # -- live output ------------------------------------------------------------------
 

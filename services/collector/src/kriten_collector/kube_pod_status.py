@@ -7,8 +7,10 @@ The rules:
 
 - `Succeeded` / `Failed` phases are final; the exit code is the task container's.
 - A pod that was being deleted when its containers stopped (its containers finished
-  within the deletion grace period, or never ran) is `cancelled`: that is how deleting
-  the Job (Kriten's cancel, or `kubectl delete`) looks from the pod.
+  within the deletion grace period, or never ran) is `cancelled` when Kriten's cancel
+  deleted it (the dispatcher marks the pod `kriten.io/cancel-requested` first), and
+  `failed`, "execution vanished", otherwise: a `kubectl delete`, a node lost, an eviction
+  by the taint manager end the job without anyone asking for it.
 - A pending pod whose image cannot be pulled is `failed` without waiting: at once for a
   name that can never work, after a grace period for pull errors that may be transient
   (a registry outage, rate limits), since without a deadline it would wait forever.
@@ -23,7 +25,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from kriten_common.kube import ANNOTATION_JOB_ID, COLLECTED_VALUE, LABEL_COLLECTED, LABEL_JOB_ID
+from kriten_common.kube import (
+    ANNOTATION_CANCEL_REQUESTED,
+    ANNOTATION_JOB_ID,
+    CANCEL_REQUESTED_VALUE,
+    COLLECTED_VALUE,
+    LABEL_COLLECTED,
+    LABEL_JOB_ID,
+)
 
 PodState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 FINAL_STATES: frozenset[PodState] = frozenset({"succeeded", "failed", "cancelled"})
@@ -36,6 +45,9 @@ IMAGE_ERRORS_TRANSIENT = frozenset({"ErrImagePull", "ImagePullBackOff"})
 INIT_HEADING = "===== {name} (init container) ====="
 TASK_HEADING = "===== {name} ====="
 TRUNCATION_NOTE = "\n[output truncated: only the first {cap} bytes are kept]\n"
+# The errors of a job whose pod went away without anyone cancelling it.
+POD_DELETED_ERROR = "execution vanished: the job's pod was deleted before it finished"
+CANCELLED_ERROR = "cancelled"
 
 Pod = Mapping[str, Any]
 
@@ -97,6 +109,12 @@ def pod_job_id(pod: Pod) -> str | None:
 def is_collected(pod: Pod) -> bool:
     labels = _map(_map(pod.get("metadata")).get("labels"))
     return labels.get(LABEL_COLLECTED) == COLLECTED_VALUE
+
+
+def cancel_requested(pod: Pod) -> bool:
+    """Whether Kriten's cancel marked the pod before deleting its Job."""
+    annotations = _map(_map(pod.get("metadata")).get("annotations"))
+    return annotations.get(ANNOTATION_CANCEL_REQUESTED) == CANCEL_REQUESTED_VALUE
 
 
 def _container_names(pod: Pod, key: str) -> list[str]:
@@ -264,7 +282,9 @@ def assess(pod: Pod, *, now: datetime, image_pull_grace_seconds: float) -> PodVi
 
     if phase in ("Succeeded", "Failed"):
         if _stopped_by_deletion(pod):
-            return final("cancelled", "the job was deleted before it finished")
+            if cancel_requested(pod):
+                return final("cancelled", CANCELLED_ERROR)
+            return final("failed", POD_DELETED_ERROR)
         if phase == "Succeeded":
             return final("succeeded", None)
         return final("failed", describe_failure(pod))
@@ -285,14 +305,12 @@ def assess(pod: Pod, *, now: datetime, image_pull_grace_seconds: float) -> PodVi
     return base
 
 
-def vanished(name: str, job_id: str) -> PodView:
-    """A job whose pod was deleted before anyone saw it finish (its Job deleted)."""
-    return PodView(
-        name=name,
-        job_id=job_id,
-        state="cancelled",
-        error="the job's pod was deleted before it finished",
-    )
+def vanished(name: str, job_id: str, *, cancelled: bool) -> PodView:
+    """A job whose pod was deleted before anyone saw it finish: `cancelled` when Kriten's
+    cancel deleted it, else failed (deleted by someone else, or its node lost)."""
+    if cancelled:
+        return PodView(name=name, job_id=job_id, state="cancelled", error=CANCELLED_ERROR)
+    return PodView(name=name, job_id=job_id, state="failed", error=POD_DELETED_ERROR)
 
 
 def _cut_utf8(data: bytes, cap: int) -> bytes:

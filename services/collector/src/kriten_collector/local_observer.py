@@ -12,9 +12,13 @@ Per job and per observer, updates come in order: `running` once (made up from th
 result's start time when the job ran between two looks, so a consumer always sees a
 start), then the final update with the capped output. A job whose lock is free has ended:
 its result is `result.json`, else its wrapper's `exit-code`, else (a job that died with
-its wrapper) failed with "executor process died", or cancelled when a cancel was asked
-for. The `collected` marker, written by `forget`, is the durable state, so memory holds
+its wrapper, say a kill -9 of its process group while no dispatcher watched it) failed
+with "execution vanished: the executor process died", or cancelled when a cancel was
+asked for. The `collected` marker, written by `forget`, is the durable state, so memory holds
 only jobs that are running or finished-and-not-yet-forgotten.
+
+`missing` tells the collector's reconciliation which jobs have no directory at all (pruned
+by hand, or never made): those are failed, since nothing here will ever report them.
 
 Pruning old collected directories is not done here but by the dispatcher, after
 `KRITEN_JOB_DIR_RETENTION_HOURS`: the directory is also what keeps a redelivered request
@@ -28,7 +32,7 @@ import codecs
 import contextlib
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +53,7 @@ from kriten_common.local_jobs import (
 )
 
 log = structlog.get_logger(__name__)
+NO_DIRECTORY_ERROR = "execution vanished: the job has no job directory (removed, or never made)"
 
 
 def read_output(path: Path, cap_bytes: int) -> str:
@@ -125,8 +130,21 @@ class LocalJobObserver:
         self._running.pop(job_id, None)
         self._watching.discard(job_id)
 
+    async def missing(self, job_ids: Sequence[str]) -> dict[str, str]:
+        return await asyncio.to_thread(self._missing, list(job_ids))
+
     async def close(self) -> None:
         self._closed.set()
+
+    def _missing(self, job_ids: list[str]) -> dict[str, str]:
+        if not self._jobs_dir.is_dir():
+            # Not mounted, or not made yet: that says nothing about any job.
+            return {}
+        return {
+            job_id: NO_DIRECTORY_ERROR
+            for job_id in job_ids
+            if is_valid_job_id(job_id) and not (self._jobs_dir / job_id).is_dir()
+        }
 
     def _mark_collected(self, job_id: str) -> None:
         if not is_valid_job_id(job_id):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
@@ -33,6 +33,12 @@ class JobObserver(Protocol):
     def launched(self, job_id: str) -> None:
         """A hint that `job_id` was just launched (its `job.dispatched` event), so an
         observer that watches only what it knows of can start watching it at once."""
+        ...
+
+    async def missing(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Of `job_ids`, those the executor has no execution of at all (never created,
+        or gone: pruned, deleted), each with the reason to record on its job. One it
+        cannot tell about is not missing."""
         ...
 
     async def forget(self, job_id: str) -> None:

@@ -11,5 +11,19 @@ class CollectorSettings(CommonSettings):
     port: int = 8083
     # Largest stdout stored per job; longer output keeps its head and tail.
     output_cap_bytes: int = Field(default=1024 * 1024, gt=0)
-    # How long the webhook delivery log keeps a delivery before purging it.
-    delivery_retention_hours: float = Field(default=168.0, gt=0)
+    # Retention (kriten_collector.retention; 0 keeps forever). How long the webhook
+    # delivery log keeps a delivery before purging it.
+    delivery_retention_hours: float = Field(default=168.0, ge=0)
+    # Final jobs deleted, and final jobs' output cleared (the job kept), this many days
+    # after they finished.
+    job_retention_days: float = Field(default=0.0, ge=0)
+    job_output_retention_days: float = Field(default=0.0, ge=0)
+    # How often the purge runs, and the most rows one of its statements changes.
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1)
+    # Reconciliation (kriten_collector.reconcile): how often non-final jobs are checked
+    # against the executor, and how long a running (queued) job must have been unchanged
+    # before one with no execution at all is failed.
+    reconcile_interval_seconds: float = Field(default=60.0, gt=0)
+    reconcile_running_grace_seconds: float = Field(default=120.0, ge=0)
+    reconcile_queued_grace_seconds: float = Field(default=3600.0, ge=0)

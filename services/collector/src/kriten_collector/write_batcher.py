@@ -19,11 +19,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from kriten_common.logging import without_ids
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 # Stores a batch in one transaction; returns one result per item, in order.
 CommitBatch = Callable[[Sequence[Item]], Awaitable[Sequence[Result]]]
+# Told the size of each batch committed (a metric's `observe`).
+BatchSizes = Callable[[int], None]
 
 DEFAULT_MAX_BATCH = 500
 
@@ -36,12 +40,17 @@ class _Group(Generic[Item, Result]):
 
 class WriteBatcher(Generic[Item, Result]):
     def __init__(
-        self, commit: CommitBatch[Item, Result], *, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        commit: CommitBatch[Item, Result],
+        *,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_sizes: BatchSizes | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._commit = commit
         self._max_batch = max_batch
+        self._batch_sizes = batch_sizes
         self._waiting: deque[_Group[Item, Result]] = deque()
         self._writer: asyncio.Task[None] | None = None
 
@@ -57,7 +66,10 @@ class WriteBatcher(Generic[Item, Result]):
         done: asyncio.Future[list[Result]] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Group(list(items), done))
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_waiting(), name="collector-writes")
+            # The writer serves every caller: its lines carry none of the first one's ids.
+            self._writer = asyncio.create_task(
+                self._write_waiting(), name="collector-writes", context=without_ids()
+            )
         # shield: a caller that gives up must not cancel the batch others wait on.
         return await asyncio.shield(done)
 
@@ -87,6 +99,8 @@ class WriteBatcher(Generic[Item, Result]):
                             group.done.set_exception(problem)
                     batch = []
                     continue
+                if self._batch_sizes is not None:
+                    self._batch_sizes(len(items))
                 start = 0
                 for group in batch:
                     end = start + len(group.items)

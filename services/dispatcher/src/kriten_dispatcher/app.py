@@ -17,7 +17,8 @@ from kriten_common.crypto import SecretBox
 from kriten_common.http import METRICS_REGISTRY, create_service_app
 from kriten_common.service import broker_context, database_context
 from kriten_dispatcher.dispatching import Dispatcher
-from kriten_dispatcher.keys import CONNECTION, PUBLISHER, SESSIONS, SETTINGS
+from kriten_dispatcher.keys import CONNECTION, METRICS, PUBLISHER, SESSIONS, SETTINGS
+from kriten_dispatcher.metrics import DispatcherMetrics, MeteredLauncher
 from kriten_dispatcher.ports import JobLauncher
 from kriten_dispatcher.scheduler import Scheduler
 from kriten_dispatcher.settings import DispatcherSettings
@@ -42,6 +43,7 @@ def make_launcher(settings: DispatcherSettings) -> JobLauncher:
 def create_app(settings: DispatcherSettings) -> web.Application:
     app = create_service_app(registry=CollectorRegistry())
     app[SETTINGS] = settings
+    app[METRICS] = DispatcherMetrics(app[METRICS_REGISTRY])
     # No ping before each use: every database write here is retried by its consumer or
     # loop, so a connection that died with a database restart costs one retry.
     app.cleanup_ctx.append(database_context(settings, SESSIONS, pre_ping=False))
@@ -53,7 +55,7 @@ def create_app(settings: DispatcherSettings) -> web.Application:
 
 async def _consumers(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    launcher = make_launcher(settings)
+    launcher = MeteredLauncher(make_launcher(settings), app[METRICS], executor=settings.executor)
     dispatcher = Dispatcher(
         launcher=launcher,
         publisher=app[PUBLISHER],
@@ -62,7 +64,7 @@ async def _consumers(app: web.Application) -> AsyncIterator[None]:
         executor=settings.executor,
     )
     topology = Topology(settings.amqp_prefix)
-    metrics = ConsumerMetrics(app[METRICS_REGISTRY])
+    metrics = ConsumerMetrics.of(app[METRICS_REGISTRY])
     consumers = [
         Consumer(
             connection=app[CONNECTION],

@@ -33,7 +33,15 @@ import urllib3.exceptions
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from kriten_common.kube import ANNOTATION_JOB_ID, KubernetesSettings, job_name, load_api_client
+from kriten_common.kube import (
+    ANNOTATION_CANCEL_REQUESTED,
+    ANNOTATION_JOB_ID,
+    CANCEL_REQUESTED_VALUE,
+    KubernetesSettings,
+    job_name,
+    job_selector,
+    load_api_client,
+)
 from kriten_common.logging import get_logger
 from kriten_common.outcomes import PermanentError, RetryableError, TransientError
 from kriten_dispatcher.kube_manifest import (
@@ -253,8 +261,13 @@ class KubernetesJobLauncher:
 
     async def cancel(self, job_id: str) -> bool:
         """Deletes the Job in the foreground: its pod is stopped before the Job goes. The
-        job's Secrets go with it (they belong to the Job)."""
+        job's Secrets go with it (they belong to the Job).
+
+        The job's pods are marked `kriten.io/cancel-requested` first, so the collector
+        records the job `cancelled` (a pod deleted without the mark is a failure), and
+        again after the delete, for a pod the Job controller made in between."""
         name = job_name(job_id)
+        await self._mark_cancelled(job_id)
         try:
             await self._call(
                 self._batch.delete_namespaced_job,
@@ -268,8 +281,39 @@ class KubernetesJobLauncher:
             raise self._failure(job_id, "delete job", error) from error
         except _TRANSPORT_ERRORS as error:
             raise self._failure(job_id, "delete job", error) from error
+        await self._mark_cancelled(job_id)
         log.info("kubernetes_job_deleted", job_id=job_id, job=name)
         return True
+
+    async def _mark_cancelled(self, job_id: str) -> None:
+        """Annotates every pod of `job_id` not yet marked as cancelled by request. Best
+        effort: the cancel is the Job's deletion, which must not wait on this; an unmarked
+        pod only makes the job recorded failed ("execution vanished") instead of cancelled."""
+        body = {"metadata": {"annotations": {ANNOTATION_CANCEL_REQUESTED: CANCEL_REQUESTED_VALUE}}}
+        try:
+            pods = await self._call(
+                self._core.list_namespaced_pod,
+                self._settings.namespace,
+                label_selector=job_selector(job_id),
+            )
+            for pod in pods.items:
+                annotations = pod.metadata.annotations or {}
+                if annotations.get(ANNOTATION_JOB_ID) != job_id:
+                    continue  # labels are lossy: another job's pod
+                if annotations.get(ANNOTATION_CANCEL_REQUESTED) == CANCEL_REQUESTED_VALUE:
+                    continue
+                try:
+                    await self._call(
+                        self._core.patch_namespaced_pod,
+                        pod.metadata.name,
+                        self._settings.namespace,
+                        body,
+                    )
+                except ApiException as error:
+                    if error.status != 404:  # 404: gone meanwhile
+                        raise
+        except (ApiException, *_TRANSPORT_ERRORS) as error:
+            log.warning("kubernetes_pod_cancel_mark_failed", job_id=job_id, error=str(error))
 
     async def start(self) -> None:
         # Kubernetes supervises its Jobs itself: nothing to take charge of.

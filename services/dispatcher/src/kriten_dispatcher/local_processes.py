@@ -41,7 +41,7 @@ from kriten_common.local_jobs import (
     supervisor_alive,
     write_record,
 )
-from kriten_common.logging import get_logger
+from kriten_common.logging import get_logger, without_ids
 from kriten_dispatcher.checkout_cache import Checkout
 
 log = get_logger(__name__)
@@ -223,7 +223,10 @@ class JobProcesses:
             # No pidfd (not Linux, or an old kernel): one poll for every job.
             running.pidfd = None
             if self._poller is None or self._poller.done():
-                self._poller = asyncio.create_task(self._poll(), name="local-jobs-poll")
+                # It watches every job: its lines carry none of this one's ids.
+                self._poller = asyncio.create_task(
+                    self._poll(), name="local-jobs-poll", context=without_ids()
+                )
         if timeout_seconds is not None:
             running.deadline = loop.call_later(
                 timeout_seconds, self.request_stop, paths.job_id, "deadline"

@@ -13,20 +13,32 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from kriten_common.amqp import BroadcastSubscription, Topology
+from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.crypto import SecretBox
 from kriten_common.http import (
+    METRICS_REGISTRY,
     READINESS_CHECKS,
     ReadinessCheck,
     create_service_app,
     error_middleware,
 )
-from kriten_common.messages import ConfigChanged
+from kriten_common.messages import ConfigChanged, IngressHeartbeat
 from kriten_common.paths import RUN_PREFIX
 from kriten_common.service import CleanupContext, broker_context, database_context
 from kriten_ingress.dedupe import RecentJobs
 from kriten_ingress.delivery_log import DeliveryLog
-from kriten_ingress.keys import CONFIGS, CONNECTION, INTAKE, METRICS, PUBLISHER, SESSIONS, SETTINGS
+from kriten_ingress.keys import (
+    CONFIGS,
+    CONNECTION,
+    INTAKE,
+    METRICS,
+    PEERS,
+    PUBLISHER,
+    SESSIONS,
+    SETTINGS,
+)
 from kriten_ingress.metrics import IngressMetrics
+from kriten_ingress.peers import PeerAnnouncer, Peers
 from kriten_ingress.run_endpoint import Intake, run_webhook
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.webhook_config import WebhookConfigs
@@ -49,10 +61,13 @@ def _install(
 ) -> None:
     """The run endpoint's state, cleanup contexts and route, at `prefix` in `app`."""
     app[SETTINGS] = settings
+    # Also where the publisher and the subscriptions count, when mounted in another app.
+    app[METRICS_REGISTRY] = registry
     app[METRICS] = IngressMetrics(registry)
     app.cleanup_ctx.append(_database_context(settings))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_configs)
+    app.cleanup_ctx.append(_peers)
     app.cleanup_ctx.append(_intake)
     app.router.add_post(prefix + "/{webhook_id}", run_webhook)
     # Senders do not follow redirects (the api redirects other slashed paths, as Kriten's
@@ -104,6 +119,7 @@ async def _configs(app: web.Application) -> AsyncIterator[None]:
         routing_keys=(ConfigChanged.routing_key,),
         handler=configs.on_event,
         on_restored=configs.invalidate,
+        metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
     )
     await subscription.start()
     configs.subscribed = lambda: subscription.active
@@ -111,6 +127,33 @@ async def _configs(app: web.Application) -> AsyncIterator[None]:
     configs.subscribed = lambda: False
     await subscription.stop()
     await configs.close()
+
+
+async def _peers(app: web.Application) -> AsyncIterator[None]:
+    """The count of live replicas that share each webhook's rate limit (peers.py)."""
+    settings = app[SETTINGS]
+    topology = Topology(settings.amqp_prefix)
+    peers = Peers(interval_seconds=settings.ingress_heartbeat_seconds)
+    app[PEERS] = peers
+    subscription = BroadcastSubscription(
+        connection=app[CONNECTION],
+        topology=topology,
+        name="ingress-peers",
+        routing_keys=(IngressHeartbeat.routing_key,),
+        handler=peers.on_event,
+        on_restored=peers.restored,
+        metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
+    )
+    app[METRICS].peers.set_function(peers.count)
+    # Listening first, so the answers to the first heartbeat are heard.
+    await subscription.start()
+    peers.subscribed = lambda: subscription.active
+    announcer = PeerAnnouncer(connection=app[CONNECTION], topology=topology, peers=peers)
+    await announcer.start()
+    yield
+    await announcer.stop()
+    peers.subscribed = lambda: False
+    await subscription.stop()
 
 
 async def _intake(app: web.Application) -> AsyncIterator[None]:
@@ -131,6 +174,7 @@ async def _intake(app: web.Application) -> AsyncIterator[None]:
         delivery_log=delivery_log,
         recent=RecentJobs(settings.recent_keys),
         trusted_proxies=settings.trusted_proxies,
+        replicas=app[PEERS].count,
     )
     yield
     # Before the publisher closes (cleanup contexts unwind in reverse).

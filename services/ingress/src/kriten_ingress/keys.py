@@ -10,6 +10,7 @@ from aiohttp import web
 from kriten_common.amqp import Publisher
 from kriten_common.db.engine import SessionFactory
 from kriten_ingress.metrics import IngressMetrics
+from kriten_ingress.peers import Peers
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.webhook_config import WebhookConfigs
 
@@ -23,4 +24,5 @@ CONNECTION = web.AppKey("connection", AbstractRobustConnection)
 PUBLISHER = web.AppKey("publisher", Publisher)
 CONFIGS = web.AppKey("configs", WebhookConfigs)
 METRICS = web.AppKey("metrics", IngressMetrics)
+PEERS = web.AppKey("peers", Peers)
 INTAKE: web.AppKey[Intake] = web.AppKey("intake")

@@ -26,6 +26,16 @@ class TokenBucket:
     def rate(self) -> float:
         return self._rate
 
+    def rescale(self, rate: float, burst: float, now: float) -> None:
+        """A new rate and burst, keeping the bucket as full as it was, proportionally: a
+        replica's share changes when replicas come and go, and a bucket refilled to the
+        brim at each change would let a burst through every time."""
+        self._refill(now)
+        fullness = self._tokens / self._burst if self._burst > 0 else 1.0
+        self._rate = rate
+        self._burst = burst
+        self._tokens = fullness * burst
+
     def take(self, now: float) -> bool:
         self._refill(now)
         if self._tokens >= 1.0:
@@ -50,7 +60,8 @@ class TokenBucket:
 class Buckets:
     """One token bucket per key, the least recently used dropped beyond `max_keys`.
 
-    A bucket is rebuilt when its rate changes (the webhook was reconfigured).
+    A bucket is rescaled when its rate changes (the webhook was reconfigured, or the
+    number of replicas sharing it changed).
     """
 
     def __init__(self, max_keys: int = 10_000) -> None:
@@ -59,9 +70,11 @@ class Buckets:
 
     def bucket(self, key: str, *, rate: float, burst: float, now: float) -> TokenBucket:
         bucket = self._buckets.get(key)
-        if bucket is None or bucket.rate != rate:
+        if bucket is None:
             bucket = TokenBucket(rate, burst, now)
             self._buckets[key] = bucket
+        elif bucket.rate != rate:
+            bucket.rescale(rate, burst, now)
         self._buckets.move_to_end(key)
         if len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 WEBHOOK_LABEL_LENGTH = 12
 
@@ -79,5 +79,11 @@ class IngressMetrics:
         self.duplicates = Counter(
             "kriten_ingress_duplicates",
             "Deliveries this replica recognised as a retry of one it accepted",
+            registry=registry,
+        )
+        self.peers = Gauge(
+            "kriten_ingress_peers",
+            "Live ingress replicas this one counts, itself included: each webhook's rate"
+            " limit is divided by it",
             registry=registry,
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -30,7 +31,7 @@ from kriten_common.amqp import Publisher
 from kriten_common.client_address import IPNetwork, client_address, forwarded_hops
 from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.logging import get_logger
+from kriten_common.logging import bind_ids, get_logger
 from kriten_common.messages import WebhookDelivered
 from kriten_common.webhook_schemes import MAX_BODY_BYTES
 from kriten_ingress.dedupe import RecentJobs
@@ -102,6 +103,10 @@ class Intake:
     recent: RecentJobs
     trusted_proxies: tuple[IPNetwork, ...]
     rate_limits: Buckets = field(default_factory=Buckets)
+    # The live ingress replicas sharing each webhook's rate limit (`Peers.count`).
+    replicas: Callable[[], int] = field(default=lambda: 1)
+    # The rate limits' clock; tests stop it.
+    clock: Callable[[], float] = field(default=time.monotonic)
     _delivery_counters: dict[tuple[str, str, str], CounterChild] = field(
         default_factory=dict, init=False
     )
@@ -134,6 +139,8 @@ class Intake:
             headers=recorded_headers(request.headers),
             size=declared or 0,
         )
+        # A delivery's correlation id, in every service, is its delivery id.
+        bind_ids(correlation_id=delivery.delivery_id, webhook_id=webhook_id)
         try:
             return await self._run(request, config, delivery)
         except errors.KritenError as error:
@@ -209,6 +216,7 @@ class Intake:
         except errors.Forbidden as refused:
             reason = f"permission: the owner lacks jobs:write on {task.name}"
             raise _Refused(refused, reason) from None
+        bind_ids(job_id=event.job_id)
         if self._is_duplicate(event.job_id):
             self._record(self._delivered(delivery, "duplicate", job_id=event.job_id))
             log.info("webhook_duplicate", webhook_id=delivery.webhook_id, job_id=event.job_id)
@@ -248,8 +256,8 @@ class Intake:
     def _check_rate(self, config: WebhookConfig) -> None:
         if not config.rate_limit_per_second:
             return
-        rate, burst = replica_rate(config.rate_limit_per_second, self.settings.ingress_replicas)
-        now = time.monotonic()
+        rate, burst = replica_rate(config.rate_limit_per_second, self.replicas())
+        now = self.clock()
         bucket = self.rate_limits.bucket(config.webhook_id, rate=rate, burst=burst, now=now)
         if not bucket.take(now):
             wait = retry_after_seconds(bucket.seconds_until_token(now))

@@ -22,9 +22,9 @@ class IngressSettings(CommonSettings):
     # requests are durable in RabbitMQ, so a database outage need not stop intake; the
     # bound limits how long a change whose announcement was lost can go unnoticed.
     config_stale_if_error_seconds: float = Field(default=900.0, ge=0)
-    # How many ingress replicas share each webhook's rate limit: each replica allows the
-    # configured rate divided by this.
-    ingress_replicas: int = Field(default=1, ge=1)
+    # Each replica announces itself this often on the broadcast exchange; the replicas
+    # heard from in the last three intervals share each webhook's rate limit (peers.py).
+    ingress_heartbeat_seconds: float = Field(default=2.0, gt=0)
     # Recent job ids remembered per replica, to answer `"status": "duplicate"`.
     recent_keys: int = Field(default=100_000, ge=0)
     # Delivery-log events being published at once; beyond this they are dropped (and

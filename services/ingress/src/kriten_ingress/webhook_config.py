@@ -27,7 +27,7 @@ from kriten_common.client_address import IPNetwork, parse_networks
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
 from kriten_common.db.models import Task, Webhook
-from kriten_common.logging import get_logger
+from kriten_common.logging import get_logger, without_ids
 from kriten_common.messages import ConfigChanged, Event
 from kriten_common.rbac import Principal, load_principal
 from kriten_ingress.filters import Filter, compile_filter
@@ -169,7 +169,8 @@ class WebhookConfigs:
         # A finished read whose done-callback has not run yet is not one to wait for.
         if loading is None or loading.done():
             # One database read however many requests for this webhook arrive meanwhile.
-            loading = asyncio.ensure_future(self._load_and_store(webhook_id))
+            # Shared by every request for this webhook: none of the first one's ids.
+            loading = asyncio.create_task(self._load_and_store(webhook_id), context=without_ids())
             self._loading[webhook_id] = loading
             loading.add_done_callback(lambda done: self._loaded(webhook_id, done))
         return loading

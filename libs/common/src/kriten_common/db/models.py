@@ -250,7 +250,8 @@ class WebhookDelivery(SQLModel, table=True):
 
     id: str = Field(primary_key=True)
     webhook_id: str
-    received_at: datetime = Field(sa_type=UTCDateTime)
+    # Indexed alone too: the retention purge deletes by age (migration 0004).
+    received_at: datetime = Field(sa_type=UTCDateTime, index=True)
     scheme: str | None = None
     outcome: str
     reason: str | None = None

@@ -83,6 +83,9 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
 
 async def refresh_gauge(app: web.Application) -> None:
     """Sets the gauge to the queue's depth; on a broker error keeps the last value."""
+    if not app[CONNECTION].connected.is_set():
+        # Down: nothing to count, and the cut is logged once (`broker_connection_lost`).
+        return
     try:
         depth = await store.count(app[CONNECTION], _topology(app))
     except errors.Unavailable:
@@ -104,11 +107,6 @@ async def _refresh_forever(app: web.Application) -> None:
 async def gauge_context(app: web.Application) -> AsyncIterator[None]:
     """Refreshes `kriten_dead_letters` every 15 s while the app runs (after the broker
     context, whose connection it uses)."""
-    app[GAUGE] = Gauge(
-        "kriten_dead_letters",
-        "Messages in the dead-letter queue (those a browse holds at that moment excepted)",
-        registry=app[METRICS_REGISTRY],
-    )
     task = asyncio.create_task(_refresh_forever(app))
     yield
     task.cancel()
@@ -119,6 +117,12 @@ async def gauge_context(app: web.Application) -> AsyncIterator[None]:
 
 def add_routes(app: web.Application, base: str) -> None:
     app[BROWSING] = asyncio.Lock()
+    # Registered with the app, as every metric is, so /metrics names it from the start.
+    app[GAUGE] = Gauge(
+        "kriten_dead_letters",
+        "Messages in the dead-letter queue (those a browse holds at that moment excepted)",
+        registry=app[METRICS_REGISTRY],
+    )
     item = f"{base}/dead_letters/{{id}}"
     route(
         app,

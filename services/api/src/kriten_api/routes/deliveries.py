@@ -37,7 +37,7 @@ from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Task, User, Webhook, WebhookDelivery
-from kriten_common.logging import get_logger
+from kriten_common.logging import bind_ids, get_logger
 from kriten_common.messages import WebhookDelivered
 from kriten_common.paths import RUN_PREFIX
 from kriten_common.rbac import load_principal
@@ -111,6 +111,8 @@ async def redeliver(request: web.Request) -> web.Response:
         delivery_id=delivery_id,
         correlation_id=delivery_id,
     )
+    # From here on this is the new delivery's story: followed by its id, as at the ingress.
+    bind_ids(correlation_id=delivery_id, webhook_id=hook.id, job_id=event.job_id)
     publisher = request.app[PUBLISHER]
     await publisher.publish(event)
     record = WebhookDelivered(

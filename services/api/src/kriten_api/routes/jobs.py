@@ -20,6 +20,7 @@ from kriten_api.schemas.jobs import CreateJobOut, JobAcceptedOut, JobPublic, Job
 from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
+from kriten_common.logging import bind_ids, current_id
 from kriten_common.messages import JobCancelRequested
 
 # A followed log re-reads the job this often for new output (and re-checks the caller's
@@ -51,7 +52,16 @@ async def create_job(request: web.Request) -> web.Response:
         task = await session.get(Task, name)
     if task is None:
         raise errors.NotFound(f"task {name!r} not found")
-    event = admit(principal=principal, task=task, raw_input=raw_input, source="api")
+    # The request's correlation id goes with the job, so the dispatcher's and the
+    # collector's lines about it carry it too.
+    event = admit(
+        principal=principal,
+        task=task,
+        raw_input=raw_input,
+        source="api",
+        correlation_id=current_id("correlation_id"),
+    )
+    bind_ids(job_id=event.job_id)
     await request.app[PUBLISHER].publish(event)
     if task.synchronous:
         finished = await _wait_woken_final(request, event.job_id)
