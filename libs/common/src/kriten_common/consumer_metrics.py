@@ -16,7 +16,7 @@ its consumer every `QUEUE_DEPTH_INTERVAL_SECONDS` (one passive declare; see
 from __future__ import annotations
 
 import weakref
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -45,6 +45,28 @@ HANDLER_BUCKETS = (
 )
 
 
+class _OnePerRegistry:
+    """Metrics registered once per registry: `of(registry)` gives every user of the
+    registry the same instance."""
+
+    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, Any]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._by_registry = weakref.WeakKeyDictionary()
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        del registry
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> Self:
+        """The registry's instance, registered on first use."""
+        found: Self | None = cls._by_registry.get(registry)
+        if found is None:
+            found = cls._by_registry[registry] = cls(registry)
+        return found
+
+
 class QueueMetrics:
     """The label children of one queue, bound once."""
 
@@ -70,20 +92,8 @@ class QueueMetrics:
         self.handler_seconds.observe(seconds)
 
 
-class ConsumerMetrics:
+class ConsumerMetrics(_OnePerRegistry):
     """Shared by every consumer of a service; the `queue` label tells them apart."""
-
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, ConsumerMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry) -> ConsumerMetrics:
-        """The registry's consumer metrics, registered on first use."""
-        found = cls._by_registry.get(registry)
-        if found is None:
-            found = cls._by_registry[registry] = cls(registry)
-        return found
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._queues: dict[str, QueueMetrics] = {}
@@ -157,20 +167,8 @@ class ConsumerMetrics:
         self.queue(queue).dead_lettered.inc()
 
 
-class PublisherMetrics:
+class PublisherMetrics(_OnePerRegistry):
     """What publishers sent to the exchange, by routing key and outcome."""
-
-    _by_registry: ClassVar[weakref.WeakKeyDictionary[CollectorRegistry, PublisherMetrics]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    @classmethod
-    def of(cls, registry: CollectorRegistry) -> PublisherMetrics:
-        """The registry's publisher metrics, registered on first use."""
-        found = cls._by_registry.get(registry)
-        if found is None:
-            found = cls._by_registry[registry] = cls(registry)
-        return found
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._children: dict[tuple[str, PublishOutcome], tuple[Counter, Counter]] = {}
