@@ -33,6 +33,8 @@ COPY services/ingress/pyproject.toml services/ingress/
 COPY services/dispatcher/pyproject.toml services/dispatcher/
 COPY services/collector/pyproject.toml services/collector/
 COPY launcher/pyproject.toml launcher/
+# Not in any image, but uv reads every workspace member's manifest.
+COPY clients/cli/pyproject.toml clients/cli/
 
 
 # What all four services need (aiohttp, aio-pika, pydantic, SQLAlchemy, ...), built once.

@@ -32,8 +32,9 @@ sync: $(UV)
 run: sync
 	$(UV) run --frozen kriten
 
-# The LDAP login tests start their own slapd; install it when this machine can (root,
-# apt-get). Preseeded to configure no system directory, so no system daemon starts.
+# The LDAP login tests start their own slapd, and the console's browser test Chromium;
+# install them when this machine can (root, apt-get). slapd is preseeded to configure no
+# system directory, so no system daemon starts.
 test-deps:
 	@if command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -41,6 +42,11 @@ test-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slapd ldap-utils \
 		|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slapd ldap-utils; }; \
 	else echo "note: slapd is missing and cannot be installed here (needs root and apt-get); the LDAP tests will fail"; fi
+	@if command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver \
+		|| { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium chromium-driver; }; \
+	else echo "note: chromium is missing and cannot be installed here (needs root and apt-get); the console's browser test will fail"; fi
 
 # The tests only: ruff, mypy and import-linter are `make lint` (.ci/run runs both).
 test: sync test-deps
@@ -49,7 +55,7 @@ test: sync test-deps
 lint: sync
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy libs/common/src services/*/src launcher/src
+	$(UV) run --frozen mypy libs/common/src services/*/src launcher/src clients/cli/src
 	$(UV) run --frozen lint-imports
 
 bench: sync

@@ -41,6 +41,8 @@ def _served(app: web.Application) -> set[tuple[str, str]]:
             continue
         if path.startswith("/api/v1/docs/"):  # the docs page's Swagger UI assets
             continue
+        if path.startswith("/ui/"):  # the web console's pages, no API (tests/ui)
+            continue
         routes.add((resource_route.method, path))
     return routes
 

@@ -761,6 +761,8 @@ INGRESS_ROUTES = {
     "/api/v1/webhooks/runs": "kriten-api",
     "/api/v1/login": "kriten-api",
     "/api/v1/docs": "kriten-api",
+    "/ui/jobs": "kriten-api",
+    "/ui/static/console.css": "kriten-api",
 }
 # Served by every pod for Prometheus and the kubelet; never through the public entry point.
 NOT_ROUTED = ("/metrics", "/healthz", "/readyz")

@@ -48,6 +48,10 @@ async def test_one_url_serves_api_and_webhooks(kriten: ServiceProcess, tmp_path:
         await scenario.synchronous_task_answers_the_finished_job(client)
         await scenario.running_job_can_be_cancelled(client)
         await scenario.log_follow_streams_while_the_job_runs(client)
+        # The web console is on the same port too (make run's http://127.0.0.1:8080/ui/).
+        status, page = await client.call("GET", "/ui/")
+        assert status == 200
+        assert "hello-kriten" in page
     finally:
         await client.close()
     assert "development_root_password" in kriten.logs()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from kriten_api import audit, jwt_tokens, openapi
+from kriten_api import audit, jwt_tokens, openapi, ui
 from kriten_api.bootstrap import ensure_builtins
 from kriten_api.job_events import JobEvents
 from kriten_api.keys import (
@@ -95,6 +95,8 @@ def create_app(settings: ApiSettings) -> web.Application:
         module.add_routes(app, API_BASE)
     # After the routes it documents (the document itself is built on its first request).
     openapi.add_routes(app, API_BASE)
+    # The web console: pages over the routes above, at /ui/ (not in the API's document).
+    ui.add_routes(app)
     return app
 
 

@@ -56,13 +56,21 @@ def require_item(principal: Principal, resource: str, keys: Iterable[str], acces
         raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
 
 
+def may_owner_or(
+    principal: Principal, *, owner_id: str, resource: str, resource_id: str, access: Access
+) -> bool:
+    """Owners act on their own items (tokens, webhooks, cronjobs, jobs) without any role;
+    everyone else needs the permission on the item."""
+    return owner_id == principal.user_id or may(principal, resource, resource_id, access)
+
+
 def require_owner_or(
     principal: Principal, *, owner_id: str, resource: str, resource_id: str, access: Access
 ) -> None:
-    """Owners act on their own items (tokens, webhooks, cronjobs, jobs) without any role;
-    everyone else needs the permission on the item."""
-    if owner_id != principal.user_id:
-        require(principal, resource, resource_id, access)
+    if not may_owner_or(
+        principal, owner_id=owner_id, resource=resource, resource_id=resource_id, access=access
+    ):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
 
 
 def may_read_job(principal: Principal, job: Job) -> bool:
@@ -86,21 +94,29 @@ def require_admin(principal: Principal) -> None:
         raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
 
 
-def require_owner_or_admin(principal: Principal, *, owner_id: str) -> None:
+def may_owner_or_admin(principal: Principal, *, owner_id: str) -> bool:
     """For acts that no resource permission may delegate: a webhook's new secret lets its
     holder start the owner's task as the owner, so rotating it (which shows the secret) is
     for the owner, or an admin, alone; `webhooks:write` is not enough."""
-    if owner_id != principal.user_id:
-        require_admin(principal)
+    return owner_id == principal.user_id or is_admin(principal)
 
 
-def require_run_as_owner(principal: Principal, *, owner_id: str, task: str) -> None:
+def require_owner_or_admin(principal: Principal, *, owner_id: str) -> None:
+    if not may_owner_or_admin(principal, owner_id=owner_id):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
+
+
+def may_run_as_owner(principal: Principal, *, owner_id: str, task: str) -> bool:
     """Starting a job that runs with another user's permissions (a webhook's test delivery
     or redelivery runs as the webhook's owner): a non-owner must also be allowed to run
     the task themselves (`jobs:write` on it), or access to the webhook alone would let
     them run, with a body of their choosing, what only its owner may run."""
-    if owner_id != principal.user_id:
-        require(principal, "jobs", task, "write")
+    return owner_id == principal.user_id or may(principal, "jobs", task, "write")
+
+
+def require_run_as_owner(principal: Principal, *, owner_id: str, task: str) -> None:
+    if not may_run_as_owner(principal, owner_id=owner_id, task=task):
+        raise errors.Forbidden(errors.FORBIDDEN_MESSAGE)
 
 
 def require_runner_use(principal: Principal, runner: str) -> None:

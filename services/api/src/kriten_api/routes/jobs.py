@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
+from typing import get_args
 
 from aiohttp import web
+from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,12 +24,13 @@ from kriten_common import errors
 from kriten_common.admission import admit
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
 from kriten_common.logging import bind_ids, current_id
-from kriten_common.messages import JobCancelRequested
+from kriten_common.messages import JobCancelRequested, JobSource
 
 # A followed log re-reads the job this often for new output (and re-checks the caller's
 # credential); the job's end wakes it at once (`job.finished`), without waiting for this.
 FOLLOW_OUTPUT_SECONDS = 1.0
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_SOURCES = get_args(JobSource)
 
 
 async def _load_job(request: web.Request, session: AsyncSession) -> Job:
@@ -87,15 +91,43 @@ async def _wait_woken_final(request: web.Request, job_id: str) -> Job | None:
             await wait_woken(finished, min(remaining, job_events.FINISH_RECHECK_SECONDS))
 
 
-async def list_jobs(request: web.Request) -> web.Response:
-    principal = await authenticate(request)
-    conditions = []
-    for field in ("task", "owner", "status"):
+def _moment(request: web.Request, name: str) -> datetime | None:
+    """An ISO 8601 time query parameter (UTC when it names no offset), or None."""
+    raw = request.query.get(name)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise errors.InvalidInput(f"{name} must be an ISO 8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _list_conditions(request: web.Request) -> list[ColumnElement[bool]]:
+    """The list's filters: equality on task, owner, status and source; a range of
+    `created_at` (`since` inclusive, `until` exclusive)."""
+    conditions: list[ColumnElement[bool]] = []
+    for field, allowed in (
+        ("task", ()),
+        ("owner", ()),
+        ("status", JOB_STATUSES),
+        ("source", JOB_SOURCES),
+    ):
         value = request.query.get(field)
         if value:
-            if field == "status" and value not in JOB_STATUSES:
-                raise errors.InvalidInput(f"status must be one of {', '.join(JOB_STATUSES)}")
+            if allowed and value not in allowed:
+                raise errors.InvalidInput(f"{field} must be one of {', '.join(allowed)}")
             conditions.append(getattr(Job, field) == value)
+    if (since := _moment(request, "since")) is not None:
+        conditions.append(col(Job.created_at) >= since)
+    if (until := _moment(request, "until")) is not None:
+        conditions.append(col(Job.created_at) < until)
+    return conditions
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    principal = await authenticate(request)
+    conditions = _list_conditions(request)
     query = select(Job).where(*conditions).order_by(col(Job.created_at).desc(), col(Job.id))
     keys, owner = [col(Job.task)], col(Job.owner_id)
     query = visible_to(query, principal, "jobs", keys=keys, owner=owner)
@@ -179,6 +211,17 @@ def add_routes(app: web.Application, base: str) -> None:
         Query("task", {"type": "string"}, "Only this task's jobs"),
         Query("owner", {"type": "string"}, "Only this user's jobs (a username)"),
         Query("status", {"enum": list(JOB_STATUSES)}, "Only jobs in this status"),
+        Query("source", {"enum": list(JOB_SOURCES)}, "Only jobs started this way"),
+        Query(
+            "since",
+            {"type": "string", "format": "date-time"},
+            "Only jobs requested at or after this time (ISO 8601; UTC without an offset)",
+        ),
+        Query(
+            "until",
+            {"type": "string", "format": "date-time"},
+            "Only jobs requested before this time (ISO 8601; UTC without an offset)",
+        ),
     ]
     route(
         app,

@@ -77,8 +77,9 @@ class JobSummaryPublic(Out):
 
 
 class JobPublic(JobSummaryPublic):
-    """A job, with its output."""
+    """A job, with its input and its output."""
 
+    input: str = Field(description="The input as given to the task (`EXTRA_VARS`)")
     stdout: str
     json_data: Any
 
