@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from kriten_api import jwt_tokens, ldap_auth, passwords
-from kriten_api.authentication import presented_claims, verified_claims
+from kriten_api.authentication import check_same_origin, presented_claims, verified_claims
 from kriten_api.keys import LDAP_CONFIG, LOGIN_LIMITER, SESSIONS, SETTINGS
 from kriten_api.login_limits import LoginLimiter
 from kriten_api.openapi import Query, route
@@ -73,6 +73,10 @@ def request_client_address(request: web.Request) -> str:
 
 
 async def login(request: web.Request) -> web.Response:
+    # Login CSRF: a page on another site must not log the visitor's browser in to an
+    # account of its choosing (whose activity it could then watch). The same check as a
+    # cookie-authenticated change; clients that are not browsers send neither marker.
+    check_same_origin(request)
     data = validate(LoginIn, await read_body(request, LoginIn))
     username, password, provider = data.username, data.password, data.provider
     directory = request.app.get(LDAP_CONFIG)
