@@ -127,3 +127,39 @@ async def test_a_login_from_another_site_is_refused(api: ApiClient) -> None:
             "/api/v1/login", data=body, headers={**headers, "Content-Type": "application/json"}
         )
         assert response.status == 200, headers
+
+
+@pytest.fixture
+def public_settings(api_settings: ApiSettings) -> ApiSettings:
+    return api_settings.model_copy(update={"public_url": "https://kriten.example.org/"})
+
+
+async def test_the_public_url_is_an_own_origin(
+    public_settings: ApiSettings, build_api: BuildApi
+) -> None:
+    api = await build_api(public_settings)
+    cookie = await _cookie(api)
+    ok = await _post(api, {**cookie, "Origin": "https://kriten.example.org"}, "application/json")
+    assert ok.status == 200, await ok.text()
+    # Forwarded headers from a peer that is not a trusted proxy are not believed.
+    forged = {**cookie, "Origin": EVIL, "X-Forwarded-Host": "evil.example"}
+    refused = await _post(api, {**forged, "X-Forwarded-Proto": "https"}, "application/json")
+    assert refused.status == 403
+
+
+async def test_forwarded_headers_from_a_trusted_proxy_are_believed(
+    api_settings: ApiSettings, build_api: BuildApi
+) -> None:
+    settings = api_settings.model_copy(
+        update={"trusted_proxies": parse_networks(["127.0.0.1/32", "::1/128"])}
+    )
+    api = await build_api(settings)
+    cookie = await _cookie(api)
+    proxied = {
+        **cookie,
+        "Origin": "https://kriten.internal",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "kriten.internal",
+    }
+    response = await _post(api, proxied, "application/json")
+    assert response.status == 200, await response.text()
