@@ -9,6 +9,7 @@ from argon2.profiles import get_default_parameters
 
 from kriten_api import passwords
 from tests.broker_fixtures import amqp_prefix, amqp_url, topology
+from tests.callback_receiver import serve_receiver
 from tests.db_fixtures import (
     database_backend,
     database_url,
@@ -35,6 +36,7 @@ __all__ = [
     "postgres_admin_url",
     "postgres_template",
     "postgres_url",
+    "serve_receiver",
     "sqlite_template",
     "sqlite_url",
     "topology",

@@ -214,6 +214,12 @@ def _tasks() -> dict[tuple[str, str], Case]:
         ("GET", "/tasks/{name}/schema"): Case("tasks", readable(), item, other),
         ("POST", "/tasks/{name}/schema"): Case("tasks", writable(), item, body={"type": "object"}),
         ("PUT", "/tasks/{name}/schema"): Case("tasks", writable(), item, body={"type": "object"}),
+        # The callback secret signs what the task's receivers trust: write, as editing
+        # the callbacks needs; their delivery log is the task's to whoever may read it.
+        ("POST", "/tasks/{name}/callback_secret/rotate"): Case(
+            "tasks", writable(), item, body={"grace_seconds": 0}
+        ),
+        ("GET", "/tasks/{name}/callback_deliveries"): Case("tasks", readable(), item, other),
     }
 
 

@@ -26,7 +26,7 @@ from kriten_collector.retention import add_retention, retention_context, retenti
 from kriten_collector.settings import CollectorSettings
 from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import Job, WebhookDelivery
+from kriten_common.db.models import CallbackDelivery, Job, WebhookDelivery
 from kriten_common.http import METRICS_REGISTRY
 from kriten_common.retention import (
     API_LOCK_KEY,
@@ -101,6 +101,7 @@ def settings(**values: Any) -> CollectorSettings:
         "job_retention_days": 0,
         "job_output_retention_days": 0,
         "delivery_retention_hours": 0,
+        "callback_retention_hours": 0,
     }
     return CollectorSettings(**{**defaults, **values})
 
@@ -191,9 +192,35 @@ async def test_zero_keeps_everything_forever(db_sessions: SessionFactory) -> Non
     assert await stored_deliveries(db_sessions) == ["ancient"]
 
 
+async def test_old_callback_deliveries_are_deleted(db_sessions: SessionFactory) -> None:
+    def attempt(name: str, at: datetime) -> CallbackDelivery:
+        return CallbackDelivery(
+            id=name,
+            task="t",
+            job_id="t-1",
+            url="https://a.example/",
+            event="succeeded",
+            webhook_id="msg_1",
+            attempt=1,
+            attempted_at=at,
+        )
+
+    await store(db_sessions, attempt("old", OLD), attempt("recent", RECENT))
+    counts = await purger(db_sessions, callback_retention_hours=48).run_once()
+    assert counts == {"callback_deliveries": 1}
+    async with db_sessions() as session:
+        kept = (await session.exec(select(CallbackDelivery.id))).all()
+    assert list(kept) == ["recent"]
+
+
 def test_the_defaults_keep_jobs_and_purge_deliveries_after_a_week() -> None:
     rules = {rule.name: rule.retention for rule in retention_rules(CollectorSettings())}
-    assert rules == {"jobs": None, "job_output": None, "webhook_deliveries": timedelta(days=7)}
+    assert rules == {
+        "jobs": None,
+        "job_output": None,
+        "webhook_deliveries": timedelta(days=7),
+        "callback_deliveries": timedelta(days=7),
+    }
 
 
 async def test_batches_are_bounded_and_metrics_move(db_sessions: SessionFactory) -> None:

@@ -25,6 +25,7 @@ from kriten_common.amqp import (
 from kriten_common.backoff import RETRY_DELAYS_SECONDS
 from kriten_common.clock import utcnow
 from kriten_common.messages import (
+    ConfigChanged,
     Event,
     JobDispatched,
     JobFinished,
@@ -316,7 +317,8 @@ def finished(job_id: str) -> JobFinished:
 async def test_a_notification_without_listener_is_dropped_quietly(
     amqp_url: str, topology: Topology
 ) -> None:
-    """`job.finished` with no api running: no error, no warning, alone or batched."""
+    """`job.finished` with no api running (only the callbacks' queue takes it): no
+    error, no warning, alone or batched."""
     connection = await connect(amqp_url)
     async with connection:
         publisher = Publisher(connection, topology)
@@ -330,18 +332,23 @@ async def test_a_notification_without_listener_is_dropped_quietly(
     assert [e for e in logged if e["log_level"] in ("warning", "error", "critical")] == []
 
 
+def unrouted(name: str) -> ConfigChanged:
+    # `config.changed` has no work queue: only per-instance broadcast queues listen.
+    return ConfigChanged(kind="task", name=name)
+
+
 async def test_a_mandatory_publish_without_queue_still_raises(
     amqp_url: str, topology: Topology
 ) -> None:
-    """No queue for `job.finished` in the topology: mandatory, it is a bug, and says so."""
+    """No queue for `config.changed` in the topology: mandatory, it is a bug, and says so."""
     connection = await connect(amqp_url)
     async with connection:
         publisher = Publisher(connection, topology)
         await publisher.open()
         with pytest.raises(errors.Unavailable):
-            await publisher.publish(finished("lost"))
+            await publisher.publish(unrouted("lost"))
         # A mandatory batch does not carry the flag over to the non-mandatory key's batch.
-        await publisher.publish(finished("quiet"), mandatory=False)
+        await publisher.publish(unrouted("quiet"), mandatory=False)
         await publisher.close()
 
 

@@ -4,7 +4,7 @@ Topology (names start with the configured prefix, `kriten` by default):
 - one durable topic exchange `<prefix>`;
 - a durable quorum queue per consumer (see `WORK_QUEUES`), with a delivery limit so a
   message that keeps crashing its consumer is dead-lettered instead of looping;
-- per work queue, delay queues `<queue>.retry.<n>s` (1, 5, 30 and 120 s) whose expired
+- per work queue, delay queues `<queue>.retry.<n>s` (1, 5, 30, 120, 600 and 3600 s) whose expired
   messages dead-letter straight back to that work queue (not to the exchange, so a retry
   reaches only the consumer that failed, not every subscriber); the retry schedule that
   uses them is in `kriten_common.backoff`;
@@ -71,6 +71,8 @@ log = get_logger(__name__)
 DISPATCHER_JOBS = "dispatcher.job-requested"
 DISPATCHER_CONTROL = "dispatcher.control"
 COLLECTOR_EVENTS = "collector.events"
+# The collector's completion callbacks: a durable copy of every `job.finished`.
+COLLECTOR_CALLBACKS = "collector.callbacks"
 # Consumer queue → the routing keys bound to it.
 WORK_QUEUES: dict[str, tuple[str, ...]] = {
     DISPATCHER_JOBS: (messages.JobRequested.routing_key,),
@@ -81,6 +83,7 @@ WORK_QUEUES: dict[str, tuple[str, ...]] = {
         messages.JobDispatchFailed.routing_key,
         messages.WebhookDelivered.routing_key,
     ),
+    COLLECTOR_CALLBACKS: (messages.JobFinished.routing_key,),
 }
 DELIVERY_LIMIT = 20
 PUBLISH_TIMEOUT_SECONDS = 10.0

@@ -122,6 +122,10 @@ class CommonSettings(BaseSettings):
     # The api (login limits) and the ingress (allow-lists) read the client address with
     # the same rule (kriten_common.client_address).
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    # Networks completion callbacks may reach although they are not public (loopback,
+    # private ranges: SSRF); none by default. The api checks a URL's literal address
+    # when a task is saved, the collector every resolved address before it connects.
+    callback_allowed_networks: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     # Most events per published message (group commit); 1 publishes each event alone.
     publish_max_batch: int = Field(default=100, ge=1)
 
@@ -142,7 +146,7 @@ class CommonSettings(BaseSettings):
             file_secret_settings,
         )
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "callback_allowed_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: Any) -> Any:
         if isinstance(value, str):

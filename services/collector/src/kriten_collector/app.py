@@ -10,7 +10,9 @@ from datetime import timedelta
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from kriten_collector.callback_sender import new_session
 from kriten_collector.collecting import Collector
+from kriten_collector.completion_callbacks import CompletionCallbacks
 from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import JobStore
 from kriten_collector.keys import CONNECTION, METRICS, PUBLISHER, SESSIONS, SETTINGS
@@ -19,7 +21,7 @@ from kriten_collector.ports import JobObserver
 from kriten_collector.reconcile import Reconciler, ReconcileSettings
 from kriten_collector.retention import add_retention
 from kriten_collector.settings import CollectorSettings
-from kriten_common.amqp import COLLECTOR_EVENTS, Consumer, Topology
+from kriten_common.amqp import COLLECTOR_CALLBACKS, COLLECTOR_EVENTS, Consumer, Topology
 from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.http import METRICS_REGISTRY, create_service_app
 from kriten_common.service import broker_context, database_context
@@ -48,6 +50,7 @@ def create_app(settings: CollectorSettings) -> web.Application:
     app.cleanup_ctx.append(database_context(settings, SESSIONS, pre_ping=False))
     app.cleanup_ctx.append(broker_context(settings, CONNECTION, PUBLISHER))
     app.cleanup_ctx.append(_collecting)
+    app.cleanup_ctx.append(_calling_back)
     add_retention(app)  # the purge loop (stopped first)
     return app
 
@@ -93,3 +96,27 @@ async def _collecting(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await observer.close()
+
+
+async def _calling_back(app: web.Application) -> AsyncIterator[None]:
+    """The completion callbacks' consumer: off every request path, on its own queue, so
+    a slow receiver holds back neither job events nor other callbacks' retries."""
+    settings = app[SETTINGS]
+    http = new_session(settings.callback_allowed_networks)
+    callbacks = CompletionCallbacks(
+        sessions=app[SESSIONS], http=http, settings=settings, metrics=app[METRICS]
+    )
+    consumer = Consumer(
+        connection=app[CONNECTION],
+        topology=Topology(settings.amqp_prefix),
+        consumer=COLLECTOR_CALLBACKS,
+        handler=callbacks.handle,
+        # The handler decides when a callback is given up on (the delivery log counts
+        # its attempts); one more so that the consumer never dead-letters first.
+        max_attempts=settings.callback_max_attempts + 1,
+        metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
+    )
+    await consumer.start()
+    yield
+    await consumer.stop(settings.shutdown_grace_seconds)
+    await http.close()

@@ -134,6 +134,7 @@ class Collector:
             )
             for job in jobs
         ]
-        # Not mandatory: its only listeners are the api replicas' per-instance queues, and
-        # with no api running a finished job has no one to wake, which is not an error.
+        # Not mandatory: besides the completion callbacks' queue (always declared), its
+        # listeners are the api replicas' per-instance queues, and with no api running a
+        # finished job has no one to wake, which is not an error.
         await self._publisher.publish(*events, mandatory=False)

@@ -22,6 +22,8 @@ NEW = "new"
 # From a failed checkout (a second) to a long playbook (hours).
 DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
+# A callback's call: from a local receiver (milliseconds) to its timeout (10 s).
+CALLBACK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A job state change the store committed: from, to, task, and for a job that ended
 # after it started, how long it ran.
 Transition = tuple[str, str, str, float | None]
@@ -52,9 +54,26 @@ class CollectorMetrics:
             registry=registry,
             buckets=BATCH_BUCKETS,
         )
+        self._callbacks = Counter(
+            "kriten_collector_callbacks_total",
+            "Calls to tasks' completion callbacks, by outcome: delivered (2xx), failed (to be"
+            " retried), refused (a non-public address), abandoned (no retry follows)",
+            ("outcome",),
+            registry=registry,
+        )
+        self._callback_seconds = Histogram(
+            "kriten_collector_callback_seconds",
+            "How long each call to a completion callback took, failed ones included",
+            registry=registry,
+            buckets=CALLBACK_BUCKETS,
+        )
         self._transition_children: dict[tuple[str, str], Counter] = {}
         self._duration_children: dict[tuple[str, str], Histogram] = {}
         self._tasks: set[str] = set()
+
+    def callback_called(self, outcome: str, seconds: float) -> None:
+        self._callbacks.labels(outcome).inc()
+        self._callback_seconds.observe(seconds)
 
     def batch_sizes(self, store: str) -> Histogram:
         """The batch-size histogram of `store`, to `observe` each committed batch's size."""

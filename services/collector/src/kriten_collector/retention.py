@@ -11,6 +11,8 @@ start and then every `KRITEN_RETENTION_INTERVAL_SECONDS`, in batches of
   exit code, error) is kept.
 - `webhook_deliveries`: deliveries received more than `KRITEN_DELIVERY_RETENTION_HOURS`
   ago are deleted.
+- `callback_deliveries`: completion callback attempts made more than
+  `KRITEN_CALLBACK_RETENTION_HOURS` ago are deleted.
 
 0 keeps the rows forever. The audit log is the api's table, and the api purges it.
 """
@@ -30,7 +32,7 @@ from sqlmodel import col, select
 
 from kriten_collector.keys import SESSIONS, SETTINGS
 from kriten_collector.settings import CollectorSettings
-from kriten_common.db.models import FINAL_JOB_STATUSES, Job, WebhookDelivery
+from kriten_common.db.models import FINAL_JOB_STATUSES, CallbackDelivery, Job, WebhookDelivery
 from kriten_common.http import METRICS_REGISTRY
 from kriten_common.retention import COLLECTOR_LOCK_KEY, Purger, RetentionMetrics, RetentionRule
 
@@ -83,6 +85,19 @@ def delete_deliveries(cutoff: datetime, batch_size: int) -> UpdateBase:
     )
 
 
+def delete_callback_deliveries(cutoff: datetime, batch_size: int) -> UpdateBase:
+    batch = (
+        select(CallbackDelivery.id)
+        .where(col(CallbackDelivery.attempted_at) < cutoff)
+        .limit(batch_size)
+    )
+    return (
+        delete(CallbackDelivery)
+        .where(col(CallbackDelivery.id).in_(batch.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _kept(days: float) -> timedelta | None:
     return timedelta(days=days) if days > 0 else None
 
@@ -94,6 +109,11 @@ def retention_rules(settings: CollectorSettings) -> list[RetentionRule]:
         RetentionRule("job_output", _kept(settings.job_output_retention_days), clear_job_output),
         RetentionRule(
             "webhook_deliveries", _kept(settings.delivery_retention_hours / 24), delete_deliveries
+        ),
+        RetentionRule(
+            "callback_deliveries",
+            _kept(settings.callback_retention_hours / 24),
+            delete_callback_deliveries,
         ),
     ]
 

@@ -27,3 +27,13 @@ class CollectorSettings(CommonSettings):
     reconcile_interval_seconds: float = Field(default=60.0, gt=0)
     reconcile_running_grace_seconds: float = Field(default=120.0, ge=0)
     reconcile_queued_grace_seconds: float = Field(default=3600.0, ge=0)
+    # Completion callbacks (kriten_collector.callback_sender): the base of the job's log
+    # link in their body (else a path alone), the wait before the first retry (later
+    # ones grow to an hour, see kriten_collector.callback_schedule), the most attempts
+    # per callback (30: about a day), each call's timeout, and how long the delivery log
+    # keeps an attempt (0 keeps forever).
+    public_url: str | None = None
+    callback_first_retry_seconds: float = Field(default=5.0, gt=0)
+    callback_max_attempts: int = Field(default=30, ge=1)
+    callback_timeout_seconds: float = Field(default=10.0, gt=0)
+    callback_retention_hours: float = Field(default=168.0, ge=0)

@@ -1,8 +1,9 @@
 """The SQLModel tables, one metadata. Only a table's owning service writes it.
 
 api owns users, groups, roles, bindings, tokens, runners, tasks, webhooks;
-the collector owns jobs. Secrets are stored encrypted (`*_encrypted` columns hold
-Fernet tokens from `kriten_common.crypto`).
+the collector owns jobs and the delivery logs (webhook deliveries, callback deliveries).
+Secrets are stored encrypted (`*_encrypted` columns hold Fernet tokens from
+`kriten_common.crypto`).
 """
 
 from __future__ import annotations
@@ -151,6 +152,13 @@ class Task(SQLModel, table=True):
     schema_: dict[str, Any] | None = Field(default=None, sa_column=Column("schema", JSON))
     timeout_seconds: int | None = None
     description: str = ""
+    # Completion callbacks: `[{"url": ..., "events": [...]}]` (kriten_common.callbacks),
+    # signed with the task's own secret (a `whsec_` key, encrypted; the previous one
+    # signs too until it expires, after a rotation).
+    callbacks: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    callback_secret_encrypted: str | None = Field(default=None, sa_type=Text)
+    previous_callback_secret_encrypted: str | None = Field(default=None, sa_type=Text)
+    previous_callback_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = created_column()
     updated_at: datetime = created_column()
 
@@ -262,3 +270,30 @@ class WebhookDelivery(SQLModel, table=True):
     secret_matched: str | None = None
     headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     body: str | None = Field(default=None, sa_type=Text)
+
+
+class CallbackDelivery(SQLModel, table=True):
+    """The callback delivery log: one row per attempt to call a task's completion
+    callback for a finished job (the collector writes). `delivered` marks the attempt
+    the receiver took (2xx); `gave_up` the last one, after which no retry follows."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (
+        Index("ix_callback_deliveries_task_attempted", "task", "attempted_at"),
+        Index("ix_callback_deliveries_job_url", "job_id", "url"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    task: str
+    job_id: str
+    url: str = Field(sa_type=Text)
+    event: str
+    webhook_id: str
+    attempt: int
+    # Indexed alone too: the retention purge deletes by age.
+    attempted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+    status_code: int | None = None
+    latency_ms: int | None = None
+    error: str | None = Field(default=None, sa_type=Text)
+    delivered: bool = False
+    gave_up: bool = False

@@ -1,4 +1,5 @@
-"""`/tasks`: a command run on a runner, with an optional JSON Schema for its input."""
+"""`/tasks`: a command run on a runner, with an optional JSON Schema for its input and
+optional completion callbacks (their secret and delivery log: `routes/task_callbacks.py`)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ from kriten_api.authentication import authenticate
 from kriten_api.authz import require, require_runner_use, visible_to
 from kriten_api.config_events import publish_config_changed
 from kriten_api.fields import same_name
-from kriten_api.keys import SESSIONS
+from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import route
 from kriten_api.schemas import DeletedOut, JsonObjectIn, JsonSchemaOut, dump, read_body, validate
 from kriten_api.schemas.tasks import TaskBase, TaskCreate, TaskPublic, TaskUpdate
 from kriten_common import errors
+from kriten_common.callbacks import new_secret, refused_literal
+from kriten_common.client_address import IPNetwork
 from kriten_common.clock import utcnow
 from kriten_common.db.models import CronJob, Runner, Task, Webhook
 from kriten_common.http import read_json_object
@@ -25,7 +28,12 @@ from kriten_common.task_schemas import check_schema
 
 
 async def _apply(
-    session: AsyncSession, task: Task, data: TaskBase, *, principal: Principal
+    session: AsyncSession,
+    task: Task,
+    data: TaskBase,
+    *,
+    principal: Principal,
+    allowed: tuple[IPNetwork, ...],
 ) -> None:
     """The fields `data` was given, onto `task`: the checks that need the database or the
     caller are here, the others in the model."""
@@ -53,6 +61,12 @@ async def _apply(
         task.timeout_seconds = data.timeout_seconds
     if "description" in given:
         task.description = data.description or ""
+    if "callbacks" in given:
+        for callback in data.callbacks or []:
+            # Here, not in the model: the operator's allowance is a setting.
+            if reason := refused_literal(callback["url"], allowed):
+                raise errors.InvalidInput(f"{reason} (KRITEN_CALLBACK_ALLOWED_NETWORKS)")
+        task.callbacks = data.callbacks or None
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -68,15 +82,31 @@ async def create_task(request: web.Request) -> web.Response:
     principal = await authenticate(request)
     require(principal, "tasks", "*", "write")
     data = validate(TaskCreate, await read_body(request, TaskCreate))
-    task = Task(name=data.name, runner="", command="")
+    # Every task gets its callback secret at birth, shown this once.
+    secret = new_secret()
+    task = Task(
+        name=data.name,
+        runner="",
+        command="",
+        callback_secret_encrypted=request.app[SECRET_BOX].encrypt(secret),
+    )
+    allowed = request.app[SETTINGS].callback_allowed_networks
     async with request.app[SESSIONS]() as session:
-        await _apply(session, task, data, principal=principal)
+        await _apply(session, task, data, principal=principal, allowed=allowed)
         session.add(task)
         try:
             await session.commit()
         except IntegrityError:
             raise errors.Conflict(f"task {data.name!r} already exists") from None
-    return web.json_response(dump(TaskPublic.model_validate(task)))
+    return web.json_response(task_answer(task, secret=secret))
+
+
+def task_answer(task: Task, *, secret: str | None = None) -> object:
+    """A task's answer; with its callback secret only when it was just made."""
+    answer = TaskPublic.model_validate(task)
+    if secret is not None:
+        answer.callback_secret = secret
+    return dump(answer)
 
 
 async def load_task(request: web.Request, session: AsyncSession, *, write: bool) -> Task:
@@ -102,12 +132,23 @@ async def update_task(request: web.Request) -> web.Response:
         # The values are checked once the caller may change the task, as before.
         data = validate(TaskUpdate, body)
         same_name(body, task.name)
-        await _apply(session, task, data, principal=await authenticate(request))
+        await _apply(
+            session,
+            task,
+            data,
+            principal=await authenticate(request),
+            allowed=request.app[SETTINGS].callback_allowed_networks,
+        )
+        secret = None
+        if task.callbacks and task.callback_secret_encrypted is None:
+            # A task made before callbacks existed gets its secret with its first ones.
+            secret = new_secret()
+            task.callback_secret_encrypted = request.app[SECRET_BOX].encrypt(secret)
         task.updated_at = utcnow()
         session.add(task)
         await session.commit()
     await publish_config_changed(request.app, "task", task.name)
-    return web.json_response(dump(TaskPublic.model_validate(task)))
+    return web.json_response(task_answer(task, secret=secret))
 
 
 async def delete_task(request: web.Request) -> web.Response:

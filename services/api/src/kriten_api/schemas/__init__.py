@@ -22,30 +22,22 @@ code behind.
 
 from __future__ import annotations
 
-from datetime import datetime
 from functools import cache
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, PlainSerializer, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 
 from kriten_common import errors
+
+# The answers' base, time format and JSON dump are shared with the collector (a job's
+# answer is its callbacks' body): defined once there, re-exported here.
+from kriten_common.answers import Out as Out
+from kriten_common.answers import Timestamp as Timestamp
+from kriten_common.answers import dump as dump
 from kriten_common.http import read_json_object
 
 Model = TypeVar("Model", bound=BaseModel)
-
-
-class Out(BaseModel):
-    # `from_attributes`: an answer is built from its row, `XPublic.model_validate(row)`.
-    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True, from_attributes=True)
-
-
-def _isoformat(moment: datetime) -> str:
-    return moment.isoformat()
-
-
-Timestamp = Annotated[datetime, PlainSerializer(_isoformat, return_type=str)]
-"""A row's time in an answer: `isoformat()` (`+00:00`), as the api has always answered."""
 
 
 def _document_accepted_fields(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -120,12 +112,6 @@ def accepted_fields(model: type[In], body: dict[str, Any]) -> dict[str, Any]:
 async def read_body(request: web.Request, model: type[In]) -> dict[str, Any]:
     """The request's JSON object, its keys as `accepted_fields` gives them."""
     return accepted_fields(model, await read_json_object(request))
-
-
-def dump(model: BaseModel) -> Any:
-    """The JSON value of an answer. Unset optional fields are left out, not null: some
-    answers carry a field only sometimes (a job's `start_time`, a create's `key`)."""
-    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 # Pydantic's error types, in the words the handlers' own checks have always used.

@@ -8,11 +8,20 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
 from kriten_api.fields import check_name
 from kriten_api.schemas import In, Out, Timestamp
+from kriten_api.schemas.webhooks import MAX_GRACE_SECONDS
 from kriten_common import errors
+from kriten_common.callbacks import EVENTS, MAX_CALLBACKS, check_callbacks
 from kriten_common.task_schemas import check_schema
 
 # The largest timeout the database's integer column holds.
 MAX_TIMEOUT_SECONDS = 2**31 - 1
+
+
+class CallbackPublic(Out):
+    """A completion callback: where the finished job is posted, and for which statuses."""
+
+    url: str
+    events: list[str] = Field(description=f"Some of: {', '.join(EVENTS)}")
 
 
 class TaskPublic(Out):
@@ -26,8 +35,23 @@ class TaskPublic(Out):
     )
     timeout_seconds: int | None
     description: str
+    callbacks: list[CallbackPublic] = Field(
+        description="Called when a job ends (docs/callbacks.md)"
+    )
+    callback_secret: str | None = Field(
+        default=None,
+        description=(
+            "The `whsec_` secret signing the callbacks: shown once, by create, by rotate,"
+            " and by the update that gives an older task its first callbacks"
+        ),
+    )
     created_at: Timestamp
     updated_at: Timestamp
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
 
 
 class TaskBase(In):
@@ -45,6 +69,20 @@ class TaskBase(In):
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     timeout_seconds: int | None = Field(default=None, description="A positive integer")
     description: str | None = None
+    callbacks: list[dict[str, Any]] | None = Field(
+        default=None,
+        description=(
+            f'At most {MAX_CALLBACKS} `{{"url": ..., "events": [...]}}`: an absolute http(s)'
+            f" URL without credentials, and some of {', '.join(EVENTS)} (all when left"
+            " out); null or [] removes them"
+        ),
+    )
+
+    @field_validator("callbacks", mode="before")
+    @classmethod
+    def _usable_callbacks(cls, value: Any) -> Any:
+        # Before the type check, so that each mistake is named in the rule's own words.
+        return None if value is None else check_callbacks(value)
 
     @field_validator("runner", "command", mode="before")
     @classmethod
@@ -92,3 +130,34 @@ class TaskCreate(TaskBase):
 
 class TaskUpdate(TaskBase):
     """A merge: only the fields given change."""
+
+
+class CallbackSecretRotate(In):
+    grace_seconds: int | None = Field(
+        default=None,
+        description="How long the previous secret keeps signing too (default a day; 0: not)",
+    )
+
+    @field_validator("grace_seconds")
+    @classmethod
+    def _grace_range(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= MAX_GRACE_SECONDS:
+            raise errors.InvalidInput(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
+        return value
+
+
+class CallbackDeliveryPublic(Out):
+    """One attempt to call a completion callback (the delivery log)."""
+
+    id: str
+    job_id: str
+    url: str
+    event: str
+    webhook_id: str = Field(description="The same on every attempt for one job and URL")
+    attempt: int
+    attempted_at: Timestamp
+    status_code: int | None = Field(description="null when no answer came")
+    latency_ms: int | None
+    error: str | None
+    delivered: bool
+    gave_up: bool = Field(description="The last attempt: no retry follows")

@@ -1,0 +1,85 @@
+"""A task's completion callbacks: rotating the secret that signs them, and reading their
+delivery log (written by the collector, which makes the calls; docs/callbacks.md).
+
+Rotating needs the right to change the task, as editing its callbacks does; the
+delivery log is readable by whoever may read the task.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiohttp import web
+from sqlmodel import col, select
+
+from kriten_api.keys import SECRET_BOX, SESSIONS
+from kriten_api.listing import Window, list_response, paginate
+from kriten_api.openapi import Query, route
+from kriten_api.routes.tasks import load_task, task_answer
+from kriten_api.routes.webhooks import DEFAULT_GRACE_SECONDS, optional_body
+from kriten_api.schemas import dump, validate
+from kriten_api.schemas.tasks import CallbackDeliveryPublic, CallbackSecretRotate, TaskPublic
+from kriten_common.callbacks import new_secret
+from kriten_common.clock import utcnow
+from kriten_common.db.models import CallbackDelivery
+
+
+async def rotate_callback_secret(request: web.Request) -> web.Response:
+    """A new secret (shown once); the current one keeps signing beside it for
+    `grace_seconds` (a day by default; 0: stops at once), so a receiver can switch."""
+    data = validate(CallbackSecretRotate, await optional_body(request, CallbackSecretRotate))
+    grace = DEFAULT_GRACE_SECONDS if data.grace_seconds is None else data.grace_seconds
+    secret = new_secret()
+    box = request.app[SECRET_BOX]
+    async with request.app[SESSIONS]() as session:
+        task = await load_task(request, session, write=True)
+        if grace > 0 and task.callback_secret_encrypted is not None:
+            task.previous_callback_secret_encrypted = task.callback_secret_encrypted
+            task.previous_callback_secret_expires_at = utcnow() + timedelta(seconds=grace)
+        else:
+            task.previous_callback_secret_encrypted = None
+            task.previous_callback_secret_expires_at = None
+        task.callback_secret_encrypted = box.encrypt(secret)
+        task.updated_at = utcnow()
+        session.add(task)
+        await session.commit()
+    return web.json_response(task_answer(task, secret=secret))
+
+
+async def list_callback_deliveries(request: web.Request) -> web.Response:
+    """Newest first; `?job_id=` narrows to one job's calls."""
+    async with request.app[SESSIONS]() as session:
+        task = await load_task(request, session, write=False)
+        query = (
+            select(CallbackDelivery)
+            .where(col(CallbackDelivery.task) == task.name)
+            .order_by(col(CallbackDelivery.attempted_at).desc(), col(CallbackDelivery.id))
+        )
+        if job_id := request.query.get("job_id"):
+            query = query.where(col(CallbackDelivery.job_id) == job_id)
+        rows, total = await paginate(session, query, Window.of(request))
+    return list_response([dump(CallbackDeliveryPublic.model_validate(r)) for r in rows], total)
+
+
+def add_routes(app: web.Application, base: str) -> None:
+    item = f"{base}/tasks/{{name}}"
+    route(
+        app,
+        "POST",
+        f"{item}/callback_secret/rotate",
+        rotate_callback_secret,
+        summary="Rotate a task's callback secret (the new one shown once)",
+        request=CallbackSecretRotate,
+        request_required=False,
+        response=TaskPublic,
+    )
+    route(
+        app,
+        "GET",
+        f"{item}/callback_deliveries",
+        list_callback_deliveries,
+        summary="A task's completion callback delivery log (one row per attempt)",
+        response=CallbackDeliveryPublic,
+        listing=True,
+        query=[Query("job_id", {"type": "string"}, "Only this job's calls")],
+    )
