@@ -803,12 +803,17 @@ def ingress_problems(objects: Objects) -> list[str]:
 
 def public_url_problems(objects: Objects) -> list[str]:
     """The api hands out webhook URLs on KRITEN_PUBLIC_URL: the Ingress must serve that
-    host, with TLS when it is https."""
+    host, with TLS when it is https; and the collector links completion callbacks to
+    the job's log under the same URL."""
     config = find(objects, "ConfigMap", "kriten-api-config")
     url = urlsplit(config["data"]["KRITEN_PUBLIC_URL"])
     ingress = find(objects, "Ingress", "kriten")
     hosts = [rule.get("host") for rule in ingress["spec"].get("rules") or []]
     problems = []
+    collector = the_container(find(objects, "Deployment", "kriten-collector"))
+    collector_url = container_environment(objects, NAMESPACE, collector).get("KRITEN_PUBLIC_URL")
+    if collector_url != config["data"]["KRITEN_PUBLIC_URL"]:
+        problems.append(f"the collector's KRITEN_PUBLIC_URL is {collector_url}, not the api's")
     if hosts != [url.hostname]:
         problems.append(f"the Ingress serves {hosts}, KRITEN_PUBLIC_URL is on {url.hostname}")
     tls_hosts = [h for tls in ingress["spec"].get("tls") or [] for h in tls.get("hosts", [])]
@@ -1520,4 +1525,13 @@ def test_public_url_problems_are_reported() -> None:
     assert problems == [
         "the Ingress serves ['kriten.example.com'], KRITEN_PUBLIC_URL is on other.example.com",
         "KRITEN_PUBLIC_URL is https, the Ingress has no TLS for other.example.com",
+    ]
+
+
+def test_a_collector_without_the_public_url_is_reported() -> None:
+    objects = render("overlays/production")
+    collector = the_container(find(objects, "Deployment", "kriten-collector"))
+    collector["env"] = [v for v in collector["env"] if v["name"] != "KRITEN_PUBLIC_URL"]
+    assert public_url_problems(objects) == [
+        "the collector's KRITEN_PUBLIC_URL is None, not the api's"
     ]
