@@ -121,3 +121,20 @@ async def test_a_runner_without_the_token_never_gets_what_was_fetched_with_it(
     final = (await run_one(jobs_dir, without))[-1]
     assert final.state == "failed"
     assert "task.py" not in (final.output or "")
+
+
+async def test_two_dispatchers_sharing_the_jobs_directory_fetch_in_turn(
+    jobs_dir: Path, git_repo: Path
+) -> None:
+    # Two caches are two dispatcher processes: nothing shared but the directory. Git's
+    # shallow fetch fails outright when the other holds `shallow.lock`.
+    first, second = (CheckoutCache(jobs_dir, refresh_seconds=0) for _ in range(2))
+    head = git("rev-parse", "HEAD", cwd=git_repo)
+    for _ in range(8):
+        checkouts = await asyncio.wait_for(
+            asyncio.gather(
+                *(cache.checkout(str(git_repo), "main", None) for cache in (first, second))
+            ),
+            TIMEOUT,
+        )
+        assert {checkout.commit for checkout in checkouts} == {head}

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -105,6 +107,31 @@ def _secrets_in(git_url: str, token: str | None) -> list[str]:
         if password:
             hidden.append(password)
     return hidden
+
+
+@contextlib.asynccontextmanager
+async def _repository_lock(path: Path) -> AsyncIterator[None]:
+    """Held while fetching into a bare repository. A shallow fetch takes git's
+    `shallow.lock` and fails, rather than waits, when another process holds it: another
+    dispatcher sharing the jobs directory. The OS's advisory lock, given up when its
+    descriptor closes (so also when the process dies); polled, so that a cancelled wait
+    leaves nothing behind."""
+    descriptor = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CheckoutFailed(
+                        "another fetch of this repository did not end", ""
+                    ) from None
+                await asyncio.sleep(0.05)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _git_env() -> dict[str, str]:
@@ -191,6 +218,13 @@ class CheckoutCache:
         return bare
 
     async def _fetch(self, key: str, git_url: str, branch: str, token: str | None) -> str:
+        await asyncio.to_thread(
+            (self._root / "repos").mkdir, parents=True, exist_ok=True, mode=0o700
+        )
+        async with _repository_lock(self._root / "repos" / f"{key}.lock"):
+            return await self._fetch_locked(key, git_url, branch, token)
+
+    async def _fetch_locked(self, key: str, git_url: str, branch: str, token: str | None) -> str:
         bare = await self._bare(key)
         hidden = _secrets_in(git_url, token)
         env = _git_env()
