@@ -28,7 +28,7 @@ from kriten_api.migrate import (
     upgrade_database,
 )
 
-HEAD = "0005"
+HEAD = "0006"
 BASE = "0001"
 
 Schema = dict[str, dict[str, Any]]

@@ -93,3 +93,21 @@ async def test_a_replayed_request_reopens_a_job_that_failed_before_it_ran(
     assert (job.status, job.exit_code, job.error) == ("succeeded", 0, None)
     # And a finished execution is final again.
     assert await store.record_update(replace(done, state="failed", exit_code=1)) is None
+
+
+async def test_a_job_ended_by_its_concurrency_key_keeps_its_status_and_key(
+    db_sessions: SessionFactory,
+) -> None:
+    store = JobStore(db_sessions)
+    for job_id, status in (("hello-1", "cancelled"), ("hello-2", "skipped")):
+        await store.record_requested(
+            requested(job_id).model_copy(update={"concurrency_key": "device:7"})
+        )
+        ended = await store.record_dispatch_failed(
+            JobDispatchFailed(job_id=job_id, error="replaced by hello-3", status=status)
+        )
+        assert ended is not None
+        assert ended.status == status
+        job = await _job(db_sessions, job_id)
+        assert (job.status, job.concurrency_key, job.start_time) == (status, "device:7", None)
+        assert job.completion_time is not None

@@ -107,6 +107,10 @@ async def test_jobs_without_an_execution_are_failed_and_announced(
     # Queued past the running grace only: its request may be waiting out a backoff.
     await store.record_requested(requested("t-waiting"))
     await age(db_sessions, "t-waiting", GRACE * 2)
+    # Queued for hours behind the jobs of its concurrency key: waiting its turn.
+    keyed = requested("t-keyed").model_copy(update={"concurrency_key": "device:1"})
+    await store.record_requested(keyed)
+    await age(db_sessions, "t-keyed", QUEUED_GRACE * 2)
 
     connection = await connect(amqp_url)
     async with connection, finished_events(amqp_url, topology) as finished:
@@ -142,6 +146,7 @@ async def test_jobs_without_an_execution_are_failed_and_announced(
     for job_id in ("t-alive", "t-recent"):
         assert (await stored(db_sessions, job_id)).status == "running"
     assert (await stored(db_sessions, "t-waiting")).status == "queued"
+    assert (await stored(db_sessions, "t-keyed")).status == "queued"
 
 
 async def test_an_update_arriving_meanwhile_wins(db_sessions: SessionFactory) -> None:

@@ -33,7 +33,7 @@ from kriten_common.messages import (
     WebhookDelivered,
     decode,
 )
-from kriten_common.outcomes import PermanentError, RetryableError, TransientError
+from kriten_common.outcomes import PermanentError, RetryableError, TransientError, Waiting
 
 pytestmark = pytest.mark.integration
 
@@ -201,6 +201,36 @@ async def test_gives_up_after_max_attempts(amqp_url: str, topology: Topology) ->
         await consumer.stop()
     assert calls == 2
     assert "gave up after 2 attempts" in str((message.headers or {})["x-kriten-reason"])
+
+
+async def test_waiting_uses_no_attempt(amqp_url: str, topology: Topology) -> None:
+    """A job waiting its turn for a busy concurrency key comes back as often as it must."""
+    calls = 0
+    done = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise Waiting("key busy", delay=0)
+        done.set()
+
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        consumer = Consumer(
+            connection=connection,
+            topology=topology,
+            consumer="dispatcher.job-requested",
+            handler=handler,
+            max_attempts=2,
+        )
+        await consumer.start()
+        await publisher.publish(requested("w-1"))
+        await asyncio.wait_for(done.wait(), timeout=30)
+        await consumer.stop()
+    assert calls == 4
 
 
 async def test_undecodable_message_is_dead_lettered(amqp_url: str, topology: Topology) -> None:

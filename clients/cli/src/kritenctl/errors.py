@@ -3,7 +3,7 @@
 | code | meaning |
 | --- | --- |
 | 0 | done (with `--wait` or `-f`: the job succeeded) |
-| 1 | the job ended failed or cancelled |
+| 1 | the job ended failed, cancelled or skipped |
 | 2 | usage: a bad option or argument, an unreadable input file (click's own code) |
 | 3 | not authenticated or not allowed: no credentials, a bad or revoked token (401, 403) |
 | 4 | not found (404) |

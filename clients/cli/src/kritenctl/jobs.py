@@ -19,7 +19,7 @@ from kritenctl.inputs import read_raw
 from kritenctl.output import Format, emit_data, show_item, show_list, show_message
 from kritenctl.state import OutputOption, state_of
 
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "skipped")
 COLUMNS = ("id", "task", "status", "owner", "source", "created_at")
 FIRST_POLL_SECONDS = 0.2
 LAST_POLL_SECONDS = 2.0
@@ -139,7 +139,7 @@ def list_jobs(
     task: Annotated[str | None, typer.Option(help="Only this task's jobs")] = None,
     owner: Annotated[str | None, typer.Option(help="Only this user's jobs (a username)")] = None,
     status: Annotated[
-        str | None, typer.Option(help="queued, running, succeeded, failed or cancelled")
+        str | None, typer.Option(help="queued, running, succeeded, failed, cancelled or skipped")
     ] = None,
     limit: Annotated[int | None, typer.Option(min=0, help="At most this many")] = None,
     offset: Annotated[int | None, typer.Option(min=0, help="Skip this many first")] = None,
@@ -182,7 +182,8 @@ def job_logs(ctx: typer.Context, job: JobArgument, follow: FollowOption = False)
 
 @app.command("wait")
 def wait_job(ctx: typer.Context, job: JobArgument, output: OutputOption = Format.table) -> None:
-    """Wait until a job ends; exit 0 if it succeeded, 1 if it failed or was cancelled."""
+    """Wait until a job ends; exit 0 if it succeeded, 1 if it failed, was cancelled
+    or skipped."""
     with state_of(ctx).client() as client:
         final = _interruptible_wait(client, job, follow=False)
     show_item(final, output)

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 
 from kriten_common import errors
+from kriten_common.concurrency import DEFAULT_POLICY, check_policy, key_value
 from kriten_common.db.models import Task
 from kriten_common.messages import JobRequested, JobSource
 from kriten_common.rbac import Principal, is_allowed
@@ -74,6 +75,8 @@ def admit(
     except UnicodeDecodeError:
         raise errors.InvalidInput("input must be UTF-8 text") from None
     validate_input(task.schema_, text)
+    # Once, here: every dispatcher replica then orders the job by the same key.
+    key = key_value(task.concurrency_key, text) if task.concurrency_key else None
     if job_id is None:
         suffix = derived_suffix(idempotency_key) if idempotency_key else random_suffix()
         job_id = job_id_for(task.name, suffix)
@@ -87,4 +90,6 @@ def admit(
         webhook_id=webhook_id,
         delivery_id=delivery_id,
         correlation_id=correlation_id,
+        concurrency_key=key,
+        concurrency_policy=check_policy(task.concurrency_policy) or DEFAULT_POLICY,
     )

@@ -62,7 +62,7 @@ from kriten_common.consumer_metrics import (
     PublisherMetrics,
 )
 from kriten_common.logging import bound_ids, get_logger, without_ids
-from kriten_common.outcomes import PermanentError, RetryableError
+from kriten_common.outcomes import PermanentError, RetryableError, Waiting
 from kriten_common.transient import is_transient
 
 log = get_logger(__name__)
@@ -462,6 +462,7 @@ class Consumer:
       and 120 s from then on, for as long as it lasts; no attempt is used (see
       `kriten_common.backoff`);
     - `PermanentError`: dead-letter at once;
+    - `Waiting`: retry after its delay, for as long as it says so; no attempt is used;
     - anything else (`RetryableError`, a bug): retry, using one of `max_attempts`, then
       dead-letter.
 
@@ -598,6 +599,8 @@ class Consumer:
             if is_transient(problem):
                 await self._back_off(event, attempt, backoff, problem)
                 return "retry"
+            if isinstance(problem, Waiting):
+                return await self._retry(event, attempt, problem.delay, str(problem), uses=0)
             if isinstance(problem, RetryableError):
                 delay, reason = problem.delay, str(problem)
             else:
@@ -632,9 +635,10 @@ class Consumer:
             self._metrics.retried(self._consumer, "transient")
 
     async def _retry(
-        self, event: messages.Event, attempt: int, delay: float, reason: str
+        self, event: messages.Event, attempt: int, delay: float, reason: str, *, uses: int = 1
     ) -> MessageOutcome:
-        if attempt >= self._max_attempts:
+        """Sends `event` through a delay queue, spending `uses` attempts (0: `Waiting`)."""
+        if uses and attempt >= self._max_attempts:
             await self._dead_letter(event, f"gave up after {attempt} attempts: {reason}", attempt)
             return "dead_letter"
         level = delay_level(delay)
@@ -651,7 +655,7 @@ class Consumer:
         await self._send_to_queue(
             self._topology.retry_queue(self._consumer, level),
             event,
-            {ATTEMPT_HEADER: attempt + 1},
+            {ATTEMPT_HEADER: attempt + uses},
         )
         if self._metrics is not None:
             self._metrics.retried(self._consumer, "attempt")

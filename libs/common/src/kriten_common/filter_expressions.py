@@ -126,8 +126,13 @@ def compile_expression(text: str) -> ParsedResult:
         raise InvalidExpression("is not a valid JMESPath expression: nested too deeply") from None
 
 
-def check_expression(text: str) -> ParsedResult:
-    """The compiled expression if it may be saved as a filter, else `InvalidExpression`."""
+def check_expression(
+    text: str, *, allowed: frozenset[str] = ALLOWED_FUNCTIONS, role: str = "filters"
+) -> ParsedResult:
+    """The compiled expression if it may be saved as a filter, else `InvalidExpression`.
+
+    `allowed` widens the functions for other roles (a task's concurrency key), named
+    `role` in the refusal; the size limits and the evaluation budget stay the same."""
     compiled = compile_expression(text)
     nodes = 0
     pending: list[tuple[Any, int]] = [(compiled.parsed, 1)]
@@ -138,10 +143,10 @@ def check_expression(text: str) -> ParsedResult:
             raise InvalidExpression(f"is too complex: more than {MAX_NODES} terms")
         if depth > MAX_DEPTH:
             raise InvalidExpression(f"is too complex: nested more than {MAX_DEPTH} levels")
-        if node["type"] == "function_expression" and node["value"] not in ALLOWED_FUNCTIONS:
-            allowed = ", ".join(sorted(ALLOWED_FUNCTIONS))
+        if node["type"] == "function_expression" and node["value"] not in allowed:
+            names = ", ".join(sorted(allowed))
             raise InvalidExpression(
-                f"uses {node['value']}(), which filters may not call (allowed: {allowed})"
+                f"uses {node['value']}(), which {role} may not call (allowed: {names})"
             )
         # A slice's children are its bounds (numbers), not nodes.
         pending.extend((child, depth + 1) for child in node["children"] if isinstance(child, dict))

@@ -48,6 +48,9 @@ class JobSummaryPublic(Out):
     delivery_id: str | None
     exit_code: int | None
     error: str | None
+    concurrency_key: str | None = Field(
+        default=None, description="Its task's concurrency key's value on the input"
+    )
     created_at: Timestamp
 
     @computed_field  # type: ignore[prop-decorator]

@@ -31,7 +31,11 @@ class Event(BaseModel):
 
 
 JobSource = Literal["api", "webhook", "cron"]
-FinalStatus = Literal["succeeded", "failed", "cancelled"]
+FinalStatus = Literal["succeeded", "failed", "cancelled", "skipped"]
+# How a job that never launched ended: dead-lettered (failed), replaced by a newer job
+# with its concurrency key (cancelled), or refused a busy key (skipped).
+UnlaunchedStatus = Literal["failed", "cancelled", "skipped"]
+ConcurrencyPolicy = Literal["queue", "replace", "skip"]
 
 
 class JobRequested(Event):
@@ -47,6 +51,11 @@ class JobRequested(Event):
     input: str
     webhook_id: str | None = None
     delivery_id: str | None = None
+    # The value of the task's concurrency key on this input (None: no key) and the
+    # task's policy, both fixed at admission. `occurred_at` is the acceptance time that
+    # orders the jobs of one key (ties broken by job id; docs/architecture.md).
+    concurrency_key: str | None = None
+    concurrency_policy: ConcurrencyPolicy = "queue"
 
 
 class JobCancelRequested(Event):
@@ -66,12 +75,14 @@ class JobDispatched(Event):
 
 
 class JobDispatchFailed(Event):
-    """The job could not be launched, for good (the reason says why)."""
+    """The job will never be launched (the error says why): it failed, or its concurrency
+    key ended it (`status`)."""
 
     routing_key: ClassVar[str] = "job.dispatch_failed"
 
     job_id: str
     error: str
+    status: UnlaunchedStatus = "failed"
 
 
 class JobFinished(Event):

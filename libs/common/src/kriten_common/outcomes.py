@@ -13,6 +13,12 @@ class RetryableError(Exception):
         self.delay = delay
 
 
+class Waiting(RetryableError):
+    """Not yet, and not a failure: try again after about `delay` seconds without using an
+    attempt, however long it lasts (a job waiting its turn for a busy concurrency key,
+    which is busy as long as the job before it runs)."""
+
+
 class TransientError(RetryableError):
     """A dependency is unavailable (the database, the broker, the Kubernetes API): retry
     with a growing backoff for as long as it lasts, without using an attempt, since the

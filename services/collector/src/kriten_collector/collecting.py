@@ -24,7 +24,11 @@ from kriten_common.messages import (
 
 log = get_logger(__name__)
 RETRY_SECONDS = (0.5, 1, 2, 5, 10)
-FINAL_STATUSES: dict[str, FinalStatus] = {"succeeded": "succeeded", "cancelled": "cancelled"}
+FINAL_STATUSES: dict[str, FinalStatus] = {
+    "succeeded": "succeeded",
+    "cancelled": "cancelled",
+    "skipped": "skipped",
+}
 
 
 class Collector:

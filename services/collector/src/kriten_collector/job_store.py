@@ -197,6 +197,7 @@ def requested_change(event: JobRequested) -> Change:
         job.input = event.input
         job.webhook_id = event.webhook_id
         job.delivery_id = event.delivery_id
+        job.concurrency_key = event.concurrency_key
         job.created_at = event.occurred_at
         return True
 
@@ -207,7 +208,8 @@ def dispatch_failed_change(event: JobDispatchFailed) -> Change:
     def change(job: Job) -> bool:
         if job.status in FINAL_JOB_STATUSES:
             return False
-        job.status = "failed"
+        # `cancelled` or `skipped` when the job's concurrency key ended it.
+        job.status = event.status
         job.error = event.error
         job.completion_time = event.occurred_at
         return True

@@ -7,7 +7,8 @@ collector watched and its Job gone with its TTL, a pod never created) would othe
 stay `running` or `queued` for ever. At start and then every `interval`, one query reads
 the non-final jobs unchanged for longer than a grace (`running_grace` for a running job,
 the longer `queued_grace` for a queued one: its request may still be waiting out a
-dispatcher's backoff), the observer says which of them have no execution at all, and
+dispatcher's backoff; a job waiting for its concurrency key is never stale), the
+observer says which of them have no execution at all, and
 those are recorded `failed` with the reason, and announced (`job.finished`).
 
 Racing the rest of the collector is harmless: the write applies only if the job is
@@ -117,7 +118,14 @@ class Reconciler:
         query = select(Job.id, Job.status, Job.updated_at).where(
             or_(
                 and_(col(Job.status) == "running", col(Job.updated_at) < running_before),
-                and_(col(Job.status) == "queued", col(Job.updated_at) < queued_before),
+                # A job with a concurrency key may wait its turn for as long as the
+                # jobs before it run: queued is where it should be (its request waits
+                # in the dispatcher's delay queues, and a dead letter fails it).
+                and_(
+                    col(Job.status) == "queued",
+                    col(Job.updated_at) < queued_before,
+                    col(Job.concurrency_key).is_(None),
+                ),
             )
         )
         if after is not None:

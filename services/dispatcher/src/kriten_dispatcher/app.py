@@ -62,6 +62,7 @@ async def _consumers(app: web.Application) -> AsyncIterator[None]:
         sessions=app[SESSIONS],
         box=SecretBox(settings.encryption_keys.get_secret_value()),
         executor=settings.executor,
+        key_settle_seconds=settings.concurrency_settle_seconds,
     )
     topology = Topology(settings.amqp_prefix)
     metrics = ConsumerMetrics.of(app[METRICS_REGISTRY])

@@ -14,8 +14,9 @@ from kriten_common.messages import (
     JobDispatchFailed,
     JobRequested,
 )
-from kriten_common.outcomes import RetryableError
+from kriten_common.outcomes import RetryableError, Waiting
 from kriten_dispatcher.job_specs import build_spec, load_records
+from kriten_dispatcher.key_gate import KeyGate
 from kriten_dispatcher.ports import JobLauncher, JobSpec
 
 log = get_logger(__name__)
@@ -30,12 +31,14 @@ class Dispatcher:
         sessions: SessionFactory,
         box: SecretBox,
         executor: str,
+        key_settle_seconds: float = 1.0,
     ) -> None:
         self._launcher = launcher
         self._publisher = publisher
         self._sessions = sessions
         self._box = box
         self._executor = executor
+        self._gate = KeyGate(sessions, settle_seconds=key_settle_seconds)
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, JobRequested):
@@ -54,11 +57,24 @@ class Dispatcher:
         return build_spec(event, records, box=self._box)
 
     async def cancel(self, event: JobCancelRequested) -> None:
-        """Stops the job; one not launched yet (its request still queued or retrying) is
-        tried again later, so the cancellation lands once the launch has."""
-        if not await self._launcher.cancel(event.job_id):
+        """Stops the job; one waiting for its concurrency key ends at once (announced
+        here; its request, when it comes back, finds it ended); one not launched yet
+        otherwise (its request still queued or retrying) is tried again later, so the
+        cancellation lands once the launch has."""
+        if await self._launcher.cancel(event.job_id):
+            log.info("job_cancelled", job_id=event.job_id, requested_by=event.requested_by)
+            return
+        if not await self._gate.cancel_waiting(event.job_id):
             raise RetryableError(f"job {event.job_id} is not running yet", delay=1)
         log.info("job_cancelled", job_id=event.job_id, requested_by=event.requested_by)
+        await self._publisher.publish(
+            JobDispatchFailed(
+                job_id=event.job_id,
+                error="cancelled",
+                status="cancelled",
+                correlation_id=event.correlation_id,
+            )
+        )
 
     async def launch(self, event: JobRequested) -> None:
         """Launches once (idempotent by job id). A `PermanentError` (task or runner gone,
@@ -71,6 +87,8 @@ class Dispatcher:
             # must not run twice.
             log.info("job_already_finished", job_id=event.job_id)
             return
+        if event.concurrency_key is not None and not await self._admitted_by_key(event):
+            return
         await self._launcher.launch(spec)
         log.info("job_dispatched", job_id=event.job_id, task=event.task)
         await self._publisher.publish(
@@ -78,6 +96,29 @@ class Dispatcher:
                 job_id=event.job_id, executor=self._executor, correlation_id=event.correlation_id
             )
         )
+
+    async def _admitted_by_key(self, event: JobRequested) -> bool:
+        """Whether the job may launch now (before the launcher: both executors obey it).
+
+        A job that must wait raises `Waiting`: its request comes back through a delay
+        queue and asks again, without using an attempt. A job the gate ends (replaced,
+        skipped) is announced here, by its own request, so a redelivery announces it
+        again rather than never."""
+        verdict = await self._gate.decide(event)
+        if verdict.action == "wait":
+            raise Waiting(verdict.reason, delay=verdict.retry_in)
+        if verdict.action == "end":
+            log.info("job_ended_by_key", job_id=event.job_id, status=verdict.status)
+            await self._publisher.publish(
+                JobDispatchFailed(
+                    job_id=event.job_id,
+                    error=verdict.reason,
+                    status=verdict.status,
+                    correlation_id=event.correlation_id,
+                )
+            )
+            return False
+        return True
 
     async def on_dead_letter(self, event: Event, reason: str) -> None:
         """The consumer gave up on `event` (a permanent failure or its attempts spent).

@@ -24,3 +24,7 @@ class DispatcherSettings(CommonSettings):
     # Local executor: how old the last fetch of a runner's branch may be for a job to use
     # its checkout; 0 fetches for every job.
     checkout_refresh_seconds: float = Field(default=2.0, ge=0)
+    # Concurrency keys: how long after its acceptance a keyed job may start when nothing
+    # is ahead of it, so that a job accepted just before it, whose request another
+    # replica is still recording, is seen and goes first (docs/architecture.md).
+    concurrency_settle_seconds: float = Field(default=1.0, ge=0)

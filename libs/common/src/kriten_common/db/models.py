@@ -1,7 +1,8 @@
 """The SQLModel tables, one metadata. Only a table's owning service writes it.
 
 api owns users, groups, roles, bindings, tokens, runners, tasks, webhooks;
-the collector owns jobs and the delivery logs (webhook deliveries, callback deliveries).
+the collector owns jobs and the delivery logs (webhook deliveries, callback deliveries);
+the dispatcher owns keyed jobs (its concurrency-key gate).
 Secrets are stored encrypted (`*_encrypted` columns hold Fernet tokens from
 `kriten_common.crypto`).
 """
@@ -159,6 +160,10 @@ class Task(SQLModel, table=True):
     callback_secret_encrypted: str | None = Field(default=None, sa_type=Text)
     previous_callback_secret_encrypted: str | None = Field(default=None, sa_type=Text)
     previous_callback_secret_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Concurrency key (kriten_common.concurrency): a JMESPath expression on the input;
+    # jobs with equal values run one at a time, as the policy says (null: `queue`).
+    concurrency_key: str | None = Field(default=None, sa_type=Text)
+    concurrency_policy: str | None = None
     created_at: datetime = created_column()
     updated_at: datetime = created_column()
 
@@ -203,11 +208,33 @@ class Job(SQLModel, table=True):
     stdout: str | None = Field(default=None, sa_type=Text)
     json_data: Any | None = Field(default=None, sa_column=Column(JSON))
     error: str | None = Field(default=None, sa_type=Text)
+    # The value of its task's concurrency key on the input, fixed at admission.
+    concurrency_key: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     updated_at: datetime = created_column()
 
 
-FINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# `skipped`: a job refused at once because its concurrency key was busy (policy `skip`).
+FINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled", "skipped"})
+
+
+class KeyedJob(SQLModel, table=True):
+    """A keyed job's place in its key's line (the dispatcher writes: its gate,
+    `kriten_dispatcher.key_gate`). A row is made when a dispatcher first sees the job's
+    request; `launched` once the gate let it run; `ended` (a final status, with
+    `error`) when the gate ended it unlaunched. A row counts as long as its job is
+    not final in `jobs`; rows of final jobs are removed by the gate."""
+
+    __tablename__ = "keyed_jobs"
+    __table_args__ = (Index("ix_keyed_jobs_key_accepted", "key", "accepted_at"),)
+
+    job_id: str = Field(primary_key=True)
+    key: str
+    # Admission time (JobRequested.occurred_at): the order of the line, ties by job id.
+    accepted_at: datetime = Field(sa_type=UTCDateTime)
+    launched: bool = False
+    ended: str | None = None
+    error: str | None = Field(default=None, sa_type=Text)
 
 
 def failed_before_launch(job: Job) -> bool:

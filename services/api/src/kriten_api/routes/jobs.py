@@ -29,7 +29,7 @@ from kriten_common.messages import JobCancelRequested, JobSource
 # A followed log re-reads the job this often for new output (and re-checks the caller's
 # credential); the job's end wakes it at once (`job.finished`), without waiting for this.
 FOLLOW_OUTPUT_SECONDS = 1.0
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
 JOB_SOURCES = get_args(JobSource)
 
 

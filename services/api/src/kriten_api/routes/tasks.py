@@ -61,6 +61,10 @@ async def _apply(
         task.timeout_seconds = data.timeout_seconds
     if "description" in given:
         task.description = data.description or ""
+    if "concurrency_key" in given:
+        task.concurrency_key = data.concurrency_key
+    if "concurrency_policy" in given:
+        task.concurrency_policy = data.concurrency_policy
     if "callbacks" in given:
         for callback in data.callbacks or []:
             # Here, not in the model: the operator's allowance is a setting.

@@ -11,6 +11,7 @@ from kriten_api.schemas import In, Out, Timestamp
 from kriten_api.schemas.webhooks import MAX_GRACE_SECONDS
 from kriten_common import errors
 from kriten_common.callbacks import EVENTS, MAX_CALLBACKS, check_callbacks
+from kriten_common.concurrency import POLICIES, check_key_expression, check_policy
 from kriten_common.task_schemas import check_schema
 
 # The largest timeout the database's integer column holds.
@@ -45,8 +46,17 @@ class TaskPublic(Out):
             " and by the update that gives an older task its first callbacks"
         ),
     )
+    concurrency_key: str | None = Field(
+        default=None, description="JMESPath on the job input; equal values run one at a time"
+    )
+    concurrency_policy: str = Field(default="queue", description=f"One of {', '.join(POLICIES)}")
     created_at: Timestamp
     updated_at: Timestamp
+
+    @field_validator("concurrency_policy", mode="before")
+    @classmethod
+    def _default_policy(cls, value: Any) -> Any:
+        return "queue" if value is None else value
 
     @field_validator("callbacks", mode="before")
     @classmethod
@@ -77,6 +87,29 @@ class TaskBase(In):
             " out); null or [] removes them"
         ),
     )
+
+    concurrency_key: str | None = Field(
+        default=None,
+        description=(
+            "A JMESPath expression on the job input (docs/concurrency.md): jobs whose values"
+            ' are equal run one at a time; null or "" removes it'
+        ),
+    )
+    concurrency_policy: str | None = Field(
+        default=None,
+        description=f"For jobs with the same key: {', '.join(POLICIES)} (null: queue)",
+    )
+
+    @field_validator("concurrency_key", mode="before")
+    @classmethod
+    def _usable_key(cls, value: Any) -> Any:
+        # Before the type check, so that each mistake is named in the rule's own words.
+        return check_key_expression(value)
+
+    @field_validator("concurrency_policy", mode="before")
+    @classmethod
+    def _known_policy(cls, value: Any) -> Any:
+        return check_policy(value)
 
     @field_validator("callbacks", mode="before")
     @classmethod
