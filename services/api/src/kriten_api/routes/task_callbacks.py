@@ -7,8 +7,6 @@ delivery log is readable by whoever may read the task.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from aiohttp import web
 from sqlmodel import col, select
 
@@ -16,9 +14,10 @@ from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
 from kriten_api.routes.tasks import load_task, task_answer
-from kriten_api.routes.webhooks import DEFAULT_GRACE_SECONDS, optional_body
+from kriten_api.routes.webhooks import optional_body
 from kriten_api.schemas import dump, validate
 from kriten_api.schemas.tasks import CallbackDeliveryPublic, CallbackSecretRotate, TaskPublic
+from kriten_api.secret_rotation import previous_secret
 from kriten_common.callbacks import new_secret
 from kriten_common.clock import utcnow
 from kriten_common.db.models import CallbackDelivery
@@ -28,17 +27,14 @@ async def rotate_callback_secret(request: web.Request) -> web.Response:
     """A new secret (shown once); the current one keeps signing beside it for
     `grace_seconds` (a day by default; 0: stops at once), so a receiver can switch."""
     data = validate(CallbackSecretRotate, await optional_body(request, CallbackSecretRotate))
-    grace = DEFAULT_GRACE_SECONDS if data.grace_seconds is None else data.grace_seconds
     secret = new_secret()
     box = request.app[SECRET_BOX]
     async with request.app[SESSIONS]() as session:
         task = await load_task(request, session, write=True)
-        if grace > 0 and task.callback_secret_encrypted is not None:
-            task.previous_callback_secret_encrypted = task.callback_secret_encrypted
-            task.previous_callback_secret_expires_at = utcnow() + timedelta(seconds=grace)
-        else:
-            task.previous_callback_secret_encrypted = None
-            task.previous_callback_secret_expires_at = None
+        (
+            task.previous_callback_secret_encrypted,
+            task.previous_callback_secret_expires_at,
+        ) = previous_secret(task.callback_secret_encrypted, data.grace_seconds)
         task.callback_secret_encrypted = box.encrypt(secret)
         task.updated_at = utcnow()
         session.add(task)

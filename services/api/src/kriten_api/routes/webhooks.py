@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -35,6 +34,7 @@ from kriten_api.schemas.webhooks import (
     WebhookRotate,
     WebhookUpdate,
 )
+from kriten_api.secret_rotation import previous_secret
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Task, Webhook
@@ -42,7 +42,6 @@ from kriten_common.paths import RUN_PREFIX
 from kriten_common.rbac import Principal
 
 WEAK_SECRET_LENGTH = 16
-DEFAULT_GRACE_SECONDS = 86_400
 # What a create or an update sets as given; the task apart, as a new one needs `jobs:write`.
 SETTABLE_FIELDS = (
     "description",
@@ -192,18 +191,14 @@ async def rotate_secret(request: web.Request) -> web.Response:
     previous and keeps verifying for `grace_seconds` (0: stops at once). The owner's or an
     admin's act only: the secret signs deliveries that run as the owner."""
     data = validate(WebhookRotate, await optional_body(request, WebhookRotate))
-    grace = DEFAULT_GRACE_SECONDS if data.grace_seconds is None else data.grace_seconds
     secret, warnings = _secret(data.secret)
     box = request.app[SECRET_BOX]
     async with request.app[SESSIONS]() as session:
         hook = await load_webhook(request, session, write=True)
         require_owner_or_admin(await authenticate(request), owner_id=hook.owner_id)
-        if grace > 0:
-            hook.previous_secret_encrypted = hook.secret_encrypted
-            hook.previous_secret_expires_at = utcnow() + timedelta(seconds=grace)
-        else:
-            hook.previous_secret_encrypted = None
-            hook.previous_secret_expires_at = None
+        hook.previous_secret_encrypted, hook.previous_secret_expires_at = previous_secret(
+            hook.secret_encrypted, data.grace_seconds
+        )
         hook.secret_encrypted = box.encrypt(secret)
         hook.updated_at = utcnow()
         session.add(hook)

@@ -8,7 +8,7 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 
 from kriten_api.fields import check_name
 from kriten_api.schemas import In, Out, Timestamp
-from kriten_api.schemas.webhooks import MAX_GRACE_SECONDS
+from kriten_api.secret_rotation import check_grace
 from kriten_common import errors
 from kriten_common.callbacks import EVENTS, MAX_CALLBACKS, check_callbacks
 from kriten_common.concurrency import POLICIES, check_key_expression, check_policy
@@ -174,9 +174,7 @@ class CallbackSecretRotate(In):
     @field_validator("grace_seconds")
     @classmethod
     def _grace_range(cls, value: int | None) -> int | None:
-        if value is not None and not 0 <= value <= MAX_GRACE_SECONDS:
-            raise errors.InvalidInput(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
-        return value
+        return check_grace(value)
 
 
 class CallbackDeliveryPublic(Out):

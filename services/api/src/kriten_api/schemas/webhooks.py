@@ -12,6 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kriten_api.fields import MASK
 from kriten_api.schemas import In, Out, Timestamp
+from kriten_api.secret_rotation import check_grace
 from kriten_common import errors
 from kriten_common.clock import utcnow
 from kriten_common.db.models import Webhook
@@ -23,7 +24,6 @@ MIN_SECRET_LENGTH = 8
 MAX_FILTER_LENGTH = 2048
 MAX_RATE_PER_SECOND = 1_000_000.0
 MAX_ALLOWED_SOURCES = 256
-MAX_GRACE_SECONDS = 30 * 86_400
 # The keys of `WebhookPublic.model_validate`'s context: the run URL (from the request),
 # the secret to show (the mask unless it was just set) and a create's or rotate's warnings.
 URL, SECRET, WARNINGS = "url", "secret", "warnings"
@@ -237,6 +237,4 @@ class WebhookRotate(In):
     @field_validator("grace_seconds")
     @classmethod
     def _grace_range(cls, value: int | None) -> int | None:
-        if value is not None and not 0 <= value <= MAX_GRACE_SECONDS:
-            raise errors.InvalidInput(f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS}")
-        return value
+        return check_grace(value)
