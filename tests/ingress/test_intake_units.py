@@ -24,7 +24,7 @@ from kriten_ingress.limits import (
     source_allowed,
 )
 from kriten_ingress.metrics import IngressMetrics
-from kriten_ingress.peers import Peers
+from kriten_ingress.peers import LIFETIME_INTERVALS, MAX_PEER_INTERVAL_SECONDS, MAX_PEERS, Peers
 from kriten_ingress.settings import IngressSettings
 from kriten_ingress.webhook_config import WebhookConfig
 
@@ -296,3 +296,21 @@ async def test_rejected_deliveries_are_sampled_per_webhook() -> None:
     assert outcomes.count(("w2", "rejected")) == 3
     assert outcomes.count(("w1", "accepted")) == 10
     assert counted(metrics, "sampled_out") == 96
+
+
+async def test_peers_bound_what_heartbeats_make_them_hold() -> None:
+    now = [0.0]
+    peers = Peers(interval_seconds=2.0, instance_id="me", clock=lambda: now[0])
+    # An infinite interval would keep a vanished peer, and divide every rate limit, for ever.
+    forever = IngressHeartbeat.model_validate_json(
+        '{"instance_id": "b", "interval_seconds": 1e999}'
+    )
+    await peers.on_event(forever)
+    assert peers.count() == 2
+    now[0] = LIFETIME_INTERVALS * MAX_PEER_INTERVAL_SECONDS
+    assert peers.refresh() == 1
+    for number in range(MAX_PEERS + 10):
+        await peers.on_event(IngressHeartbeat(instance_id=f"p{number}", interval_seconds=2.0))
+    assert peers.count() == 1 + MAX_PEERS
+    with pytest.raises(ValueError, match="at most 64 characters"):
+        IngressHeartbeat(instance_id="x" * 65, interval_seconds=2.0)

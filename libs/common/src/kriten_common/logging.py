@@ -213,34 +213,34 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
+_LOG_ID_NAMES = frozenset(LOG_IDS)
+
+
+def _check_ids(ids: dict[str, str | None]) -> None:
+    if not _LOG_ID_NAMES.issuperset(ids):
+        raise ValueError(f"not a log id: {sorted(set(ids) - _LOG_ID_NAMES)}")
+
+
 @contextlib.contextmanager
 def bound_ids(**ids: str | None) -> Iterator[None]:
     """Binds the given `LOG_IDS` that have a value for what runs inside, and unbinds
     every one of them for it first, so nothing of an earlier delivery stays behind."""
-    unknown = set(ids) - set(LOG_IDS)
-    if unknown:
-        raise ValueError(f"not a log id: {sorted(unknown)}")
-    present = {name: value for name, value in ids.items() if value}
-    saved = {
-        name: value
-        for name, value in structlog.contextvars.get_contextvars().items()
-        if name in LOG_IDS
-    }
-    structlog.contextvars.unbind_contextvars(*LOG_IDS)
-    structlog.contextvars.bind_contextvars(**present)
+    _check_ids(ids)
+    # Per request and per message: every id set once (`...` is structlog's "unbound"),
+    # then reset to what it was, without reading the whole context.
+    tokens = structlog.contextvars.bind_contextvars(
+        **{name: ids.get(name) or ... for name in LOG_IDS}
+    )
     try:
         yield
     finally:
-        structlog.contextvars.unbind_contextvars(*LOG_IDS)
-        structlog.contextvars.bind_contextvars(**saved)
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 def bind_ids(**ids: str | None) -> None:
     """Adds ids learnt along the way (the ingress learns the job id after admission) to
     those bound by the edge around it; they go when that edge's `bound_ids` ends."""
-    unknown = set(ids) - set(LOG_IDS)
-    if unknown:
-        raise ValueError(f"not a log id: {sorted(unknown)}")
+    _check_ids(ids)
     structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v})
 
 

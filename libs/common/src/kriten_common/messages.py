@@ -129,7 +129,7 @@ class IngressHeartbeat(Event):
 
     routing_key: ClassVar[str] = "ingress.heartbeat"
 
-    instance_id: str
+    instance_id: str = Field(min_length=1, max_length=64)
     # The sender's heartbeat interval: a peer not heard from for three of them is gone.
     interval_seconds: float = Field(gt=0)
     leaving: bool = False

@@ -34,6 +34,11 @@ log = get_logger(__name__)
 LIFETIME_INTERVALS = 3
 # The goodbye of a stopping replica waits no longer than this for the broker.
 LEAVING_TIMEOUT_SECONDS = 1.0
+# Bounds on what a heartbeat can make a replica hold: a peer's interval as counted here
+# (an unbounded or infinite one would keep a vanished peer, and divide every rate limit,
+# for ever), and how many peers are remembered (more are ignored, and not answered).
+MAX_PEER_INTERVAL_SECONDS = 600.0
+MAX_PEERS = 1000
 
 
 class Peers:
@@ -75,13 +80,16 @@ class Peers:
             self._peers.pop(event.instance_id, None)
         else:
             if event.instance_id not in self._peers:
+                if len(self._peers) >= MAX_PEERS:
+                    return
                 self.newcomer.set()
-            interval = event.interval_seconds
+            interval = min(event.interval_seconds, MAX_PEER_INTERVAL_SECONDS)
             self._peers[event.instance_id] = (
                 interval,
                 self._clock() + LIFETIME_INTERVALS * interval,
             )
-        self.refresh()
+        # The silent are forgotten by `refresh`, every interval: not a scan per heartbeat.
+        self._recount()
 
     def restored(self) -> None:
         """The subscription is back: heartbeats sent meanwhile were lost, so every known
@@ -99,6 +107,9 @@ class Peers:
             now = self._clock()
             for peer in [p for p, (_, deadline) in self._peers.items() if deadline <= now]:
                 del self._peers[peer]
+        return self._recount()
+
+    def _recount(self) -> int:
         count = 1 + len(self._peers)
         if count != self._count:
             log.info("ingress_peers_changed", replicas=count, previously=self._count)

@@ -24,7 +24,8 @@ class IngressSettings(CommonSettings):
     config_stale_if_error_seconds: float = Field(default=900.0, ge=0)
     # Each replica announces itself this often on the broadcast exchange; the replicas
     # heard from in the last three intervals share each webhook's rate limit (peers.py).
-    ingress_heartbeat_seconds: float = Field(default=2.0, gt=0)
+    # At most the longest interval a replica counts a peer's by (peers.py).
+    ingress_heartbeat_seconds: float = Field(default=2.0, gt=0, le=600.0)
     # Recent job ids remembered per replica, to answer `"status": "duplicate"`.
     recent_keys: int = Field(default=100_000, ge=0)
     # Delivery-log events being published at once; beyond this they are dropped (and
