@@ -3,6 +3,7 @@ makes of the attempt, and the guard on resolved addresses."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import aiohttp
@@ -11,7 +12,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import SecretStr
 from sqlmodel import select
 
-from kriten_collector.callback_sender import GuardedResolver, RefusedAddress, new_session
+from kriten_collector.callback_sender import GuardedResolver, RefusedAddress, call, new_session
 from kriten_collector.completion_callbacks import CompletionCallbacks
 from kriten_collector.settings import CollectorSettings
 from kriten_common.callbacks import new_secret
@@ -135,3 +136,33 @@ async def test_a_success_is_not_called_back_by_a_failures_only_callback(
         await http.close()
     assert await _log(db_sessions) == []
     assert receiver.calls == []
+
+
+async def test_a_malformed_answer_is_reported_without_the_url_query() -> None:
+    # The query may hold the receiver's token: the error is stored and logged.
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"not http at all\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    http = new_session(LOCAL)
+    try:
+        outcome = await call(
+            http,
+            url=f"http://127.0.0.1:{port}/hook?token=s3cret",
+            headers={},
+            body=b"{}",
+            timeout_seconds=5,
+            allowed=LOCAL,
+        )
+    finally:
+        await http.close()
+        server.close()
+        await server.wait_closed()
+    assert outcome.status_code is None
+    assert outcome.error is not None
+    assert outcome.error.startswith("ClientResponseError: ")
+    assert "s3cret" not in outcome.error

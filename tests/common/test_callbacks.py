@@ -123,6 +123,10 @@ def test_bad_callbacks_are_refused_naming_the_problem(value: object, message: st
         "fe80::1",
         "::ffff:127.0.0.1",
         "100.64.0.1",
+        # IPv4 addresses carried in IPv6 ones (NAT64, IPv4-compatible, 6to4).
+        "64:ff9b::a9fe:a9fe",
+        "::7f00:1",
+        "2002:a01:203::1",
     ],
 )
 def test_non_public_addresses_are_refused_unless_allowed(address: str) -> None:
@@ -149,6 +153,7 @@ def test_non_public_addresses_are_refused_unless_allowed(address: str) -> None:
 def test_public_addresses_are_allowed() -> None:
     assert address_allowed(ipaddress.ip_address("93.184.216.34"), ())
     assert address_allowed(ipaddress.ip_address("2606:2800:220:1::1"), ())
+    assert address_allowed(ipaddress.ip_address("64:ff9b::5db8:d822"), ())
 
 
 def test_at_save_time_only_literal_addresses_are_judged() -> None:

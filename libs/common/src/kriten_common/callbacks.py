@@ -86,11 +86,32 @@ def address_allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
     unique-local, multicast, reserved and unspecified addresses are refused otherwise:
     a callback URL is chosen by whoever may edit a task, and must not reach what only
     the collector's network can (SSRF)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if any(address in network for network in allowed):
+    embedded = _embedded_ipv4(address)
+    if any(a in network for network in allowed for a in (address, embedded)):
         return True
-    return address.is_global and not address.is_multicast
+    return embedded.is_global and not embedded.is_multicast
+
+
+# IPv6 prefixes whose last 32 bits are an IPv4 address a gateway or host may reach.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one stands for (mapped `::ffff:a.b.c.d`, compatible
+    `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::`), judged as that
+    address: `64:ff9b::a9fe:a9fe` reaches 169.254.169.254 through a NAT64 gateway, though
+    Python calls it global."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    # (`::` and `::1` are IPv6's own unspecified and loopback addresses.)
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
 
 
 def literal_address(host: str) -> IPAddress | None:

@@ -24,6 +24,8 @@ from kriten_common.client_address import IPNetwork, parse_address
 
 # Read and dropped, so a connection can be reused without draining a huge answer.
 MAX_RESPONSE_BYTES = 4096
+# The longest error an attempt stores in the delivery log (and logs).
+MAX_ERROR_CHARS = 500
 
 
 class RefusedAddress(OSError):
@@ -109,9 +111,15 @@ async def call(
         if isinstance(problem.os_error, RefusedAddress):
             return outcome(None, "address not allowed (non-public)", refused=True)
         return outcome(None, f"cannot connect: {problem.os_error.strerror or problem}")
+    except aiohttp.ClientResponseError as problem:
+        # Its text names the URL, whose query may hold the receiver's token (logged).
+        return outcome(None, f"{type(problem).__name__}: {problem.message}"[:MAX_ERROR_CHARS])
+    except aiohttp.InvalidURL:
+        return outcome(None, "invalid URL")
     except (aiohttp.ClientError, OSError) as problem:
-        return outcome(None, f"{type(problem).__name__}: {problem}"[:500])
+        return outcome(None, f"{type(problem).__name__}: {problem}"[:MAX_ERROR_CHARS])
 
 
 def _reason(response: Any) -> str:
-    return f"HTTP {response.status} {response.reason or ''}".strip()
+    # The reason phrase is the receiver's to choose: bounded, as every stored error.
+    return f"HTTP {response.status} {response.reason or ''}".strip()[:MAX_ERROR_CHARS]
