@@ -56,7 +56,17 @@ async def test_jobs_are_filtered_by_source_and_time(
     assert [job["id"] for job in await get(api, root, f"/jobs?{query}")] == expected
 
 
-@pytest.mark.parametrize("query", ["source=email", "since=yesterday", "until=2025-13-01"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "source=email",
+        "since=yesterday",
+        "until=2025-13-01",
+        # In range as written, out of it in UTC.
+        f"since={quote('0001-01-01T00:00:00+05:00')}",
+        f"until={quote('9999-12-31T23:59:59-05:00')}",
+    ],
+)
 async def test_a_bad_filter_is_a_400_naming_it(api: ApiClient, query: str) -> None:
     response = await api.get(f"/api/v1/jobs?{query}", headers=await login(api))
     assert response.status == 400

@@ -98,9 +98,11 @@ def _moment(request: web.Request, name: str) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
-    except ValueError:
+        # In UTC here: an offset that moves it past year 1 or 9999 is a 400, not a 500
+        # when the database column converts it.
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise errors.InvalidInput(f"{name} must be an ISO 8601 time") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _list_conditions(request: web.Request) -> list[ColumnElement[bool]]:

@@ -15,15 +15,16 @@ from kriten_api.ui.pages import Viewer, page
 from kriten_api.ui.paths import UI_BASE
 from kriten_api.ui.rendering import render
 from kriten_api.ui.schema_form import form_fields
-from kriten_api.ui.through_api import read, read_list
+from kriten_api.ui.through_api import FIRST_PAGE, LIST_SHOWN, read, read_list
 
 LATEST_JOBS = 10
 
 
 @page("tasks")
 async def tasks_page(request: web.Request, viewer: Viewer) -> web.Response:
-    listing = await read_list(request, tasks.list_tasks, {})
-    return render("tasks.html", {**viewer.context, "tasks": listing.items})
+    listing = await read_list(request, tasks.list_tasks, FIRST_PAGE)
+    context = {**viewer.context, "tasks": listing.items, "total": listing.total}
+    return render("tasks.html", {**context, "shown": LIST_SHOWN})
 
 
 @page("tasks")
@@ -45,8 +46,9 @@ async def task_page(request: web.Request, viewer: Viewer) -> web.Response:
 
 @page("runners")
 async def runners_page(request: web.Request, viewer: Viewer) -> web.Response:
-    listing = await read_list(request, runners.list_runners, {})
-    return render("runners.html", {**viewer.context, "runners": listing.items})
+    listing = await read_list(request, runners.list_runners, FIRST_PAGE)
+    context = {**viewer.context, "runners": listing.items, "total": listing.total}
+    return render("runners.html", {**context, "shown": LIST_SHOWN})
 
 
 @page("runners")

@@ -23,6 +23,11 @@ from aiohttp import web
 
 from kriten_common.http import Handler
 
+# The most items a list page shows (the API's lists have no limit unless asked): a
+# page says when there are more.
+LIST_SHOWN = 200
+FIRST_PAGE = {"limit": str(LIST_SHOWN)}
+
 
 @dataclass(frozen=True)
 class Listing:

@@ -17,7 +17,7 @@ from kriten_api.ui import abilities
 from kriten_api.ui.pages import Viewer, page
 from kriten_api.ui.paths import UI_BASE
 from kriten_api.ui.rendering import render
-from kriten_api.ui.through_api import read, read_list
+from kriten_api.ui.through_api import FIRST_PAGE, LIST_SHOWN, read, read_list
 from kriten_common.webhook_schemes import CONFIGURED_SCHEMES
 
 DELIVERIES_SHOWN = 50
@@ -28,11 +28,12 @@ POLL_SECONDS = 3
 async def webhooks_page(request: web.Request, viewer: Viewer) -> web.Response:
     everyone = request.query.get("all") == "1" and abilities.may_read_all_webhooks(viewer.principal)
     handler = webhooks.list_all_webhooks if everyone else webhooks.list_own_webhooks
-    listing = await read_list(request, handler, {})
+    listing = await read_list(request, handler, FIRST_PAGE)
     context = {
         **viewer.context,
         "webhooks": listing.items,
         "total": listing.total,
+        "shown": LIST_SHOWN,
         "everyone": everyone,
         "may_read_all": abilities.may_read_all_webhooks(viewer.principal),
     }
@@ -42,7 +43,7 @@ async def webhooks_page(request: web.Request, viewer: Viewer) -> web.Response:
 @page("webhooks")
 async def new_webhook_page(request: web.Request, viewer: Viewer) -> web.Response:
     # The tasks the caller can see, as suggestions: running one is what the API checks.
-    visible = await read_list(request, tasks.list_tasks, {})
+    visible = await read_list(request, tasks.list_tasks, FIRST_PAGE)
     context = {
         **viewer.context,
         "tasks": [task["name"] for task in visible.items],
