@@ -71,6 +71,9 @@ def test_evaluation_is_budgeted() -> None:
         ("not json", "input must be JSON"),
         ('{"data": {"id": "' + "x" * 300 + '"}}', "longer than 255"),
         ('{"data": {"id": 1}}', "could not be evaluated"),
+        # Text no database column takes: refused at admission rather than a 500 on insert.
+        ('{"data": {"id": "a\\u0000b"}}', "not valid text"),
+        ('{"data": {"id": "\\ud800"}}', "not valid text"),
     ],
 )
 def test_inputs_without_a_usable_key_are_refused(document: str, problem: str) -> None:

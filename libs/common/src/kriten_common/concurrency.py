@@ -82,4 +82,16 @@ def key_value(expression: str, input_text: str) -> str | None:
     key = result if isinstance(result, str) else json.dumps(result, separators=(",", ":"))
     if len(key) > MAX_KEY_LENGTH:
         raise errors.InvalidInput(f"concurrency key is longer than {MAX_KEY_LENGTH} characters")
+    # JSON escapes can make a string no database text column takes (`\u0000`, a lone
+    # surrogate `\ud800`): refused here, not left to fail the job's insert (a 500).
+    if "\x00" in key or (not key.isascii() and _unencodable(key)):
+        raise errors.InvalidInput("concurrency key is not valid text (NUL or a lone surrogate)")
     return key
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
