@@ -26,7 +26,7 @@ from kriten_collector.retention import add_retention, retention_context, retenti
 from kriten_collector.settings import CollectorSettings
 from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
-from kriten_common.db.models import CallbackDelivery, Job, WebhookDelivery
+from kriten_common.db.models import CallbackDelivery, Job, KeyedJob, WebhookDelivery
 from kriten_common.http import METRICS_REGISTRY
 from kriten_common.retention import (
     API_LOCK_KEY,
@@ -109,10 +109,13 @@ def settings(**values: Any) -> CollectorSettings:
 def purger(
     sessions: SessionFactory, registry: CollectorRegistry | None = None, **values: Any
 ) -> Purger:
+    """The purge of the rules the settings govern (the `keyed_jobs` bookkeeping, which
+    always runs, has a test of its own)."""
     batch_size = values.pop("batch_size", 1000)
+    rules = [rule for rule in retention_rules(settings(**values)) if rule.name != "keyed_jobs"]
     return Purger(
         sessions,
-        retention_rules(settings(**values)),
+        rules,
         RetentionMetrics.of(registry or CollectorRegistry()),
         lock_key=COLLECTOR_LOCK_KEY,
         batch_size=batch_size,
@@ -220,6 +223,7 @@ def test_the_defaults_keep_jobs_and_purge_deliveries_after_a_week() -> None:
         "job_output": None,
         "webhook_deliveries": timedelta(days=7),
         "callback_deliveries": timedelta(days=7),
+        "keyed_jobs": timedelta(days=1),
     }
 
 
@@ -359,3 +363,29 @@ async def test_the_collector_runs_the_purge_until_it_stops(
     runs = registry.get_sample_value("kriten_retention_run_duration_seconds_count")
     await asyncio.sleep(0.1)
     assert registry.get_sample_value("kriten_retention_run_duration_seconds_count") == runs
+
+
+async def test_places_in_a_keys_line_that_no_longer_count_are_removed(
+    db_sessions: SessionFactory,
+) -> None:
+    # Every retention setting at 0 (keep for ever): the places are bookkeeping, not history.
+    await store(
+        db_sessions,
+        job("finished", "succeeded"),
+        job("running", "running", finished=None),
+        KeyedJob(job_id="finished", key="device-1", accepted_at=OLD, launched=True),
+        KeyedJob(job_id="running", key="device-1", accepted_at=OLD, launched=True),
+        # Never stored as a job: gone after a day, kept before (it may just be late).
+        KeyedJob(job_id="lost", key="device-2", accepted_at=OLD),
+        KeyedJob(job_id="arriving", key="device-2", accepted_at=NOW),
+    )
+    purge = Purger(
+        db_sessions,
+        retention_rules(settings()),
+        RetentionMetrics.of(CollectorRegistry()),
+        lock_key=COLLECTOR_LOCK_KEY,
+    )
+    assert await purge.run_once() == {"keyed_jobs": 2}
+    async with db_sessions() as session:
+        kept = sorted((await session.exec(select(KeyedJob.job_id))).all())
+    assert kept == ["arriving", "running"]

@@ -32,7 +32,13 @@ from sqlmodel import col, select
 
 from kriten_collector.keys import SESSIONS, SETTINGS
 from kriten_collector.settings import CollectorSettings
-from kriten_common.db.models import FINAL_JOB_STATUSES, CallbackDelivery, Job, WebhookDelivery
+from kriten_common.db.models import (
+    FINAL_JOB_STATUSES,
+    CallbackDelivery,
+    Job,
+    KeyedJob,
+    WebhookDelivery,
+)
 from kriten_common.http import METRICS_REGISTRY
 from kriten_common.retention import COLLECTOR_LOCK_KEY, Purger, RetentionMetrics, RetentionRule
 
@@ -98,6 +104,30 @@ def delete_callback_deliveries(cutoff: datetime, batch_size: int) -> UpdateBase:
     )
 
 
+# A keyed job's place whose job was never stored, after this long, is not waiting for
+# anything: its request is gone.
+ORPHAN_PLACE_AGE = timedelta(days=1)
+
+
+def delete_spent_places(cutoff: datetime, batch_size: int) -> UpdateBase:
+    """Places in a key's line (`keyed_jobs`, the dispatcher's gate) that no longer count:
+    their job is final, or gone (purged, or never stored) since before `cutoff`. The gate
+    forgets the final ones of a key only when that key is next decided, so without this
+    the last job of every key would keep its row, and a job purged by the retention above
+    would leave its key busy for ever."""
+    job_status = select(Job.status).where(col(Job.id) == col(KeyedJob.job_id)).scalar_subquery()
+    spent = or_(
+        job_status.in_(sorted(FINAL_JOB_STATUSES)),
+        and_(job_status.is_(None), col(KeyedJob.accepted_at) < cutoff),
+    )
+    batch = select(KeyedJob.job_id).where(spent).limit(batch_size)
+    return (
+        delete(KeyedJob)
+        .where(col(KeyedJob.job_id).in_(batch.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _kept(days: float) -> timedelta | None:
     return timedelta(days=days) if days > 0 else None
 
@@ -115,6 +145,8 @@ def retention_rules(settings: CollectorSettings) -> list[RetentionRule]:
             _kept(settings.callback_retention_hours / 24),
             delete_callback_deliveries,
         ),
+        # Not a setting: these rows are bookkeeping, never history.
+        RetentionRule("keyed_jobs", ORPHAN_PLACE_AGE, delete_spent_places),
     ]
 
 

@@ -223,7 +223,8 @@ class KeyedJob(SQLModel, table=True):
     `kriten_dispatcher.key_gate`). A row is made when a dispatcher first sees the job's
     request; `launched` once the gate let it run; `ended` (a final status, with
     `error`) when the gate ended it unlaunched. A row counts as long as its job is
-    not final in `jobs`; rows of final jobs are removed by the gate."""
+    not final in `jobs`; rows of final (or long-lost) jobs are removed by the gate and by
+    the collector's retention (`kriten_collector.retention.delete_spent_places`)."""
 
     __tablename__ = "keyed_jobs"
     __table_args__ = (Index("ix_keyed_jobs_key_accepted", "key", "accepted_at"),)
