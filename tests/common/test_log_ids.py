@@ -16,7 +16,7 @@ from kriten_collector.write_batcher import WriteBatcher
 from kriten_common import errors
 from kriten_common.amqp import Consumer, Publisher, Topology, connect
 from kriten_common.http import create_service_app
-from kriten_common.logging import bound_ids, get_logger
+from kriten_common.logging import bound_ids, get_logger, merge_ids
 from kriten_common.messages import Event, JobRequested
 
 log = get_logger(__name__)
@@ -59,7 +59,7 @@ async def test_a_consumed_events_ids_are_on_its_handlers_lines_only(
             consumer="dispatcher.job-requested",
             handler=handler,
         )
-        with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logged:
+        with structlog.testing.capture_logs([merge_ids]) as logged:
             await consumer.start()
             await publisher.publish(requested("j-1", correlation_id="c-1", webhook_id="w-1"))
             # Two events in one message: the second must not keep the first one's ids.
@@ -104,7 +104,7 @@ async def test_a_request_is_followed_by_its_correlation_id() -> None:
     app.router.add_get("/work", handler)
     client = await _client(app)
     try:
-        with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logged:
+        with structlog.testing.capture_logs([merge_ids]) as logged:
             given = await client.get("/work", headers={"X-Request-Id": "proxy-id-0001"})
             invented = await client.get("/work")
             refused = await client.get("/work", headers={"X-Request-Id": "bad id\u00e9"})
@@ -141,7 +141,7 @@ async def test_a_write_batch_carries_no_ids_of_its_first_caller() -> None:
             await batcher.write(job_id)
             log.info("written")
 
-    with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as logged:
+    with structlog.testing.capture_logs([merge_ids]) as logged:
         await asyncio.gather(write("j-1"), write("j-2"))
     batches = [line for line in logged if line["event"] == "batch_committed"]
     assert batches
@@ -158,7 +158,7 @@ async def test_a_publish_batch_carries_no_ids_of_its_first_caller(
     publisher = Publisher(connection, topology)
     await publisher.open()
     await connection.close()
-    capture = structlog.testing.capture_logs([structlog.contextvars.merge_contextvars])
+    capture = structlog.testing.capture_logs([merge_ids])
     with (
         capture as logged,
         bound_ids(correlation_id="c-1", job_id="j-1"),

@@ -70,7 +70,6 @@ def output(monkeypatch: pytest.MonkeyPatch) -> Iterator[Output]:
         for name, filters in noisy.items():
             logging.getLogger(name).filters[:] = filters
         structlog.configure(**saved_structlog)
-        structlog.contextvars.clear_contextvars()
 
 
 def test_our_line_is_json_with_level_event_and_time(output: Output) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import json
 import math
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from kriten_common import errors
 from kriten_common.consumer_metrics import ConsumerMetrics, PublisherMetrics
+from kriten_common.ids import random_hex
 from kriten_common.logging import bound_ids, get_logger
 
 log = get_logger(__name__)
@@ -71,7 +71,7 @@ async def log_context_middleware(request: web.Request, handler: Handler) -> web.
     for every line logged while it is handled; handlers may bind more ids (see
     `kriten_common.logging`)."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    correlation_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    correlation_id = given if _REQUEST_ID.fullmatch(given) else random_hex()
     with bound_ids(correlation_id=correlation_id):
         return await handler(request)
 

@@ -12,8 +12,10 @@ is demoted to debug: `kriten_common.amqp` logs the cut once, as `broker_connecti
 and its end as `broker_reconnected`.
 
 The ids that let an operator follow one delivery across the services (`LOG_IDS`) are
-bound with structlog's contextvars at the edges, an HTTP request and a consumed
-message (`bound_ids`); every line logged meanwhile carries them.
+bound at the edges, an HTTP request and a consumed message (`bound_ids`); every line
+logged meanwhile carries them (`merge_ids`). They live in one context variable holding
+all of them, not in structlog's one variable per key: binding them is then one `set`
+per request or message, a fifth of the cost.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import logging
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -145,7 +147,7 @@ def configure_logging(
     use_json = log_format == "json" or (log_format == "auto" and not output.isatty())
     numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+        merge_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -214,9 +216,22 @@ def get_logger(name: str) -> Any:
 
 
 _LOG_ID_NAMES = frozenset(LOG_IDS)
+_NO_IDS: Mapping[str, str] = types.MappingProxyType({})
+# The ids bound where this runs; replaced, never changed in place, so that a task that
+# copied the context keeps what it saw.
+_IDS: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "kriten_log_ids", default=_NO_IDS
+)
 
 
-def _check_ids(ids: dict[str, str | None]) -> None:
+def merge_ids(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """The processor that adds the bound ids to a line (a line's own value wins)."""
+    for name, value in _IDS.get().items():
+        event.setdefault(name, value)
+    return event
+
+
+def _check_ids(ids: Mapping[str, str | None]) -> None:
     if not _LOG_ID_NAMES.issuperset(ids):
         raise ValueError(f"not a log id: {sorted(set(ids) - _LOG_ID_NAMES)}")
 
@@ -226,33 +241,28 @@ def bound_ids(**ids: str | None) -> Iterator[None]:
     """Binds the given `LOG_IDS` that have a value for what runs inside, and unbinds
     every one of them for it first, so nothing of an earlier delivery stays behind."""
     _check_ids(ids)
-    # Per request and per message: every id set once (`...` is structlog's "unbound"),
-    # then reset to what it was, without reading the whole context.
-    tokens = structlog.contextvars.bind_contextvars(
-        **{name: ids.get(name) or ... for name in LOG_IDS}
-    )
+    token = _IDS.set({name: value for name, value in ids.items() if value})
     try:
         yield
     finally:
-        structlog.contextvars.reset_contextvars(**tokens)
+        _IDS.reset(token)
 
 
 def bind_ids(**ids: str | None) -> None:
     """Adds ids learnt along the way (the ingress learns the job id after admission) to
     those bound by the edge around it; they go when that edge's `bound_ids` ends."""
     _check_ids(ids)
-    structlog.contextvars.bind_contextvars(**{k: v for k, v in ids.items() if v})
+    _IDS.set({**_IDS.get(), **{name: value for name, value in ids.items() if value}})
 
 
 def current_id(name: str) -> str | None:
     """The id of that name bound where this runs, if any."""
-    value = structlog.contextvars.get_contextvars().get(name)
-    return value if isinstance(value, str) else None
+    return _IDS.get().get(name)
 
 
 def without_ids() -> contextvars.Context:
     """A copy of the current context without the bound ids: for a task started on
     behalf of many (a batch, a shared read), which must not carry its first caller's."""
     context = contextvars.copy_context()
-    context.run(structlog.contextvars.unbind_contextvars, *LOG_IDS)
+    context.run(_IDS.set, _NO_IDS)
     return context

@@ -8,7 +8,6 @@ Consumers ignore unknown fields so changes stay additive.
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -16,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from kriten_common.clock import utcnow
+from kriten_common.ids import random_hex
 
 
 class Event(BaseModel):
@@ -24,7 +24,7 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
     routing_key: ClassVar[str]
 
-    message_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    message_id: str = Field(default_factory=random_hex)
     correlation_id: str | None = None
     occurred_at: datetime = Field(default_factory=utcnow)
     schema_version: int = 1

@@ -16,7 +16,6 @@ with its precise outcome; the sender only ever sees the uniform answers above.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +30,7 @@ from kriten_common.amqp import Publisher
 from kriten_common.client_address import IPNetwork, client_address, forwarded_hops
 from kriten_common.clock import utcnow
 from kriten_common.db.engine import SessionFactory
+from kriten_common.ids import random_uuid
 from kriten_common.logging import bind_ids, get_logger
 from kriten_common.messages import WebhookDelivered
 from kriten_common.webhook_schemes import MAX_BODY_BYTES
@@ -84,7 +84,7 @@ class _Delivery:
     received_at: datetime
     source: str | None
     headers: dict[str, str]
-    delivery_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    delivery_id: str = field(default_factory=random_uuid)
     size: int = 0
     idempotency_key: str | None = None
     secret_matched: SecretMatch | None = None

@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from kriten_common import errors
 from kriten_common.client_address import IPNetwork, parse_networks
@@ -35,6 +36,8 @@ from kriten_ingress.metrics import IngressMetrics
 from kriten_ingress.signatures import SecretMatch
 
 log = get_logger(__name__)
+CacheResult = Literal["hit", "stale", "miss", "unavailable"]
+CACHE_RESULTS: tuple[CacheResult, ...] = get_args(CacheResult)
 UNSUBSCRIBED_TTL_SECONDS = 1.0
 # Longer than a healthy read by far; short enough that a sender (GitHub waits 10 s) still
 # gets an answer when the database hangs rather than refuses.
@@ -107,6 +110,13 @@ class WebhookConfigs:
         self._ttl = ttl_seconds
         self._stale = stale_seconds
         self._metrics = metrics
+        # One child per result, looked up once: `labels()` takes a lock and hashes, too
+        # much for every delivery.
+        self._lookups = (
+            {}
+            if metrics is None
+            else {result: metrics.config_cache.labels(result) for result in CACHE_RESULTS}
+        )
         self._max_entries = max_entries
         self._read_timeout = read_timeout_seconds
         self._clock = clock
@@ -181,9 +191,10 @@ class WebhookConfigs:
         if not done.cancelled():
             done.exception()  # marks it retrieved when no request is left waiting
 
-    def _count(self, result: str) -> None:
-        if self._metrics is not None:
-            self._metrics.config_cache.labels(result).inc()
+    def _count(self, result: CacheResult) -> None:
+        counter = self._lookups.get(result)
+        if counter is not None:
+            counter.inc()
 
     async def _load_and_store(self, webhook_id: str) -> WebhookConfig | None:
         generation = self._generation

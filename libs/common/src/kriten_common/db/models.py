@@ -9,7 +9,6 @@ Secrets are stored encrypted (`*_encrypted` columns hold Fernet tokens from
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +17,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from kriten_common.clock import utcnow
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
+from kriten_common.ids import random_uuid
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -49,7 +45,7 @@ class User(SQLModel, table=True):
     __tablename__ = "users"
     __table_args__ = (UniqueConstraint("provider", "username"),)
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     username: str = Field(index=True)
     provider: str = "local"
     password_hash: str | None = None
@@ -65,7 +61,7 @@ class Group(SQLModel, table=True):
     __tablename__ = "groups"
     __table_args__ = (UniqueConstraint("provider", "name"),)
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     name: str = Field(index=True)
     provider: str = "local"
     builtin: bool = False
@@ -83,7 +79,7 @@ class GroupMember(SQLModel, table=True):
 class Role(SQLModel, table=True):
     __tablename__ = "roles"
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     name: str = Field(unique=True)
     resource: str
     resource_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -96,7 +92,7 @@ class Role(SQLModel, table=True):
 class RoleBinding(SQLModel, table=True):
     __tablename__ = "role_bindings"
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     name: str = Field(unique=True)
     role_id: str = Field(foreign_key="roles.id", index=True)
     subject_kind: str  # "groups" or "users"
@@ -111,7 +107,7 @@ class RoleBinding(SQLModel, table=True):
 class ApiToken(SQLModel, table=True):
     __tablename__ = "api_tokens"
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     owner_id: str = Field(foreign_key="users.id", index=True)
     description: str = ""
     enabled: bool = True
@@ -171,7 +167,7 @@ class Task(SQLModel, table=True):
 class Webhook(SQLModel, table=True):
     __tablename__ = "webhooks"
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     owner_id: str = Field(foreign_key="users.id", index=True)
     description: str = ""
     task: str = Field(foreign_key="tasks.name", index=True)
@@ -266,7 +262,7 @@ class AuditLog(SQLModel, table=True):
 
     __tablename__ = "audit_logs"
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
     user_id: str | None = None
     username: str
@@ -311,7 +307,7 @@ class CallbackDelivery(SQLModel, table=True):
         Index("ix_callback_deliveries_job_url", "job_id", "url"),
     )
 
-    id: str = Field(default_factory=new_id, primary_key=True)
+    id: str = Field(default_factory=random_uuid, primary_key=True)
     task: str
     job_id: str
     url: str = Field(sa_type=Text)
