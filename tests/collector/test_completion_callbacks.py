@@ -7,6 +7,7 @@ exactly one delivery per finished job, also when it answered 500 to the first at
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,16 +18,23 @@ from aiohttp.test_utils import TestClient
 from pydantic import SecretStr
 from sqlmodel import col, select
 
+from kriten_collector import completion_callbacks
 from kriten_collector.app import create_app
 from kriten_collector.settings import CollectorSettings
-from kriten_common.amqp import Publisher, Topology, connect
+from kriten_common.amqp import (
+    COLLECTOR_CALLBACKS,
+    Publisher,
+    Topology,
+    connect,
+    publish_broadcast,
+)
 from kriten_common.callbacks import new_secret
 from kriten_common.client_address import parse_networks
 from kriten_common.clock import utcnow
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import create_engine, session_factory
 from kriten_common.db.models import CallbackDelivery, Job, Runner, Task
-from kriten_common.messages import JobFinished
+from kriten_common.messages import ConfigChanged, JobFinished
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
 from tests.callback_receiver import Receiver, ServeReceiver
 
@@ -77,7 +85,7 @@ async def _collector(
     topology: Topology,
     tmp_path: Path,
     allowed: Any,
-) -> None:
+) -> TestClient[Any, Any]:
     settings = CollectorSettings(
         database_url=SecretStr(url),
         amqp_url=SecretStr(amqp_url),
@@ -87,16 +95,16 @@ async def _collector(
         callback_first_retry_seconds=1,
         public_url="https://kriten.example",
     )
-    await aiohttp_client(create_app(settings))
+    return await aiohttp_client(create_app(settings))
 
 
-async def _finish(amqp_url: str, topology: Topology) -> None:
+async def _finish(amqp_url: str, topology: Topology, job_id: str = "hello-1") -> None:
     connection = await connect(amqp_url)
     async with connection:
         publisher = Publisher(connection, topology)
         await publisher.open()
         await publisher.publish(
-            JobFinished(job_id="hello-1", task="hello", status="succeeded", exit_code=0)
+            JobFinished(job_id=job_id, task="hello", status="succeeded", exit_code=0)
         )
         await publisher.close()
 
@@ -209,3 +217,68 @@ async def test_a_host_resolving_to_a_private_address_is_refused_when_called(
     # Refused for good: no retry, and nothing reached the receiver.
     assert len(await _log(migrated_sqlite_url, 2, timeout=0)) == 1
     assert receiver.calls == []
+
+
+async def _consumed(client: TestClient[Any, Any], queue: str) -> float:
+    """Messages the collector took from `queue` and handled (its own metric)."""
+    text = await (await client.get("/metrics")).text()
+    wanted = f'kriten_consumer_messages_total{{outcome="ack",queue="{queue}"}} '
+    lines = [line for line in text.splitlines() if line.startswith(wanted)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+async def _until_consumed(client: TestClient[Any, Any], queue: str, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while await _consumed(client, queue) < count:
+        assert time.monotonic() < deadline, f"{queue} did not take {count} message(s)"
+        await asyncio.sleep(0.05)
+
+
+async def test_callbacks_added_to_a_task_apply_to_its_next_job_once_announced(
+    migrated_database_url: str,
+    amqp_url: str,
+    topology: Topology,
+    tmp_path: Path,
+    serve_receiver: ServeReceiver,
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Which tasks have callbacks is cached for long here: only the api's announcement
+    # (`config.changed`, heard by the collector's subscription) can make it read again.
+    monkeypatch.setattr(
+        completion_callbacks,
+        "CallbackTasks",
+        functools.partial(completion_callbacks.CallbackTasks, ttl_seconds=3600),
+    )
+    secret = new_secret()
+    receiver = Receiver(secret)
+    await _world(migrated_database_url, [], secret)
+    client = await _collector(
+        aiohttp_client,
+        url=migrated_database_url,
+        amqp_url=amqp_url,
+        topology=topology,
+        tmp_path=tmp_path,
+        allowed=LOCAL,
+    )
+    # A job of the task while it has no callbacks: handled, nothing called.
+    await _finish(amqp_url, topology)
+    await _until_consumed(client, COLLECTOR_CALLBACKS, 1)
+
+    engine = create_engine(migrated_database_url)
+    async with session_factory(engine)() as session:
+        task = await session.get(Task, "hello")
+        assert task is not None
+        task.callbacks = [{"url": await serve_receiver(receiver), "events": ["succeeded"]}]
+        session.add(task)
+        await session.commit()
+    await engine.dispose()
+    connection = await connect(amqp_url)
+    async with connection:
+        await publish_broadcast(connection, topology, ConfigChanged(kind="task", name="hello"))
+    await _until_consumed(client, "broadcast.collector-tasks", 1)
+
+    await _finish(amqp_url, topology)
+    rows = await _log(migrated_database_url, 1)
+    assert [(r.job_id, r.delivered) for r in rows] == [("hello-1", True)]
+    assert len(receiver.delivered) == 1

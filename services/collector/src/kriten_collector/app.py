@@ -21,9 +21,16 @@ from kriten_collector.ports import JobObserver
 from kriten_collector.reconcile import Reconciler, ReconcileSettings
 from kriten_collector.retention import add_retention
 from kriten_collector.settings import CollectorSettings
-from kriten_common.amqp import COLLECTOR_CALLBACKS, COLLECTOR_EVENTS, Consumer, Topology
+from kriten_common.amqp import (
+    COLLECTOR_CALLBACKS,
+    COLLECTOR_EVENTS,
+    BroadcastSubscription,
+    Consumer,
+    Topology,
+)
 from kriten_common.consumer_metrics import ConsumerMetrics
 from kriten_common.http import METRICS_REGISTRY, create_service_app
+from kriten_common.messages import ConfigChanged
 from kriten_common.service import broker_context, database_context
 
 
@@ -116,7 +123,19 @@ async def _calling_back(app: web.Application) -> AsyncIterator[None]:
         max_attempts=settings.callback_max_attempts + 1,
         metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
     )
+    # Changes of tasks (their callbacks) are heard before the first job is handled.
+    changes = BroadcastSubscription(
+        connection=app[CONNECTION],
+        topology=Topology(settings.amqp_prefix),
+        name="collector-tasks",
+        routing_keys=(ConfigChanged.routing_key,),
+        handler=callbacks.tasks.on_event,
+        on_restored=callbacks.tasks.invalidate,
+        metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
+    )
+    await changes.start()
     await consumer.start()
     yield
     await consumer.stop(settings.shutdown_grace_seconds)
+    await changes.stop()
     await http.close()

@@ -25,6 +25,7 @@ from sqlmodel import col, select
 
 from kriten_collector.callback_schedule import retry_delay
 from kriten_collector.callback_sender import CallOutcome, call
+from kriten_collector.callback_tasks import CallbackTasks
 from kriten_collector.metrics import CollectorMetrics
 from kriten_collector.settings import CollectorSettings
 from kriten_common.answers import dump
@@ -80,17 +81,25 @@ class CompletionCallbacks:
         self._settings = settings
         self._box = SecretBox(settings.encryption_keys.get_secret_value())
         self._metrics = metrics
+        # Whether a finished job's task has callbacks at all; `config.changed` about a
+        # task must reach `tasks.on_event` (the collector's app subscribes it).
+        self.tasks = CallbackTasks(sessions)
 
     async def handle(self, event: Event) -> None:
         if not isinstance(event, JobFinished):
             return
+        if not await self.tasks.wanted(event.task, event.status):
+            return
         async with self._sessions() as session:
             task = await session.get(Task, event.task)
-            job = await session.get(Job, event.job_id)
-            if task is None or job is None or not task.callbacks:
+            if task is None or not task.callbacks:
                 return
             urls = [c["url"] for c in task.callbacks if event.status in c.get("events", ())]
             if not urls:
+                return
+            # Read only now: the job's row holds its whole output.
+            job = await session.get(Job, event.job_id)
+            if job is None:
                 return
             rows = (
                 await session.exec(
