@@ -189,14 +189,16 @@ class LocalJobObserver:
         found: set[str] = set()
         try:
             self._listed_mtime = os.stat(self._jobs_dir).st_mtime_ns
-            entries = list(os.scandir(self._jobs_dir))
+            # Streamed, not listed first: the directory holds every job of the retention
+            # (a day's), and a list of them all made the collector's memory grow with it.
+            with os.scandir(self._jobs_dir) as entries:
+                for entry in entries:
+                    if not is_valid_job_id(entry.name) or not entry.is_dir(follow_symlinks=False):
+                        continue
+                    if not os.path.exists(os.path.join(entry.path, "collected")):
+                        found.add(entry.name)
         except FileNotFoundError:
-            return found
-        for entry in entries:
-            if not is_valid_job_id(entry.name) or not entry.is_dir(follow_symlinks=False):
-                continue
-            if not os.path.exists(os.path.join(entry.path, "collected")):
-                found.add(entry.name)
+            pass
         return found
 
     def _forget_in_memory(self, job_id: str) -> None:
