@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kriten_common.amqp import Publisher
 from kriten_common.crypto import SecretBox
-from kriten_common.db.engine import SessionFactory
+from kriten_common.db.engine import SessionFactory, read_session
 from kriten_common.db.models import FINAL_JOB_STATUSES, failed_before_launch
 from kriten_common.logging import get_logger
 from kriten_common.messages import (
@@ -48,7 +48,7 @@ class Dispatcher:
 
     async def _spec_to_launch(self, event: JobRequested) -> JobSpec | None:
         """The job's spec, None when the job already ran."""
-        async with self._sessions() as session:
+        async with read_session(self._sessions) as session:
             records = await load_records(event, session=session)
         job = records.job
         # A job that failed before launch is the replay of its dead letter: it may run.
