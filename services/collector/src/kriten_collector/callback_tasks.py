@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from kriten_common.db.engine import SessionFactory
+from kriten_common.db.engine import SessionFactory, read_session
 from kriten_common.db.models import Task
 from kriten_common.messages import ConfigChanged, Event
 
@@ -79,7 +79,7 @@ class CallbackTasks:
             return statuses
 
     async def _read(self) -> dict[str, frozenset[str]]:
-        async with self._sessions() as session:
+        async with read_session(self._sessions) as session:
             rows = (
                 await session.exec(
                     select(Task.name, Task.callbacks).where(col(Task.callbacks).is_not(None))
