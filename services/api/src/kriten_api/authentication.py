@@ -26,6 +26,7 @@ from kriten_api import api_tokens, jwt_tokens
 from kriten_api.keys import SESSIONS, SETTINGS
 from kriten_common import errors
 from kriten_common.client_address import parse_address
+from kriten_common.db.engine import read_session
 from kriten_common.db.models import ApiToken, User
 from kriten_common.rbac import Principal, load_principal
 
@@ -151,7 +152,7 @@ async def verified_claims(request: web.Request, session: AsyncSession) -> jwt_to
 
 async def presented_claims(request: web.Request) -> jwt_tokens.Claims:
     """The verified, unrevoked, current claims of the request's JWT (401 otherwise)."""
-    async with request.app[SESSIONS]() as session:
+    async with read_session(request.app[SESSIONS]) as session:
         return await verified_claims(request, session)
 
 
@@ -172,7 +173,8 @@ async def still_authenticated(request: web.Request) -> Principal:
 
 async def _load_caller(request: web.Request) -> Principal:
     key = request.headers.get("Token")
-    async with request.app[SESSIONS]() as session:
+    # Reads only, on every request: outside a transaction, one round trip per query.
+    async with read_session(request.app[SESSIONS]) as session:
         if key:
             user_id = await _api_token_owner(request, session, key)
         else:

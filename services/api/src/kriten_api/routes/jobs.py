@@ -22,6 +22,7 @@ from kriten_api.schemas import DeletedOut, JsonSchemaOut, dump
 from kriten_api.schemas.jobs import CreateJobOut, JobAcceptedOut, JobPublic, JobSummaryPublic
 from kriten_common import errors
 from kriten_common.admission import admit
+from kriten_common.db.engine import read_session
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
 from kriten_common.logging import bind_ids, current_id
 from kriten_common.messages import JobCancelRequested, JobSource
@@ -133,20 +134,20 @@ async def list_jobs(request: web.Request) -> web.Response:
     query = select(Job).where(*conditions).order_by(col(Job.created_at).desc(), col(Job.id))
     keys, owner = [col(Job.task)], col(Job.owner_id)
     query = visible_to(query, principal, "jobs", keys=keys, owner=owner)
-    async with request.app[SESSIONS]() as session:
+    async with read_session(request.app[SESSIONS]) as session:
         jobs, total = await paginate(session, query, Window.of(request))
     return list_response([dump(JobSummaryPublic.model_validate(j)) for j in jobs], total)
 
 
 async def get_job(request: web.Request) -> web.Response:
-    async with request.app[SESSIONS]() as session:
+    async with read_session(request.app[SESSIONS]) as session:
         job = await _load_job(request, session)
     return web.json_response(dump(JobPublic.model_validate(job)))
 
 
 async def get_job_log(request: web.Request) -> web.StreamResponse:
     """The output as text; with `?follow=true`, streamed until the job is final."""
-    async with request.app[SESSIONS]() as session:
+    async with read_session(request.app[SESSIONS]) as session:
         job = await _load_job(request, session)
     if request.query.get("follow", "").lower() not in ("true", "1"):
         return web.Response(text=job.stdout or "", content_type="text/plain")
@@ -169,7 +170,7 @@ async def get_job_log(request: web.Request) -> web.StreamResponse:
             # token), has expired, or its user is gone or may no longer read the job.
             if not await _may_still_follow(request, job):
                 break
-            async with request.app[SESSIONS]() as session:
+            async with read_session(request.app[SESSIONS]) as session:
                 job = await session.get(Job, job.id) or job
     await response.write_eof()
     return response
