@@ -4,6 +4,7 @@ the collector writes, readable with the task."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from kriten_api.settings import ApiSettings
 from kriten_common.client_address import parse_networks
 from kriten_common.clock import utcnow
 from kriten_common.db.models import CallbackDelivery, Task
+from kriten_common.messages import ConfigChanged, Event
 from tests.api.conftest import ApiClient, BuildApi, login
 
 pytestmark = pytest.mark.integration
@@ -218,3 +220,22 @@ async def test_the_delivery_log_lists_every_attempt_newest_first(api: ApiClient)
     assert await response.json() == []
     response = await api.get("/api/v1/tasks/nope/callback_deliveries", headers=headers)
     assert response.status == 404
+
+
+async def test_every_change_of_a_task_is_announced(api: ApiClient, announced: list[Event]) -> None:
+    """The collector caches which tasks have callbacks: a task created with callbacks, or
+    changed, must reach it at once (`config.changed`), or a job finishing soon after
+    would be called back by the old callbacks, or not at all."""
+    headers = await login(api)
+    created = await create_task(api, headers, callbacks=[{"url": HOOK, "events": ["failed"]}])
+    assert created.status == 200
+    path = "/api/v1/tasks/hello"
+    assert (await api.patch(path, json={"callbacks": []}, headers=headers)).status == 200
+    assert (await api.delete(path, headers=headers)).status == 200
+    for _ in range(50):
+        if len(announced) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert [(e.kind, e.name) for e in announced if isinstance(e, ConfigChanged)] == [
+        ("task", "hello")
+    ] * 3

@@ -44,8 +44,8 @@ class CallbackTasks:
         # Task name → the statuses some callback of it is for.
         self._statuses: Mapping[str, frozenset[str]] = {}
         self._loaded_at: float | None = None
-        # Bumped by every invalidation: a read that began before one is used by the jobs
-        # that waited for it but not kept, since it may predate the change.
+        # Bumped by every invalidation: a read that began before one answers the job that
+        # asked before the change, but is not kept (jobs waiting behind it read again).
         self._generation = 0
         self._reading: asyncio.Lock = asyncio.Lock()
 

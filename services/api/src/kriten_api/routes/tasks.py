@@ -102,6 +102,9 @@ async def create_task(request: web.Request) -> web.Response:
             await session.commit()
         except IntegrityError:
             raise errors.Conflict(f"task {data.name!r} already exists") from None
+    # The collector caches which tasks have completion callbacks: a new task's must
+    # apply to its first job.
+    await publish_config_changed(request.app, "task", task.name)
     return web.json_response(task_answer(task, secret=secret))
 
 
@@ -169,6 +172,7 @@ async def delete_task(request: web.Request) -> web.Response:
             raise errors.Conflict(f"task {task.name!r} is used by {'; '.join(used_by)}")
         await session.delete(task)
         await session.commit()
+    await publish_config_changed(request.app, "task", task.name)
     return web.json_response(dump(DeletedOut(msg="task deleted successfully", id=task.name)))
 
 
