@@ -61,8 +61,8 @@ async def test_the_job_finished_subscription_and_the_publisher_are_counted(
     api: ApiClient,
 ) -> None:
     headers = await login(api)
-    # A change of a task announces `config.changed` (publisher); a `job.finished`
-    # reaches this replica's subscription (consumer).
+    # Creating and changing a task announce `config.changed` (publisher); a
+    # `job.finished` reaches this replica's subscription (consumer).
     await create(
         api,
         headers,
@@ -87,7 +87,7 @@ async def test_the_job_finished_subscription_and_the_publisher_are_counted(
     lines = text.splitlines()
     assert wanted in lines
     assert (
-        'kriten_publisher_messages_total{outcome="confirmed",routing_key="config.changed"} 1.0'
+        'kriten_publisher_messages_total{outcome="confirmed",routing_key="config.changed"} 2.0'
         in lines
     )
     assert (

@@ -151,10 +151,17 @@ async def test_every_change_is_announced(api: ApiClient, announced: list[Event])
     assert (await api.patch(path, json={"enabled": False}, headers=headers)).status == 200
     assert (await api.post(f"{path}/rotate", headers=headers)).status == 200
     assert (await api.delete(path, headers=headers)).status == 200
+
+    def about_webhooks() -> list[tuple[str, str]]:
+        # The task made for the webhook is announced too.
+        return [
+            (e.kind, e.name)
+            for e in announced
+            if isinstance(e, ConfigChanged) and e.kind == "webhook"
+        ]
+
     for _ in range(50):
-        if len(announced) >= 4:
+        if len(about_webhooks()) >= 4:
             break
         await asyncio.sleep(0.05)
-    assert [(e.kind, e.name) for e in announced if isinstance(e, ConfigChanged)] == [
-        ("webhook", hook["id"])
-    ] * 4
+    assert about_webhooks() == [("webhook", hook["id"])] * 4
