@@ -3,6 +3,8 @@ admission computes (once) from a job's input."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kriten_common import errors
@@ -63,6 +65,29 @@ def test_evaluation_is_budgeted() -> None:
     assert check_key_expression(doubling) == doubling
     with pytest.raises(errors.InvalidInput, match="over budget"):
         key_value(doubling, '"' + "x" * 100 + '"')
+
+
+def test_a_value_larger_than_any_key_is_refused_before_it_is_written() -> None:
+    # Sixteen steps that each share the value four times: a tree of 4^16 leaves in a few
+    # bytes of memory, that `json.dumps` would write out for ever.
+    quadrupling = " | ".join(["[@,@,@,@]"] * 16)
+    assert check_key_expression(quadrupling) == quadrupling
+    with pytest.raises(errors.InvalidInput, match="longer than 255"):
+        key_value(quadrupling, '{"a": 1}')
+    # The deepest input `json.loads` takes here, one level deeper once in the key: more
+    # than `json.dumps` can write. Refused, not a RecursionError (a 500).
+    with pytest.raises(errors.InvalidInput, match="longer than 255"):
+        key_value("[@, @]", _deepest_json_accepted())
+
+
+def _deepest_json_accepted() -> str:
+    depth = 1
+    while True:
+        try:
+            json.loads("[" * (depth + 1) + "]" * (depth + 1))
+        except RecursionError:
+            return "[" * depth + "]" * depth
+        depth += 1
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlmodel import select
 
 from kriten_common.clock import utcnow
 from kriten_common.crypto import SecretBox
@@ -23,6 +24,7 @@ from kriten_common.messages import (
 )
 from kriten_common.outcomes import RetryableError, Waiting
 from kriten_common.settings import DEVELOPMENT_ENCRYPTION_KEY
+from kriten_dispatcher import key_gate
 from kriten_dispatcher.dispatching import Dispatcher
 from tests.dispatcher.test_dispatching import CountingLauncher, RecordingPublisher
 
@@ -167,14 +169,35 @@ async def test_a_waiting_job_is_cancelled_at_once(world: Any) -> None:
     assert [spec.job_id for spec in launcher.launched] == ["sync-device1-1"]
 
 
-async def test_a_fresh_job_settles_before_it_starts(world: Any) -> None:
+async def test_a_fresh_job_settles_before_it_starts(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sessions, launcher = world
+    now = utcnow()
+    monkeypatch.setattr(key_gate, "utcnow", lambda: now + timedelta(seconds=10))
     gate, _ = dispatcher(sessions, launcher, settle=30)
-    fresh = keyed(1).model_copy(update={"occurred_at": utcnow()})
+    fresh = keyed(1).model_copy(update={"occurred_at": now})
     with pytest.raises(Waiting, match="settling") as waited:
         await gate.handle(fresh)
-    assert waited.value.delay > 20
+    assert waited.value.delay == 20
     assert launcher.launched == []
+
+
+async def test_a_redelivery_giving_another_key_keeps_the_jobs_place(world: Any) -> None:
+    """A sender's retry with a changed body (or a key expression edited meanwhile) gives
+    the same job id another key: it is judged in the line it joined first, not refused
+    (which would dead-letter it and record the job failed while it runs)."""
+    sessions, launcher = world
+    gate, _ = dispatcher(sessions, launcher)
+    await gate.handle(keyed(1))
+    moved = keyed(1).model_copy(update={"concurrency_key": "device:9"})
+    await gate.handle(moved)  # launched already: launched again (idempotent)
+    with pytest.raises(Waiting, match="key busy with sync-device1-1"):
+        await gate.handle(keyed(2))
+    async with sessions() as session:
+        rows = (await session.exec(select(KeyedJob.job_id, KeyedJob.key))).all()
+    assert sorted(rows) == [("sync-device1-1", "device:1"), ("sync-device1-2", "device:1")]
+    assert [spec.job_id for spec in launcher.launched] == ["sync-device1-1"] * 2
 
 
 @pytest.mark.integration

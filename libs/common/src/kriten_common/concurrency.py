@@ -23,6 +23,7 @@ from kriten_common.filter_expressions import (
     OverBudget,
     check_expression,
     compile_expression,
+    deep_weight,
     search,
 )
 from kriten_common.messages import ConcurrencyPolicy
@@ -79,6 +80,12 @@ def key_value(expression: str, input_text: str) -> str | None:
         raise errors.InvalidInput(f"concurrency key could not be evaluated: {detail}") from None
     if result is None:
         return None
+    # Measured before it is written out: a few steps of the expression can build a
+    # value whose tree is exponentially larger than its memory ([@,@] | [@,@] | ...),
+    # and a deep one (the input nested a thousand levels) that `json.dumps` cannot
+    # write at all. Each unit of weight is at least one character of its JSON.
+    if deep_weight(result, 2 * MAX_KEY_LENGTH) > 2 * MAX_KEY_LENGTH:
+        raise errors.InvalidInput(f"concurrency key is longer than {MAX_KEY_LENGTH} characters")
     key = result if isinstance(result, str) else json.dumps(result, separators=(",", ":"))
     if len(key) > MAX_KEY_LENGTH:
         raise errors.InvalidInput(f"concurrency key is longer than {MAX_KEY_LENGTH} characters")

@@ -170,7 +170,7 @@ def _top_weight(value: Any) -> int:
     return 1
 
 
-def _deep_weight(value: Any, ceiling: int) -> int:
+def deep_weight(value: Any, ceiling: int) -> int:
     """Units for walking the whole value; stops counting once past `ceiling`.
 
     Iterative and bounded by the ceiling, so a value whose tree is exponentially larger
@@ -211,7 +211,7 @@ class _BudgetedInterpreter(TreeInterpreter):
             raise OverBudget
 
     def _charge_deep(self, value: Any) -> None:
-        self._charge(_deep_weight(value, self._left))
+        self._charge(deep_weight(value, self._left))
 
     def visit(self, node: _TreeNode, *args: Any, **kwargs: Any) -> Any:
         # Visitor.visit inlined: this runs once per node and element, and the budget's

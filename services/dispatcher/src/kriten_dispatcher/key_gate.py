@@ -13,9 +13,10 @@ busy, as it should. A redelivered request finds its row and the same decision.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, func
 from sqlmodel import col, select
@@ -51,22 +52,35 @@ class KeyGate:
     def __init__(self, sessions: SessionFactory, *, settle_seconds: float = 1.0) -> None:
         self._sessions = sessions
         self._settle = timedelta(seconds=settle_seconds)
-        # Serialises this process's decisions; across processes the advisory lock does.
-        self._lock = asyncio.Lock()
+        # SQLite has no advisory lock (and one dispatcher): this process's decisions are
+        # serialised here instead. On PostgreSQL the key's lock alone serialises them, so
+        # one busy key does not hold back the decisions of every other.
+        self._sqlite_lock = asyncio.Lock()
 
     async def decide(self, event: JobRequested) -> Verdict:
-        key = event.concurrency_key
-        assert key is not None
-        async with self._lock, self._sessions() as session:
+        assert event.concurrency_key is not None
+        async with self._sessions() as session, self._serialised(session):
+            # A job has one place, in the line it first joined: a redelivery whose body
+            # gives another key (a sender's retry with a changed body, a key expression
+            # edited meanwhile) is judged in that line, not given a second place.
+            placed = await session.exec(
+                select(KeyedJob.key).where(col(KeyedJob.job_id) == event.job_id)
+            )
+            key = placed.first() or event.concurrency_key
             await _lock_key(session, key)
             verdict = await _decide(session, event, key, self._settle)
             await session.commit()
         return verdict
 
+    def _serialised(self, session: AsyncSession) -> contextlib.AbstractAsyncContextManager[Any]:
+        if session.get_bind().dialect.name == "postgresql":
+            return contextlib.nullcontext()
+        return self._sqlite_lock
+
     async def cancel_waiting(self, job_id: str) -> bool:
         """Ends a job still waiting in its key's line (a user's cancel): True when it is
         (or already was) ended cancelled, False when it is in no line or launched."""
-        async with self._lock, self._sessions() as session:
+        async with self._sessions() as session, self._serialised(session):
             row = await session.get(KeyedJob, job_id)
             if row is None:
                 return False
