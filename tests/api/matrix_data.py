@@ -215,11 +215,14 @@ def _tasks() -> dict[tuple[str, str], Case]:
         ("POST", "/tasks/{name}/schema"): Case("tasks", writable(), item, body={"type": "object"}),
         ("PUT", "/tasks/{name}/schema"): Case("tasks", writable(), item, body={"type": "object"}),
         # The callback secret signs what the task's receivers trust: write, as editing
-        # the callbacks needs; their delivery log is the task's to whoever may read it.
+        # the callbacks needs. Their delivery log names the task's jobs and how they
+        # ended: read on the task and on its jobs (here, only the admin has the latter).
         ("POST", "/tasks/{name}/callback_secret/rotate"): Case(
             "tasks", writable(), item, body={"grace_seconds": 0}
         ),
-        ("GET", "/tasks/{name}/callback_deliveries"): Case("tasks", readable(), item, other),
+        ("GET", "/tasks/{name}/callback_deliveries"): Case(
+            "tasks", _statuses(401, 403, 403, 403, 403, 200), item, other
+        ),
     }
 
 

@@ -69,3 +69,9 @@ def test_times_are_shown_in_one_format(given: str | None, shown: str) -> None:
 def test_an_input_is_indented_when_it_is_json_and_kept_as_is_otherwise() -> None:
     assert pretty_input('{"a":1}') == '{\n  "a": 1\n}'
     assert pretty_input("plain text <b>") == "plain text <b>"
+    # What `json.loads` cannot take without an exception other than ValueError (a job
+    # page that was a 500 for everyone): shown as it was given.
+    deep = "[" * 100_000
+    assert pretty_input(deep) == deep
+    huge = "1" * 5000
+    assert pretty_input(huge) == huge

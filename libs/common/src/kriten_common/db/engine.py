@@ -22,6 +22,9 @@ def create_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
     after a database restart does not fail on a dead connection. Without it, the first
     use of a dead connection fails, which invalidates the whole pool: right for
     consumers, whose handlers retry anyway and for which the ping is a tenth of a job.
+
+    A statement's parameters are left out of its errors (`hide_parameters`): they are
+    logged, and may hold a callback URL's token, a job's input or an encrypted secret.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
@@ -35,10 +38,11 @@ def create_engine(url: str, *, pre_ping: bool = True) -> AsyncEngine:
             pool_size=20,
             max_overflow=10,
             connect_args={"timeout": 10},
+            hide_parameters=True,
         )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -62,8 +66,8 @@ async def read_session(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
     (the dispatcher's read of a job's records) was a fifth of its database CPU.
 
     Each statement sees what was committed when it ran, as under PostgreSQL's default
-    READ COMMITTED: use it for one query, or for several that need not agree. Nothing
-    written in it is kept.
+    READ COMMITTED: use it for one query, or for several that need not agree. Do not
+    write in it: a write would be committed at once, whatever follows.
     """
     async with sessions() as session:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})

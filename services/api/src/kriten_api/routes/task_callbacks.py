@@ -10,6 +10,8 @@ from __future__ import annotations
 from aiohttp import web
 from sqlmodel import col, select
 
+from kriten_api.authentication import authenticate
+from kriten_api.authz import require
 from kriten_api.keys import SECRET_BOX, SESSIONS
 from kriten_api.listing import Window, list_response, paginate
 from kriten_api.openapi import Query, route
@@ -46,6 +48,9 @@ async def list_callback_deliveries(request: web.Request) -> web.Response:
     """Newest first; `?job_id=` narrows to one job's calls."""
     async with request.app[SESSIONS]() as session:
         task = await load_task(request, session, write=False)
+        # The log names the task's jobs and how they ended: readable by those who may
+        # read every job of the task, as `GET /jobs` would show them.
+        require(await authenticate(request), "jobs", task.name, "read")
         query = (
             select(CallbackDelivery)
             .where(col(CallbackDelivery.task) == task.name)

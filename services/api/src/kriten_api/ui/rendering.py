@@ -18,6 +18,8 @@ import jinja2
 from aiohttp import web
 
 from kriten_api.ui.paths import UI_BASE
+from kriten_common import errors
+from kriten_common.http import parse_json
 from kriten_common.paths import API_BASE
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -67,8 +69,9 @@ def pretty_json(value: Any) -> str:
 def pretty_input(raw: str) -> str:
     """A job's input, indented when it is JSON, else as it was given."""
     try:
-        return pretty_json(json.loads(raw))
-    except ValueError:
+        # The api's parser: deep nesting or a huge number is the raw text, not a 500.
+        return pretty_json(parse_json(raw))
+    except errors.InvalidInput:
         return raw
 
 
