@@ -34,10 +34,12 @@ log = get_logger(__name__)
 LIFETIME_INTERVALS = 3
 # The goodbye of a stopping replica waits no longer than this for the broker.
 LEAVING_TIMEOUT_SECONDS = 1.0
-# Bounds on what a heartbeat can make a replica hold: a peer's interval as counted here
-# (an unbounded or infinite one would keep a vanished peer, and divide every rate limit,
-# for ever), and how many peers are remembered (more are ignored, and not answered).
-MAX_PEER_INTERVAL_SECONDS = 600.0
+# Bounds on what a heartbeat can make a replica hold: a peer's interval as counted here,
+# at most this many times this replica's own (replicas share the setting; the margin is
+# for a rolling change of it), since a longer one keeps a vanished peer, and divides
+# every rate limit, that much longer; and how many peers are remembered (more are
+# ignored, and not answered).
+MAX_PEER_INTERVAL_FACTOR = 5
 MAX_PEERS = 1000
 
 
@@ -83,7 +85,9 @@ class Peers:
                 if len(self._peers) >= MAX_PEERS:
                     return
                 self.newcomer.set()
-            interval = min(event.interval_seconds, MAX_PEER_INTERVAL_SECONDS)
+            interval = min(
+                event.interval_seconds, MAX_PEER_INTERVAL_FACTOR * self.interval_seconds
+            )
             self._peers[event.instance_id] = (
                 interval,
                 self._clock() + LIFETIME_INTERVALS * interval,
