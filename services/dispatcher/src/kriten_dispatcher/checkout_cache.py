@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import os
 import secrets
@@ -31,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from kriten_common.local_jobs import CHECKOUTS_DIR_NAME, write_atomic
+from kriten_common.local_jobs import CHECKOUTS_DIR_NAME, try_lock, write_atomic
+from kriten_common.outcomes import RetryableError
 
 _ERROR_MAX_CHARS = 500
 # The environment git may see from the host: enough to run, nothing of the service's.
@@ -115,20 +115,14 @@ async def _repository_lock(path: Path) -> AsyncIterator[None]:
     `shallow.lock` and fails, rather than waits, when another process holds it: another
     dispatcher sharing the jobs directory. The OS's advisory lock, given up when its
     descriptor closes (so also when the process dies); polled, so that a cancelled wait
-    leaves nothing behind."""
-    descriptor = await asyncio.to_thread(os.open, path, os.O_RDWR | os.O_CREAT, 0o600)
+    leaves nothing behind. A wait that outlasts a fetch's timeout is retried later, not
+    the job's failure: the holder may still be cloning a large repository."""
+    deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
+    while (descriptor := try_lock(path)) is None:
+        if time.monotonic() > deadline:
+            raise RetryableError("another fetch of this repository is still running", delay=30)
+        await asyncio.sleep(0.05)
     try:
-        deadline = time.monotonic() + FETCH_TIMEOUT_SECONDS
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise CheckoutFailed(
-                        "another fetch of this repository did not end", ""
-                    ) from None
-                await asyncio.sleep(0.05)
         yield
     finally:
         os.close(descriptor)
