@@ -141,7 +141,7 @@ async def test_one_delivery_per_finished_job_after_a_500(
         {"url": failures_hook, "events": ["failed"]},
     ]
     await _world(migrated_database_url, callbacks, secret)
-    await _collector(
+    client = await _collector(
         aiohttp_client,
         url=migrated_database_url,
         amqp_url=amqp_url,
@@ -175,8 +175,10 @@ async def test_one_delivery_per_finished_job_after_a_500(
 
     # The same `job.finished` again (a redelivery, a second announcement): nothing is
     # sent twice.
+    # Handled once the callbacks' queue has acked two messages: the retry's (the first
+    # attempt's message counts as a retry) and this one.
     await _finish(amqp_url, topology)
-    await asyncio.sleep(1.5)
+    await _until_consumed(client, COLLECTOR_CALLBACKS, 2)
     assert len(receiver.delivered) == 1
     assert len(await _log(migrated_database_url, 3, timeout=0)) == 2
 
@@ -198,7 +200,7 @@ async def test_a_host_resolving_to_a_private_address_is_refused_when_called(
         [{"url": await serve_receiver(receiver), "events": ["succeeded"]}],
         secret,
     )
-    await _collector(
+    client = await _collector(
         aiohttp_client,
         url=migrated_sqlite_url,
         amqp_url=amqp_url,
@@ -213,16 +215,17 @@ async def test_a_host_resolving_to_a_private_address_is_refused_when_called(
         (1, None, False, True)
     ]
     assert rows[0].error == "address not allowed (non-public)"
-    await asyncio.sleep(1.5)
-    # Refused for good: no retry, and nothing reached the receiver.
+    # Refused for good: its one message acked, none sent to a delay queue.
+    await _until_consumed(client, COLLECTOR_CALLBACKS, 1)
+    assert await _consumed(client, COLLECTOR_CALLBACKS, "retry") == 0
     assert len(await _log(migrated_sqlite_url, 2, timeout=0)) == 1
     assert receiver.calls == []
 
 
-async def _consumed(client: TestClient[Any, Any], queue: str) -> float:
-    """Messages the collector took from `queue` and handled (its own metric)."""
+async def _consumed(client: TestClient[Any, Any], queue: str, outcome: str = "ack") -> float:
+    """Messages the collector took from `queue` with that outcome (its own metric)."""
     text = await (await client.get("/metrics")).text()
-    wanted = f'kriten_consumer_messages_total{{outcome="ack",queue="{queue}"}} '
+    wanted = f'kriten_consumer_messages_total{{outcome="{outcome}",queue="{queue}"}} '
     lines = [line for line in text.splitlines() if line.startswith(wanted)]
     return float(lines[0].split()[-1]) if lines else 0.0
 

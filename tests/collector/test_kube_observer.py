@@ -448,7 +448,7 @@ async def test_cancelled_pod_vanishing_while_unwatched_is_cancelled(
         pod["metadata"]["annotations"][ANNOTATION_CANCEL_REQUESTED] = "true"
 
     fake.update_pod(spec.job_id, mark)
-    await asyncio.sleep(0.3)  # the watch sees the mark
+    await eventually(lambda: spec.job_id in updates.observer._cancelling)  # the watch saw it
     fake.set_unavailable()
     fake.delete_job(spec.job_id, graceful=False)
     fake.compact()

@@ -107,23 +107,31 @@ class ServiceProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-20_000:]
 
-    def problems(self) -> list[dict[str, Any]]:
-        """The JSON log lines at level error or above, or naming a failed publish (which
-        is logged as a warning, but on a healthy run means a message was unroutable)."""
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log lines so far."""
         found = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue  # a library's plain-text line, or the launcher's own output
-            if not isinstance(entry, dict):
-                continue
-            if entry.get("level") in ("error", "critical") or entry.get("event") in (
-                "publish_failed",
-                "broadcast_failed",
-            ):
+            if isinstance(entry, dict):
                 found.append(entry)
         return found
+
+    def logged(self, event: str, job_id: str) -> bool:
+        """Whether this process logged `event` about the job."""
+        return any(e.get("event") == event and e.get("job_id") == job_id for e in self.events())
+
+    def problems(self) -> list[dict[str, Any]]:
+        """The JSON log lines at level error or above, or naming a failed publish (which
+        is logged as a warning, but on a healthy run means a message was unroutable)."""
+        return [
+            entry
+            for entry in self.events()
+            if entry.get("level") in ("error", "critical")
+            or entry.get("event") in ("publish_failed", "broadcast_failed")
+        ]
 
 
 @contextlib.asynccontextmanager

@@ -220,8 +220,12 @@ async def test_a_killed_dispatcher_does_not_free_the_key(deployment: Deployment)
     first = await deliver(deployment, url, 9, 4)
     await wait_running(deployment, first)
     second = await deliver(deployment, url, 9, 0.5)
-    await asyncio.sleep(0.5)  # the second request is waiting, in one replica's hands
-    launcher = next(d for d in deployment.dispatchers if first in d.logs())
+    # The second request is waiting (told to come back later by one replica's gate).
+    deadline = time.monotonic() + 30
+    while not any(d.logged("event_retry_scheduled", second) for d in deployment.dispatchers):
+        assert time.monotonic() < deadline, "the second job was never told to wait"
+        await asyncio.sleep(0.1)
+    launcher = next(d for d in deployment.dispatchers if d.logged("job_dispatched", first))
     assert launcher.process is not None
     launcher.process.send_signal(signal.SIGKILL)
     launcher.process.wait()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import yarl
 from sqlmodel import select
 
 from kriten_api.keys import SESSIONS
@@ -212,7 +213,12 @@ async def test_assets_are_served_from_the_package(api: ApiClient) -> None:
         response = await api.get(asset)
         assert response.status == 200, asset
         assert len(await response.read()) > 100
-    assert (await api.get("/ui/static/../rendering.py")).status == 404
+    # Sent as written: a client would normalise a plain `..` away before sending it.
+    for escape in ("%2E%2E/rendering.py", "..%2Frendering.py", "%2e%2e%2fui%2frendering.py"):
+        raw = yarl.URL(f"/ui/static/{escape}", encoded=True)
+        response = await api.get(raw)
+        assert response.status == 404, escape
+        assert "jinja2" not in await response.text()
 
 
 # --- what each user sees ---
