@@ -43,9 +43,29 @@ def _error_message(response: httpx.Response) -> str:
 
 
 def _decode(response: httpx.Response) -> Any:
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return response.json()
+    """The answer's JSON, or its text for a text answer (a job's log); anything else
+    (a proxy's HTML page, broken JSON) is not Kriten's API answering."""
+    kind = response.headers.get("content-type", "")
+    if kind.startswith("application/json"):
+        try:
+            return response.json()
+        except ValueError:
+            raise CliError("the server's answer is not valid JSON", UNAVAILABLE) from None
+    if kind.startswith("text/html"):
+        raise CliError(
+            "the server answered with a web page, not Kriten's API: check the URL",
+            UNAVAILABLE,
+        )
     return response.text
+
+
+def expect(answer: Any, *fields: str) -> dict[str, Any]:
+    """`answer` as an object with `fields`, or a `CliError` saying the server's answer
+    is not what this command needs (an older server, or not Kriten at all)."""
+    if not isinstance(answer, dict) or any(name not in answer for name in fields):
+        wanted = ", ".join(fields) or "an object"
+        raise CliError(f"unexpected answer from the server (wanted {wanted})", UNAVAILABLE)
+    return answer
 
 
 class Client:
@@ -109,6 +129,10 @@ class Client:
         response = self._send(request, stream=False)
         if response.status_code >= 400:
             raise CliError(_error_message(response), exit_code_for_status(response.status_code))
+        if response.is_redirect:
+            # Not followed: a credential or a body must not go where the server points.
+            where = response.headers.get("location", "elsewhere")
+            raise CliError(f"the server redirects to {where}: use that URL", UNAVAILABLE)
         return _decode(response)
 
     @contextmanager

@@ -21,7 +21,7 @@ def _source(argument: str) -> tuple[str, bytes]:
         return "standard input", sys.stdin.buffer.read()
     name = argument[1:] if argument.startswith("@") else argument
     path = Path(name).expanduser()
-    if argument.startswith("@") or path.is_file():
+    if argument.startswith("@") or _is_file(path):
         try:
             return str(path), path.read_bytes()
         except OSError as problem:
@@ -72,3 +72,12 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
         except ValueError:
             fields[name] = value
     return fields
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` names a file; inline JSON longer than a file name can be (or with
+    a NUL) is not one, rather than an `OSError`."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from kritenctl import paths
-from kritenctl.client import Client
+from kritenctl.client import Client, expect
 from kritenctl.errors import JOB_FAILED, NOT_FOUND, CliError
 from kritenctl.inputs import read_raw
 from kritenctl.output import Format, emit_data, show_item, show_list, show_message
@@ -115,7 +115,7 @@ def run_task(
     """Run a task: start a job with this input; print its id, or with --wait the job."""
     content = read_raw(input_) if input_ is not None else b""
     with state_of(ctx).client() as client:
-        answer: dict[str, Any] = client.call(paths.JOB_CREATE, {"task": task}, content=content)
+        answer = expect(client.call(paths.JOB_CREATE, {"task": task}, content=content), "id")
         if not (wait or follow):
             show_message(answer, output)
             return

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from kritenctl import config, paths
-from kritenctl.client import Client
+from kritenctl.client import Client, expect
 from kritenctl.errors import AUTH, USAGE, CliError
 from kritenctl.state import state_of
 
@@ -35,13 +35,16 @@ def _new_api_token(
     url: str, username: str, password: str, provider: str, profile: str
 ) -> dict[str, str]:
     with Client(url) as anonymous:
-        login_token = anonymous.call(
+        answer = anonymous.call(
             paths.LOGIN, body={"username": username, "password": password, "provider": provider}
-        )["token"]
+        )
+        login_token = expect(answer, "token")["token"]
     with Client(url, login_token) as session:
         description = f"kritenctl on {socket.gethostname()} (profile {profile})"
-        created: dict[str, str] = session.call(
-            paths.API_TOKENS.create, body={"description": description}
+        created = expect(
+            session.call(paths.API_TOKENS.create, body={"description": description}),
+            "key",
+            "id",
         )
         # The login token is not needed any more: end it rather than leave it valid.
         session.call(paths.LOGOUT)
