@@ -294,6 +294,44 @@ async def test_events_other_than_the_failing_one_are_not_retried(
     assert calls == {"a": 1, "b": 2, "c": 1}
 
 
+async def test_the_events_of_a_message_can_be_handled_at_once(
+    amqp_url: str, topology: Topology
+) -> None:
+    """With `event_concurrency`, one slow event does not hold back the rest of its
+    message: four events that each wait for all four to be under way pass together (in
+    order, the first would wait for ever); a failing one is still retried alone."""
+    under_way = asyncio.Barrier(4)
+    calls: dict[str, int] = {}
+    done = asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        assert isinstance(event, JobRequested)
+        calls[event.job_id] = calls.get(event.job_id, 0) + 1
+        if calls[event.job_id] == 1:
+            await asyncio.wait_for(under_way.wait(), 5)
+            if event.job_id == "b":
+                raise RetryableError("once", delay=1)
+        if calls.get("b") == 2:
+            done.set()
+
+    connection = await connect(amqp_url)
+    async with connection:
+        publisher = Publisher(connection, topology)
+        await publisher.open()
+        consumer = Consumer(
+            connection=connection,
+            topology=topology,
+            consumer="dispatcher.job-requested",
+            handler=handler,
+            event_concurrency=4,
+        )
+        await consumer.start()
+        await publisher.publish(*(requested(name) for name in "abcd"))
+        await asyncio.wait_for(done.wait(), 15)
+        await consumer.stop()
+    assert calls == {"a": 1, "b": 2, "c": 1, "d": 1}
+
+
 async def test_published_dispatched_event_round_trips(amqp_url: str, topology: Topology) -> None:
     connection = await connect(amqp_url)
     async with connection:

@@ -485,10 +485,16 @@ class Consumer:
         on_dead_letter: DeadLetterHook | None = None,
         metrics: ConsumerMetrics | None = None,
         depth_interval: float = QUEUE_DEPTH_INTERVAL_SECONDS,
+        event_concurrency: int = 1,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._consumer = consumer
+        # How many events of one message are handled at once. One (in order) where order
+        # matters; more where each event waits on something slow of its own (a callback
+        # receiver), so that one of them does not hold back the rest of the message.
+        self._event_slots = asyncio.Semaphore(event_concurrency)
+        self._in_order = event_concurrency == 1
         self._handler = handler
         self._prefetch = prefetch
         self._max_attempts = max_attempts
@@ -570,11 +576,23 @@ class Consumer:
         attempt = header_count(message.headers, ATTEMPT_HEADER, 1)
         backoff = header_count(message.headers, BACKOFF_HEADER, 0)
         outcome: MessageOutcome = "ack"
-        try:
-            for event in events:
-                # Every line about the event (the handler's and ours) carries its ids.
+
+        async def handle(event: messages.Event) -> MessageOutcome:
+            # Every line about the event (the handler's and ours) carries its ids.
+            async with self._event_slots:
                 with bound_ids(**_log_ids(event)):
-                    handled = await self._handle_one(event, attempt, backoff)
+                    return await self._handle_one(event, attempt, backoff)
+
+        try:
+            if self._in_order:
+                fates = [await handle(event) for event in events]
+            else:
+                # All of them end before the message does, also when one fails.
+                done = await asyncio.gather(*(handle(e) for e in events), return_exceptions=True)
+                if failed := next((d for d in done if isinstance(d, BaseException)), None):
+                    raise failed
+                fates = [fate for fate in done if not isinstance(fate, BaseException)]
+            for handled in fates:
                 # What the message counts as: its worst event's fate.
                 if handled == "dead_letter" or outcome == "ack":
                     outcome = handled

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from kriten_collector.callback_sender import new_session
 from kriten_collector.collecting import Collector
-from kriten_collector.completion_callbacks import CompletionCallbacks
+from kriten_collector.completion_callbacks import CALLBACK_EVENT_CONCURRENCY, CompletionCallbacks
 from kriten_collector.delivery_store import DeliveryStore
 from kriten_collector.job_store import JobStore
 from kriten_collector.keys import CONNECTION, METRICS, PUBLISHER, SESSIONS, SETTINGS
@@ -122,6 +122,9 @@ async def _calling_back(app: web.Application) -> AsyncIterator[None]:
         # its attempts); one more so that the consumer never dead-letters first.
         max_attempts=settings.callback_max_attempts + 1,
         metrics=ConsumerMetrics.of(app[METRICS_REGISTRY]),
+        # A message holds the jobs a batch ended, up to hundreds: a receiver that does
+        # not answer holds one slot for its timeout, not every other task's callbacks.
+        event_concurrency=CALLBACK_EVENT_CONCURRENCY,
     )
     # Changes of tasks (their callbacks) are heard before the first job is handled.
     changes = BroadcastSubscription(

@@ -44,6 +44,8 @@ log = get_logger(__name__)
 
 # The receiver says the endpoint is gone for good: retrying would only add load.
 GONE = 410
+# Finished jobs of one `job.finished` message whose callbacks are handled at once.
+CALLBACK_EVENT_CONCURRENCY = 16
 
 
 def callback_body(job: Job, *, status: str, public_url: str | None) -> bytes:

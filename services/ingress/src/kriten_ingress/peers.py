@@ -85,9 +85,7 @@ class Peers:
                 if len(self._peers) >= MAX_PEERS:
                     return
                 self.newcomer.set()
-            interval = min(
-                event.interval_seconds, MAX_PEER_INTERVAL_FACTOR * self.interval_seconds
-            )
+            interval = min(event.interval_seconds, MAX_PEER_INTERVAL_FACTOR * self.interval_seconds)
             self._peers[event.instance_id] = (
                 interval,
                 self._clock() + LIFETIME_INTERVALS * interval,
