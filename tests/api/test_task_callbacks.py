@@ -16,6 +16,7 @@ from kriten_common.clock import utcnow
 from kriten_common.db.models import CallbackDelivery, Task
 from kriten_common.messages import ConfigChanged, Event
 from tests.api.conftest import ApiClient, BuildApi, login
+from tests.api.test_authorization_matrix import grant, new_user, session_of
 
 pytestmark = pytest.mark.integration
 
@@ -216,6 +217,8 @@ async def test_the_delivery_log_lists_every_attempt_newest_first(api: ApiClient)
         (1, 500, False),
     ]
     assert rows[1]["error"] == "HTTP 500 Internal Server Error"
+    # Which callback, not the receiver's token in its query.
+    assert {r["url"] for r in rows} == {"https://receiver.example/hooks/kriten"}
     response = await api.get("/api/v1/tasks/hello/callback_deliveries?job_id=nope", headers=headers)
     assert await response.json() == []
     response = await api.get("/api/v1/tasks/nope/callback_deliveries", headers=headers)
@@ -239,3 +242,17 @@ async def test_every_change_of_a_task_is_announced(api: ApiClient, announced: li
     assert [(e.kind, e.name) for e in announced if isinstance(e, ConfigChanged)] == [
         ("task", "hello")
     ] * 3
+
+
+async def test_a_reader_who_may_not_change_the_task_sees_no_url_query(api: ApiClient) -> None:
+    """A callback URL's query may hold the receiver's token: only those who may change
+    the task (and so set the URL) see it."""
+    root = await login(api)
+    assert (await create_task(api, root, callbacks=[{"url": HOOK}])).status == 200
+    await new_user(api, root, "reader")
+    await grant(api, root, "reader", "tasks", ["hello"], "read")
+    reader = await session_of(api, "reader", "pw-reader")
+    for headers, url in ((root, HOOK), (reader, "https://receiver.example/hooks/kriten")):
+        task = await (await api.get("/api/v1/tasks/hello", headers=headers)).json()
+        (listed,) = await (await api.get("/api/v1/tasks", headers=headers)).json()
+        assert task["callbacks"][0]["url"] == listed["callbacks"][0]["url"] == url

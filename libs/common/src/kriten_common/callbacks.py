@@ -156,3 +156,10 @@ def signed_headers(
         "webhook-signature": signatures,
         "content-type": "application/json",
     }
+
+
+def shown_url(url: str) -> str:
+    """A callback URL as logs and those who may not change it see it: without its query,
+    which may hold the receiver's token."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

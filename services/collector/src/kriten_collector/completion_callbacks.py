@@ -18,7 +18,6 @@ import json
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from sqlmodel import col, select
@@ -29,7 +28,7 @@ from kriten_collector.callback_tasks import CallbackTasks
 from kriten_collector.metrics import CollectorMetrics
 from kriten_collector.settings import CollectorSettings
 from kriten_common.answers import dump
-from kriten_common.callbacks import signed_headers, webhook_id
+from kriten_common.callbacks import shown_url, signed_headers, webhook_id
 from kriten_common.clock import utcnow
 from kriten_common.crypto import SecretBox
 from kriten_common.db.engine import SessionFactory
@@ -55,12 +54,6 @@ def callback_body(job: Job, *, status: str, public_url: str | None) -> bytes:
     answer.pop("stdout", None)
     answer["log_url"] = f"{(public_url or '').rstrip('/')}{API_BASE}/jobs/{job.id}/log"
     return json.dumps({"type": f"job.{status}", **answer}).encode()
-
-
-def shown_url(url: str) -> str:
-    """A callback URL for the logs: without its query (which may hold a receiver's token)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,15 @@ optional completion callbacks (their secret and delivery log: `routes/task_callb
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from kriten_api.authentication import authenticate
-from kriten_api.authz import require, require_runner_use, visible_to
+from kriten_api.authz import may, require, require_runner_use, visible_to
 from kriten_api.config_events import publish_config_changed
 from kriten_api.fields import same_name
 from kriten_api.keys import SECRET_BOX, SESSIONS, SETTINGS
@@ -18,7 +20,7 @@ from kriten_api.openapi import route
 from kriten_api.schemas import DeletedOut, JsonObjectIn, JsonSchemaOut, dump, read_body, validate
 from kriten_api.schemas.tasks import TaskBase, TaskCreate, TaskPublic, TaskUpdate
 from kriten_common import errors
-from kriten_common.callbacks import new_secret, refused_literal
+from kriten_common.callbacks import new_secret, refused_literal, shown_url
 from kriten_common.client_address import IPNetwork
 from kriten_common.clock import utcnow
 from kriten_common.db.models import CronJob, Runner, Task, Webhook
@@ -79,7 +81,7 @@ async def list_tasks(request: web.Request) -> web.Response:
     query = visible_to(query, principal, "tasks", keys=[col(Task.name)])
     async with request.app[SESSIONS]() as session:
         tasks, total = await paginate(session, query, Window.of(request))
-    return list_response([dump(TaskPublic.model_validate(t)) for t in tasks], total)
+    return list_response([_read_answer(principal, t) for t in tasks], total)
 
 
 async def create_task(request: web.Request) -> web.Response:
@@ -129,7 +131,17 @@ async def load_task(request: web.Request, session: AsyncSession, *, write: bool)
 async def get_task(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         task = await load_task(request, session, write=False)
-    return web.json_response(dump(TaskPublic.model_validate(task)))
+    return web.json_response(_read_answer(await authenticate(request), task))
+
+
+def _read_answer(principal: Principal, task: Task) -> dict[str, Any]:
+    """A task as a reader gets it: the callbacks' URLs without their query (which may
+    hold a receiver's token) unless the reader may change the task anyway."""
+    answer: dict[str, Any] = dump(TaskPublic.model_validate(task))
+    if not may(principal, "tasks", task.name, "write"):
+        for callback in answer["callbacks"]:
+            callback["url"] = shown_url(callback["url"])
+    return answer
 
 
 async def update_task(request: web.Request) -> web.Response:

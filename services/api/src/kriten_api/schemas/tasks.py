@@ -10,7 +10,7 @@ from kriten_api.fields import check_name
 from kriten_api.schemas import In, Out, Timestamp
 from kriten_api.secret_rotation import check_grace
 from kriten_common import errors
-from kriten_common.callbacks import EVENTS, MAX_CALLBACKS, check_callbacks
+from kriten_common.callbacks import EVENTS, MAX_CALLBACKS, check_callbacks, shown_url
 from kriten_common.concurrency import POLICIES, check_key_expression, check_policy
 from kriten_common.task_schemas import check_schema
 
@@ -182,7 +182,7 @@ class CallbackDeliveryPublic(Out):
 
     id: str
     job_id: str
-    url: str
+    url: str = Field(description="The callback's URL, without its query")
     event: str
     webhook_id: str = Field(description="The same on every attempt for one job and URL")
     attempt: int
@@ -192,3 +192,9 @@ class CallbackDeliveryPublic(Out):
     error: str | None
     delivered: bool
     gave_up: bool = Field(description="The last attempt: no retry follows")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _without_query(cls, value: Any) -> Any:
+        # The query may hold the receiver's token; the log only tells which callback.
+        return shown_url(value) if isinstance(value, str) else value
