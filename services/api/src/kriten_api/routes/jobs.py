@@ -25,12 +25,12 @@ from kriten_common.admission import admit
 from kriten_common.db.engine import read_session
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job, Task
 from kriten_common.logging import bind_ids, current_id
-from kriten_common.messages import JobCancelRequested, JobSource
+from kriten_common.messages import FinalStatus, JobCancelRequested, JobSource
 
 # A followed log re-reads the job this often for new output (and re-checks the caller's
 # credential); the job's end wakes it at once (`job.finished`), without waiting for this.
 FOLLOW_OUTPUT_SECONDS = 1.0
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "skipped")
+JOB_STATUSES = ("queued", "running", *get_args(FinalStatus))
 JOB_SOURCES = get_args(JobSource)
 
 

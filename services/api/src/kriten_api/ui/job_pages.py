@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from sqlmodel import col, select
 
 from kriten_api.keys import SESSIONS
 from kriten_api.routes import jobs
@@ -20,6 +21,7 @@ from kriten_api.ui.pages import Viewer, page
 from kriten_api.ui.paths import UI_BASE
 from kriten_api.ui.rendering import render
 from kriten_api.ui.through_api import read, read_list
+from kriten_common.db.engine import read_session
 from kriten_common.db.models import FINAL_JOB_STATUSES, Job
 
 PAGE_SIZE = 25
@@ -74,10 +76,12 @@ async def job_rows(request: web.Request, viewer: Viewer) -> web.Response:
 
 async def _job_context(request: web.Request, viewer: Viewer) -> dict[str, Any]:
     job = await read(request, jobs.get_job)
-    async with request.app[SESSIONS]() as session:
-        row = await session.get(Job, job["id"])
-    # Read a moment ago through the API, so only a purge in between could remove it.
-    owner_id = row.owner_id if row is not None else ""
+    # The owner's id (the answer names the owner, not the id) for the cancel button's
+    # rule: that column alone, not the row again with its whole output, on every poll.
+    async with read_session(request.app[SESSIONS]) as session:
+        found = await session.exec(select(Job.owner_id).where(col(Job.id) == job["id"]))
+        # Read a moment ago through the API, so only a purge in between could remove it.
+        owner_id = found.first() or ""
     principal = viewer.principal
     return {
         **viewer.context,
